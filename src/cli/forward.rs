@@ -1,0 +1,48 @@
+//! `unmask forward`: logits of one uncached forward, for debugging and parity checks.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Args;
+
+use crate::model::{self, DiffusionModel};
+
+#[derive(Args, Debug)]
+pub struct ForwardArgs {
+    #[arg(long, default_value = "embedded")]
+    pub model: String,
+    /// Comma-separated token ids.
+    #[arg(long, value_delimiter = ',', required = true)]
+    pub ids: Vec<u32>,
+    /// Block size of the block-causal mask (default: the config's block_size, else 4).
+    #[arg(long)]
+    pub block_size: Option<usize>,
+    #[arg(long, default_value = "f32")]
+    pub dtype: String,
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    /// Output safetensors file (tensor `logits`, shape [len, vocab], f32).
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+pub fn run(args: &ForwardArgs) -> anyhow::Result<()> {
+    let folder = model::resolve_model_arg(&args.model);
+    let device = model::device::open(&args.device)?;
+    let (info, _) = model::ModelInfo::inspect(&folder)?;
+    let dtype = model::parse_dtype(&args.dtype, &device, info.config.torch_dtype.as_deref())?;
+    let m = DiffusionModel::load(&folder, dtype, &device)?;
+    let block = args.block_size.or(m.info.config.block_size).unwrap_or(4);
+    if block == 0 {
+        anyhow::bail!("--block-size must be at least 1");
+    }
+    let logits = m.forward_all(&args.ids, block)?;
+    let mut map = HashMap::new();
+    map.insert("logits".to_string(), logits.to_device(&candle_core::Device::Cpu)?);
+    let tmp = args.out.with_extension("safetensors.tmp");
+    candle_core::safetensors::save(&map, &tmp).with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, &args.out).with_context(|| format!("writing {}", args.out.display()))?;
+    eprintln!("wrote logits [{}, {}] to {}", args.ids.len(), m.info.config.vocab_size, args.out.display());
+    Ok(())
+}

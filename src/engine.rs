@@ -1,0 +1,128 @@
+//! The worker thread that runs the sampler: commands in, events out, cancellation through an
+//! atomic flag checked before every step. The GUI never blocks on it.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{channel, Receiver, Sender};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use crate::model::DiffusionModel;
+use crate::sampler::SamplerParams;
+use crate::session::{self, TextTask};
+use crate::trace::{StepEvent, Trace, TraceHeader};
+
+/// Which lane of the window a run belongs to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Lane {
+    Main,
+    /// The race view: the same prompt decoded autoregressively.
+    RaceAr,
+    /// The race view: the current diffusion settings.
+    RaceDiffusion,
+}
+
+/// UI → engine.
+pub enum Command {
+    /// Use this model for the next runs.
+    SetModel { model: Arc<DiffusionModel>, device: String },
+    Generate { run: u64, lane: Lane, task: TextTask, chat: bool, params: SamplerParams },
+    Shutdown,
+}
+
+/// Engine → UI.
+#[derive(Debug)]
+pub enum Event {
+    Started { run: u64, lane: Lane, header: Box<TraceHeader> },
+    Step { run: u64, lane: Lane, event: Box<StepEvent> },
+    Finished { run: u64, lane: Lane, trace: Box<Trace> },
+    Failed { run: u64, lane: Lane, error: String },
+}
+
+/// Handle to the worker thread.
+pub struct Engine {
+    tx: Sender<Command>,
+    rx: Receiver<Event>,
+    cancel: Arc<AtomicBool>,
+    handle: Option<JoinHandle<()>>,
+}
+
+impl Engine {
+    /// Starts the worker; `wake` is called after every event (e.g. `ctx.request_repaint()`).
+    pub fn spawn(wake: impl Fn() + Send + 'static) -> Self {
+        let (tx, cmd_rx) = channel::<Command>();
+        let (ev_tx, rx) = channel::<Event>();
+        let cancel = Arc::new(AtomicBool::new(false));
+        let flag = cancel.clone();
+        let handle = std::thread::Builder::new()
+            .name("unmask-engine".into())
+            .spawn(move || worker(cmd_rx, ev_tx, flag, wake))
+            .expect("spawning the engine thread");
+        Engine { tx, rx, cancel, handle: Some(handle) }
+    }
+
+    pub fn send(&self, cmd: Command) {
+        if matches!(cmd, Command::Generate { .. }) {
+            self.cancel.store(false, Ordering::SeqCst);
+        }
+        let _ = self.tx.send(cmd);
+    }
+
+    /// Asks the running generation (and any queued ones) to stop before their next step.
+    pub fn cancel(&self) {
+        self.cancel.store(true, Ordering::SeqCst);
+    }
+
+    pub fn try_recv(&self) -> Option<Event> {
+        self.rx.try_recv().ok()
+    }
+
+    /// Waits up to `timeout` for the next event (tests and the CLI).
+    pub fn recv_timeout(&self, timeout: std::time::Duration) -> Option<Event> {
+        self.rx.recv_timeout(timeout).ok()
+    }
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        self.cancel();
+        let _ = self.tx.send(Command::Shutdown);
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+fn worker(rx: Receiver<Command>, tx: Sender<Event>, cancel: Arc<AtomicBool>, wake: impl Fn()) {
+    let mut model: Option<(Arc<DiffusionModel>, String)> = None;
+    let emit = |e: Event| {
+        let _ = tx.send(e);
+        wake();
+    };
+    while let Ok(cmd) = rx.recv() {
+        match cmd {
+            Command::Shutdown => break,
+            Command::SetModel { model: m, device } => model = Some((m, device)),
+            Command::Generate { run, lane, task, chat, params } => {
+                let Some((m, device)) = model.as_ref() else {
+                    emit(Event::Failed { run, lane, error: "no model is loaded".into() });
+                    continue;
+                };
+                let prepared = session::to_task(m, &task, chat)
+                    .and_then(|t| session::prepare(m, &t, &params, &task.prompt_text(), device));
+                let header = match prepared {
+                    Ok(h) => h,
+                    Err(e) => {
+                        emit(Event::Failed { run, lane, error: e.to_string() });
+                        continue;
+                    }
+                };
+                emit(Event::Started { run, lane, header: Box::new(header.clone()) });
+                let mut on_step = |e: &StepEvent| emit(Event::Step { run, lane, event: Box::new(e.clone()) });
+                match session::run(m, header, device, &cancel, &mut on_step) {
+                    Ok(trace) => emit(Event::Finished { run, lane, trace: Box::new(trace) }),
+                    Err(e) => emit(Event::Failed { run, lane, error: e.to_string() }),
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,11 @@
+//! unmask: watch a discrete-diffusion language model write code, step by step.
+
+pub mod chat;
+pub mod engine;
+pub mod error;
+pub mod model;
+pub mod sampler;
+pub mod session;
+pub mod trace;
+pub mod cli;
+pub mod gui;

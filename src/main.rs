@@ -1,0 +1,18 @@
+use clap::Parser;
+use unmask::cli::{self, Cli, Command};
+
+fn main() {
+    tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::from_default_env()).with_writer(std::io::stderr).init();
+    let args = Cli::parse();
+    let result = match args.command.unwrap_or(Command::Gui(cli::GuiArgs { model: "embedded".into(), trace: None })) {
+        Command::Gui(a) => unmask::gui::run(a.model, a.trace),
+        Command::Generate(a) => cli::generate::run(&a),
+        Command::Forward(a) => cli::forward::run(&a),
+        Command::Inspect(a) => cli::inspect(&a),
+        Command::Replay(a) => cli::replay(&a),
+    };
+    if let Err(e) = result {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}

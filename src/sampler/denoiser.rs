@@ -1,0 +1,181 @@
+//! The bridge between the pure sampler and a model: logits for the active block, with the
+//! family's attention rule, logit shift and key/value caching.
+
+use std::ops::Range;
+use std::time::Instant;
+
+use crate::error::Result;
+use crate::model::{shift_logits, Attention, DiffusionModel, KvCache, Mask};
+
+/// How canvas positions are grouped into attention blocks.
+#[derive(Clone, Debug)]
+pub struct Layout {
+    /// Generated region.
+    pub gen: Range<usize>,
+    /// Blocks of the generated region, left to right.
+    pub blocks: Vec<Range<usize>>,
+    /// Attention-block id of every canvas position: prompt blocks of `block_size` from 0, then one
+    /// id per generated block, then the suffix (infill) after them all.
+    pub block_of: Vec<usize>,
+}
+
+impl Layout {
+    pub fn new(len: usize, gen: Range<usize>, block_size: usize) -> Self {
+        let b = block_size.max(1);
+        let blocks: Vec<Range<usize>> =
+            (gen.start..gen.end).step_by(b).map(|s| s..(s + b).min(gen.end)).collect();
+        let prompt_blocks = gen.start.div_ceil(b);
+        let block_of = (0..len)
+            .map(|i| {
+                if i < gen.start {
+                    i / b
+                } else if i < gen.end {
+                    prompt_blocks + (i - gen.start) / b
+                } else {
+                    prompt_blocks + blocks.len()
+                }
+            })
+            .collect();
+        Layout { gen, blocks, block_of }
+    }
+}
+
+/// Logits of one block: row-major `[rows, vocab]`, plus what the forward cost.
+pub struct BlockLogits {
+    pub data: Vec<f32>,
+    pub vocab: usize,
+    pub in_flight: usize,
+    pub forward_ms: f64,
+}
+
+impl BlockLogits {
+    pub fn row(&self, i: usize) -> &[f32] {
+        &self.data[i * self.vocab..(i + 1) * self.vocab]
+    }
+}
+
+/// What the sampler needs from a model.
+pub trait Denoiser {
+    /// Called once with the initial canvas.
+    fn begin(&mut self, canvas: &[u32], layout: &Layout) -> Result<()>;
+    /// Logits predicting every position of `block` (already shifted for shifted families).
+    fn logits(&mut self, canvas: &[u32], block: Range<usize>) -> Result<BlockLogits>;
+    /// `block` is final; block-causal caches take its keys and values.
+    fn end_block(&mut self, block: Range<usize>);
+    /// Forward passes so far.
+    fn forwards(&self) -> usize;
+}
+
+/// A [`DiffusionModel`] as a denoiser.
+pub struct ModelDenoiser<'a> {
+    model: &'a DiffusionModel,
+    kv_cache: bool,
+    cache: KvCache,
+    layout: Option<Layout>,
+    /// Block-causal: a finished block whose clean keys/values go into the cache with the next forward.
+    pending: Option<Range<usize>>,
+    /// Bidirectional prefix cache: the block it was refreshed for.
+    prefix_for: Option<usize>,
+    forwards: usize,
+}
+
+impl<'a> ModelDenoiser<'a> {
+    pub fn new(model: &'a DiffusionModel, kv_cache: bool) -> Self {
+        ModelDenoiser { model, kv_cache, cache: KvCache::new(), layout: None, pending: None, prefix_for: None, forwards: 0 }
+    }
+
+    fn shift(&self) -> bool {
+        self.model.family().shifts_logits()
+    }
+
+    /// Raw rows (chunk-relative) whose logits predict `block`, given the chunk starts at `start`.
+    fn rows_for(&self, block: &Range<usize>, start: usize) -> Range<usize> {
+        if self.shift() && block.start > 0 {
+            (block.start - 1 - start)..(block.end - 1 - start)
+        } else {
+            (block.start - start)..(block.end - start)
+        }
+    }
+
+    fn finish(&mut self, raw: candle_core::Tensor, block: &Range<usize>, in_flight: usize, t0: Instant) -> Result<BlockLogits> {
+        // A shifted block at position 0 predicts position 0 from itself (as the references do).
+        let t = if self.shift() && block.start == 0 { shift_logits(&raw)? } else { raw };
+        let vocab = t.dim(1)?;
+        let data = t.flatten_all()?.to_vec1::<f32>()?;
+        self.forwards += 1;
+        Ok(BlockLogits { data, vocab, in_flight, forward_ms: t0.elapsed().as_secs_f64() * 1e3 })
+    }
+}
+
+impl Denoiser for ModelDenoiser<'_> {
+    fn begin(&mut self, canvas: &[u32], layout: &Layout) -> Result<()> {
+        self.cache.clear();
+        self.pending = None;
+        self.prefix_for = None;
+        self.forwards = 0;
+        self.layout = Some(layout.clone());
+        let block_causal = self.model.family().attention() == Attention::BlockCausal;
+        if block_causal && self.kv_cache && layout.gen.start > 0 {
+            // Prefill: the prompt's keys and values are exact and final.
+            let p = layout.gen.start;
+            self.model.net.forward(&canvas[..p], 0, &mut self.cache, p, Mask::BlockCausal(&layout.block_of), p - 1..p)?;
+            self.forwards += 1;
+        }
+        Ok(())
+    }
+
+    fn logits(&mut self, canvas: &[u32], block: Range<usize>) -> Result<BlockLogits> {
+        let t0 = Instant::now();
+        let layout = self.layout.clone().expect("begin() is called before logits()");
+        let net = &self.model.net;
+        match (self.model.family().attention(), self.kv_cache) {
+            (Attention::BlockCausal, true) => {
+                let (start, append) = match self.pending.take() {
+                    Some(p) if p.end == block.start && self.cache.len() == p.start => (p.start, p.len()),
+                    _ => (self.cache.len(), 0),
+                };
+                let chunk = &canvas[start..block.end];
+                let rows = self.rows_for(&block, start);
+                let raw = net.forward(chunk, start, &mut self.cache, append, Mask::BlockCausal(&layout.block_of), rows)?;
+                self.finish(raw, &block, chunk.len(), t0)
+            }
+            (Attention::BlockCausal, false) => {
+                let chunk = &canvas[..block.end];
+                let rows = self.rows_for(&block, 0);
+                let raw = net.forward(chunk, 0, &mut KvCache::new(), 0, Mask::BlockCausal(&layout.block_of), rows)?;
+                self.finish(raw, &block, chunk.len(), t0)
+            }
+            (Attention::Bidirectional, false) => {
+                let rows = self.rows_for(&block, 0);
+                let raw = net.forward(canvas, 0, &mut KvCache::new(), 0, Mask::Full, rows)?;
+                self.finish(raw, &block, canvas.len(), t0)
+            }
+            (Attention::Bidirectional, true) => {
+                // Approximate prefix cache (Fast-dLLM v1): refreshed by a full forward at each block
+                // start, whose logits also serve the block's first step.
+                let keep = if self.shift() { block.start.saturating_sub(1) } else { block.start };
+                if self.prefix_for != Some(block.start) {
+                    self.cache.clear();
+                    let rows = self.rows_for(&block, 0);
+                    let raw = net.forward(canvas, 0, &mut self.cache, keep, Mask::Full, rows)?;
+                    self.prefix_for = Some(block.start);
+                    return self.finish(raw, &block, canvas.len(), t0);
+                }
+                let chunk = &canvas[keep..];
+                let rows = self.rows_for(&block, keep);
+                let raw = net.forward(chunk, keep, &mut self.cache, 0, Mask::Full, rows)?;
+                self.finish(raw, &block, chunk.len(), t0)
+            }
+        }
+    }
+
+    fn end_block(&mut self, block: Range<usize>) {
+        if self.model.family().attention() == Attention::BlockCausal && self.kv_cache {
+            self.pending = Some(block);
+        }
+    }
+
+    fn forwards(&self) -> usize {
+        self.forwards
+    }
+}

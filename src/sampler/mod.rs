@@ -1,0 +1,284 @@
+//! Block-level parallel diffusion decoding: blocks left to right, the masked positions of the
+//! active block predicted in parallel at each step and some committed, finished blocks reused
+//! through the key/value cache. Every step yields a [`StepEvent`].
+
+pub mod denoiser;
+pub mod noise;
+pub mod params;
+pub mod propose;
+pub mod schedule;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+
+pub use denoiser::{Denoiser, Layout, ModelDenoiser};
+pub use params::{ParamProblem, SamplerParams, Schedule, UnmaskRule};
+
+use crate::error::{Error, Result};
+use crate::trace::{Commit, Finish, FinishReason, Metrics, Reopen, StepEvent, TaskKind, Trace, TraceHeader};
+
+/// What to decode, in token ids.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Task {
+    /// Prompt, then `gen_length` masks.
+    Complete { prompt: Vec<u32> },
+    /// Prefix, `gen_length` masks, suffix.
+    Infill { prefix: Vec<u32>, suffix: Vec<u32> },
+    /// Prompt, then `original` corrupted by `budget` random edits; the sampler re-opens the
+    /// tokens the model finds unlikely and denoises them.
+    Repair { prompt: Vec<u32>, original: Vec<u32>, budget: usize },
+}
+
+/// A repair-mode position is re-opened when the model gives its token less than this fraction
+/// of the probability of its preferred token.
+pub const REPAIR_RATIO: f32 = 0.1;
+
+/// What the sampler needs to know about the model besides its logits.
+pub struct ModelFacts<'a> {
+    pub model_id: String,
+    pub model_hash: String,
+    pub family: String,
+    pub tokenizer: String,
+    pub mask_id: u32,
+    pub stop_ids: Vec<u32>,
+    pub vocab_size: usize,
+    pub context: usize,
+    pub device: String,
+    /// Text of one token.
+    pub token_text: &'a dyn Fn(u32) -> String,
+    /// Text of a token sequence (special tokens dropped).
+    pub decode: &'a dyn Fn(&[u32]) -> String,
+}
+
+/// Builds the trace header: the initial canvas and everything needed to replay the run.
+pub fn prepare(task: &Task, params: &SamplerParams, prompt_text: &str, m: &ModelFacts) -> Result<TraceHeader> {
+    let (initial, gen_start, gen_end, kind) = match task {
+        Task::Complete { prompt } => {
+            check(params, prompt.len(), m)?;
+            let mut c = prompt.clone();
+            c.extend(std::iter::repeat_n(m.mask_id, params.gen_length));
+            (c, prompt.len(), prompt.len() + params.gen_length, TaskKind::Complete)
+        }
+        Task::Infill { prefix, suffix } => {
+            check(params, prefix.len() + suffix.len(), m)?;
+            let mut c = prefix.clone();
+            c.extend(std::iter::repeat_n(m.mask_id, params.gen_length));
+            c.extend(suffix);
+            (c, prefix.len(), prefix.len() + params.gen_length, TaskKind::Infill { suffix_len: suffix.len() })
+        }
+        Task::Repair { prompt, original, budget } => {
+            if original.is_empty() {
+                return Err(Error::Invalid("repair mode needs code to repair".into()));
+            }
+            // Special tokens are never inserted: draw replacements from ordinary ids below the mask
+            // and stop ids' range where possible.
+            let vocab: Vec<u32> =
+                (0..m.vocab_size as u32).filter(|t| *t != m.mask_id && !m.stop_ids.contains(t)).collect();
+            let mut rng = ChaCha8Rng::seed_from_u64(params.seed ^ 0x5eed_ed17);
+            let corrupted = noise::corrupt(original, *budget, &vocab, &mut rng);
+            let mut p = params.clone();
+            p.gen_length = corrupted.len();
+            let problems: Vec<_> = p.problems(prompt.len(), Some(m.context)).into_iter().filter(|x| x.field != "block_size").collect();
+            if let Some(first) = problems.first() {
+                return Err(Error::Invalid(first.to_string()));
+            }
+            let d = noise::levenshtein(original, &corrupted);
+            let mut c = prompt.clone();
+            c.extend(&corrupted);
+            let end = c.len();
+            (c, prompt.len(), end, TaskKind::Repair { budget: *budget, original: original.clone(), corrupted_distance: d })
+        }
+    };
+    let initial_text = initial.iter().map(|&t| (m.token_text)(t)).collect();
+    Ok(TraceHeader {
+        version: crate::trace::TRACE_VERSION,
+        model_id: m.model_id.clone(),
+        model_hash: m.model_hash.clone(),
+        family: m.family.clone(),
+        tokenizer: m.tokenizer.clone(),
+        params: params.clone(),
+        task: kind,
+        prompt: prompt_text.to_string(),
+        mask_id: m.mask_id,
+        stop_ids: m.stop_ids.clone(),
+        initial,
+        initial_text,
+        gen_start,
+        gen_end,
+        device: m.device.clone(),
+    })
+}
+
+fn check(params: &SamplerParams, fixed: usize, m: &ModelFacts) -> Result<()> {
+    match params.problems(fixed, Some(m.context)).first() {
+        Some(p) => Err(Error::Invalid(p.to_string())),
+        None => Ok(()),
+    }
+}
+
+/// Decodes the run described by `header`, calling `on_step` after every step. Checks `cancel`
+/// before every step: a cancelled run ends with [`FinishReason::Cancelled`] and keeps its events.
+pub fn decode(
+    header: TraceHeader,
+    den: &mut dyn Denoiser,
+    m: &ModelFacts,
+    cancel: &AtomicBool,
+    on_step: &mut dyn FnMut(&StepEvent),
+) -> Result<Trace> {
+    let params = header.params.clone();
+    let t0 = Instant::now();
+    let ms = |t: Instant| t.elapsed().as_secs_f64() * 1e3;
+    let mut rng = ChaCha8Rng::seed_from_u64(params.seed);
+    let mut canvas = header.initial.clone();
+    let layout = Layout::new(canvas.len(), header.gen_start..header.gen_end, params.block_size);
+    let repair = matches!(header.task, TaskKind::Repair { .. });
+    let mut trace = Trace::new(header);
+    let mask = m.mask_id;
+    den.begin(&canvas, &layout)?;
+    let mut reopened_from: HashMap<usize, u32> = HashMap::new();
+    let mut first_block_ms = 0.0;
+    let mut stop: Option<(usize, FinishReason)> = None;
+
+    'blocks: for (b, block) in layout.blocks.iter().enumerate() {
+        let mut step = 0usize;
+        let mut repair_pending = repair;
+        loop {
+            let masked: Vec<usize> = block.clone().filter(|&p| canvas[p] == mask).collect();
+            if masked.is_empty() && !repair_pending {
+                break;
+            }
+            if cancel.load(Ordering::Relaxed) {
+                stop = Some((block.start, FinishReason::Cancelled));
+                break 'blocks;
+            }
+            let steps = params.steps.max(step + 1);
+            let planned = match params.rule {
+                UnmaskRule::Threshold => 1.min(masked.len()),
+                _ => schedule::planned(params.schedule, masked.len(), step, params.steps.max(1)),
+            };
+            let last_step = step + 1 >= steps;
+            if planned == 0 && !repair_pending && (params.edit_noise <= 0.0 || last_step) {
+                // A step that would commit nothing and change nothing: skip its forward.
+                step += 1;
+                continue;
+            }
+            let ts = Instant::now();
+            let logits = den.logits(&canvas, block.clone())?;
+            let mut cands = Vec::with_capacity(masked.len());
+            let mut props = HashMap::with_capacity(masked.len());
+            for &pos in &masked {
+                let prop = propose::propose(logits.row(pos - block.start), &params, &mut rng);
+                let s = propose::score(params.rule, &prop, pos, &mut rng);
+                cands.push(schedule::Candidate { pos, score: s, prob: prop.prob });
+                props.insert(pos, (prop, s));
+            }
+            let chosen = schedule::select(params.rule, &cands, planned, params.threshold);
+            let best_left = cands
+                .iter()
+                .filter(|c| !chosen.contains(&c.pos))
+                .max_by(|a, b| a.score.total_cmp(&b.score).then(b.pos.cmp(&a.pos)))
+                .map(|c| (c.pos, c.score));
+
+            // Re-open: repair mode's likelihood test at a block's first step, edit noise otherwise.
+            let fixed_ok = |p: usize| p >= layout.gen.start && p < layout.gen.end && canvas[p] != mask;
+            let mut reopen_pos: Vec<usize> = Vec::new();
+            if repair_pending {
+                for p in block.clone().filter(|&p| fixed_ok(p)) {
+                    let row = logits.row(p - block.start);
+                    let probs = propose::filtered_probs(row, 1.0, 0, 1.0);
+                    let pmax = propose::argmax(&probs).1;
+                    if probs[canvas[p] as usize] < REPAIR_RATIO * pmax {
+                        reopen_pos.push(p);
+                    }
+                }
+                repair_pending = false;
+            } else if params.edit_noise > 0.0 && !last_step {
+                let committed: Vec<(usize, f32)> = block
+                    .clone()
+                    .filter(|&p| fixed_ok(p))
+                    .map(|p| (p, propose::prob_of(logits.row(p - block.start), canvas[p])))
+                    .collect();
+                reopen_pos = noise::reopen(params.edit_noise, &committed, &mut rng);
+            }
+            let mut reopened = Vec::with_capacity(reopen_pos.len());
+            for p in reopen_pos {
+                let tok = canvas[p];
+                reopened.push(Reopen {
+                    pos: p,
+                    token: tok,
+                    text: (m.token_text)(tok),
+                    prob: propose::prob_of(logits.row(p - block.start), tok),
+                });
+                reopened_from.insert(p, tok);
+                canvas[p] = mask;
+            }
+            let mut commits = Vec::with_capacity(chosen.len());
+            for pos in chosen {
+                let (prop, s) = &props[&pos];
+                canvas[pos] = prop.token;
+                commits.push(Commit {
+                    pos,
+                    token: prop.token,
+                    text: (m.token_text)(prop.token),
+                    prob: prop.prob,
+                    score: *s,
+                    top: prop.top.iter().map(|&(t, p)| (t, (m.token_text)(t), p)).collect(),
+                    previous: reopened_from.remove(&pos),
+                });
+            }
+            let masks_left = canvas[layout.gen.clone()].iter().filter(|&&t| t == mask).count();
+            let ev = StepEvent {
+                index: trace.events.len(),
+                block: b,
+                step,
+                block_start: block.start,
+                block_end: block.end,
+                planned,
+                commits,
+                reopened,
+                best_left,
+                masks_left,
+                in_flight: logits.in_flight,
+                forward_ms: logits.forward_ms,
+                step_ms: ms(ts),
+                nfe: den.forwards(),
+                elapsed_ms: ms(t0),
+            };
+            on_step(&ev);
+            trace.events.push(ev);
+            step += 1;
+        }
+        den.end_block(block.clone());
+        if b == 0 {
+            first_block_ms = ms(t0);
+        }
+        if params.stop_at_eos {
+            if let Some(&tok) = canvas[block.clone()].iter().find(|t| m.stop_ids.contains(t)) {
+                stop = Some((block.end, FinishReason::Eos { block: b, token: tok }));
+                break;
+            }
+        }
+    }
+    let (end, reason) = stop.unwrap_or((layout.gen.end, FinishReason::Complete));
+    let end = if matches!(reason, FinishReason::Cancelled) { end.max(layout.gen.start) } else { end };
+    let tokens: Vec<u32> = canvas[layout.gen.start..end].to_vec();
+    let cut = tokens.iter().position(|t| m.stop_ids.contains(t)).unwrap_or(tokens.len());
+    let text = (m.decode)(&tokens[..cut].iter().copied().filter(|&t| t != mask).collect::<Vec<_>>());
+    let repaired_distance = match &trace.header.task {
+        TaskKind::Repair { original, .. } => Some(noise::levenshtein(original, &tokens)),
+        _ => None,
+    };
+    let metrics = Metrics {
+        total_ms: ms(t0),
+        forwards: den.forwards(),
+        tokens: tokens.len(),
+        steps: trace.events.len(),
+        first_block_ms,
+    };
+    trace.finish = Some(Finish { reason, tokens, text, metrics, repaired_distance });
+    Ok(trace)
+}

@@ -1,0 +1,202 @@
+//! `SamplerParams`: every knob of the decoder, shared by the GUI, the CLI and the trace header.
+
+use serde::{Deserialize, Serialize};
+
+/// Which masked positions a step commits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Hash)]
+#[serde(rename_all = "kebab-case")]
+pub enum UnmaskRule {
+    /// Top-k by p(x̂) (LLaDA `low_confidence`, SDAR static).
+    LowConfidence,
+    /// Top-k by p₁ − p₂.
+    Margin,
+    /// Top-k by negative entropy Σ p log p (Dream `entropy`).
+    Entropy,
+    /// Top-k by a uniform random score.
+    Random,
+    /// The leftmost masked positions first.
+    LeftToRight,
+    /// Every position with p(x̂) > τ, at least one per step (Fast-dLLM / SDAR dynamic).
+    Threshold,
+}
+
+impl UnmaskRule {
+    pub const ALL: [UnmaskRule; 6] = [
+        UnmaskRule::LowConfidence,
+        UnmaskRule::Margin,
+        UnmaskRule::Entropy,
+        UnmaskRule::Random,
+        UnmaskRule::LeftToRight,
+        UnmaskRule::Threshold,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            UnmaskRule::LowConfidence => "low-confidence",
+            UnmaskRule::Margin => "margin",
+            UnmaskRule::Entropy => "entropy",
+            UnmaskRule::Random => "random",
+            UnmaskRule::LeftToRight => "left-to-right",
+            UnmaskRule::Threshold => "threshold",
+        }
+    }
+
+    /// What the rule ranks on, in words.
+    pub fn score_name(self) -> &'static str {
+        match self {
+            UnmaskRule::LowConfidence | UnmaskRule::Threshold => "probability p(x̂)",
+            UnmaskRule::Margin => "margin p₁ − p₂",
+            UnmaskRule::Entropy => "negative entropy Σ p log p",
+            UnmaskRule::Random => "random draw",
+            UnmaskRule::LeftToRight => "position (leftmost first)",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|r| r.name() == s)
+    }
+}
+
+/// How many positions a step commits (ignored by the threshold rule).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Hash)]
+#[serde(rename_all = "kebab-case")]
+pub enum Schedule {
+    /// The block's masks split evenly over its steps, remainder first (LLaDA, SDAR).
+    Uniform,
+    /// Dream's schedule: t = linspace(1, 1e-3, steps+1), commit ⌊n·(1 − s/t)⌋, the rest at the end.
+    Timestep,
+}
+
+impl Schedule {
+    pub const ALL: [Schedule; 2] = [Schedule::Uniform, Schedule::Timestep];
+    pub fn name(self) -> &'static str {
+        match self {
+            Schedule::Uniform => "uniform",
+            Schedule::Timestep => "timestep",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|r| r.name() == s)
+    }
+}
+
+/// Every sampler knob.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct SamplerParams {
+    /// Tokens to generate (the masked region).
+    pub gen_length: usize,
+    /// Tokens per block; `gen_length` = one block = unblocked diffusion; 1 = autoregressive.
+    pub block_size: usize,
+    /// Denoising steps per block (an upper bound: steps that would commit nothing are skipped).
+    pub steps: usize,
+    pub rule: UnmaskRule,
+    /// τ of the threshold rule.
+    pub threshold: f32,
+    pub schedule: Schedule,
+    /// 0 = greedy (argmax).
+    pub temperature: f32,
+    /// 0 = off.
+    pub top_k: usize,
+    /// 1 = off.
+    pub top_p: f32,
+    pub seed: u64,
+    /// Stop at the end of the block that produced an end-of-text or end-of-turn token.
+    pub stop_at_eos: bool,
+    /// Probability of re-opening a committed token at a non-final step (see `noise.rs`).
+    pub edit_noise: f32,
+    /// Reuse keys/values of finished blocks (exact for block-causal models; an approximate prefix
+    /// cache refreshed per block for bidirectional ones).
+    pub kv_cache: bool,
+}
+
+impl Default for SamplerParams {
+    fn default() -> Self {
+        SamplerParams {
+            gen_length: 128,
+            block_size: 8,
+            steps: 4,
+            rule: UnmaskRule::LowConfidence,
+            threshold: 0.9,
+            schedule: Schedule::Uniform,
+            temperature: 0.0,
+            top_k: 0,
+            top_p: 1.0,
+            seed: 0,
+            stop_at_eos: true,
+            edit_noise: 0.0,
+            kv_cache: true,
+        }
+    }
+}
+
+/// A parameter problem, named by the field it is about, so a GUI can show it next to the control.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ParamProblem {
+    pub field: &'static str,
+    pub message: String,
+}
+
+impl std::fmt::Display for ParamProblem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.field, self.message)
+    }
+}
+
+impl SamplerParams {
+    /// Checks the combination; `fixed_len` is the number of prompt (and suffix) tokens and
+    /// `context` the model's context length, when known.
+    pub fn problems(&self, fixed_len: usize, context: Option<usize>) -> Vec<ParamProblem> {
+        let mut v = Vec::new();
+        let mut p = |field: &'static str, message: String| v.push(ParamProblem { field, message });
+        if self.gen_length == 0 {
+            p("gen_length", "must be at least 1".into());
+        }
+        if self.block_size == 0 {
+            p("block_size", "must be at least 1".into());
+        } else if self.gen_length % self.block_size != 0 {
+            p(
+                "block_size",
+                format!(
+                    "{} does not divide the generation length {} (try {} or {})",
+                    self.block_size,
+                    self.gen_length,
+                    largest_divisor_at_most(self.gen_length, self.block_size),
+                    self.gen_length
+                ),
+            );
+        }
+        if self.steps == 0 {
+            p("steps", "must be at least 1".into());
+        } else if self.block_size > 0 && self.steps > self.block_size && self.rule != UnmaskRule::Threshold {
+            p("steps", format!("{} steps for a block of {} tokens: at most {} can commit anything", self.steps, self.block_size, self.block_size));
+        }
+        if !(0.0..=1.0).contains(&self.threshold) {
+            p("threshold", "must be within [0, 1]".into());
+        }
+        if !(self.temperature >= 0.0 && self.temperature.is_finite()) {
+            p("temperature", "must be ≥ 0".into());
+        }
+        if !(self.top_p > 0.0 && self.top_p <= 1.0) {
+            p("top_p", "must be within (0, 1]".into());
+        }
+        if !(0.0..=1.0).contains(&self.edit_noise) {
+            p("edit_noise", "must be within [0, 1]".into());
+        }
+        if let Some(ctx) = context {
+            if fixed_len + self.gen_length > ctx {
+                p("gen_length", format!("prompt ({fixed_len} tokens) + {} generated exceed the model's context of {ctx}", self.gen_length));
+            }
+        }
+        v
+    }
+
+    /// Steps in flight per block if every step commits its planned share.
+    pub fn tokens_per_step(&self) -> f32 {
+        self.block_size as f32 / self.steps.max(1) as f32
+    }
+}
+
+fn largest_divisor_at_most(n: usize, k: usize) -> usize {
+    (1..=k.min(n)).rev().find(|d| n % d == 0).unwrap_or(1)
+}

@@ -1,0 +1,129 @@
+//! Turning one position's logits into a proposed token and the scores every rule ranks on.
+//!
+//! Filter order: temperature → top-k → top-p (SDAR's order). With temperature 0 the token is the
+//! argmax (lowest id on ties) and probabilities are the plain softmax, filtered the same way.
+//! Scores come from the filtered distribution (as Dream and SDAR do).
+
+use rand::Rng;
+
+use super::params::{SamplerParams, UnmaskRule};
+
+/// A proposal for one masked position.
+#[derive(Clone, Debug)]
+pub struct Proposal {
+    pub token: u32,
+    /// p(x̂) under the filtered distribution.
+    pub prob: f32,
+    /// p₁ − p₂.
+    pub margin: f32,
+    /// Σ p log p (≤ 0; higher = more confident).
+    pub neg_entropy: f32,
+    /// The five most likely tokens and their probabilities.
+    pub top: Vec<(u32, f32)>,
+}
+
+/// Softmax of `logits / t` with top-k / top-p filtering; returns probabilities (zeros where
+/// filtered) in f32, computed in f64 for stability.
+pub fn filtered_probs(logits: &[f32], temperature: f32, top_k: usize, top_p: f32) -> Vec<f32> {
+    let t = if temperature > 0.0 { temperature as f64 } else { 1.0 };
+    let max = logits.iter().cloned().fold(f32::NEG_INFINITY, f32::max) as f64;
+    let mut p: Vec<f64> = logits.iter().map(|&l| ((l as f64 - max) / t).exp()).collect();
+    let sum: f64 = p.iter().sum();
+    p.iter_mut().for_each(|x| *x /= sum);
+    let filter_k = top_k > 0 && top_k < p.len();
+    let filter_p = top_p < 1.0;
+    if filter_k || filter_p {
+        let mut order: Vec<usize> = (0..p.len()).collect();
+        order.sort_by(|&a, &b| p[b].total_cmp(&p[a]).then(a.cmp(&b)));
+        let mut keep = if filter_k { top_k } else { p.len() };
+        if filter_p {
+            // Keep the smallest prefix whose mass reaches top_p (the first token always stays).
+            let mut acc = 0.0;
+            for (i, &idx) in order.iter().enumerate().take(keep) {
+                acc += p[idx];
+                if acc >= top_p as f64 {
+                    keep = i + 1;
+                    break;
+                }
+            }
+        }
+        let mut kept = vec![0.0; p.len()];
+        for &idx in &order[..keep] {
+            kept[idx] = p[idx];
+        }
+        let s: f64 = kept.iter().sum();
+        kept.iter_mut().for_each(|x| *x /= s);
+        p = kept;
+    }
+    p.into_iter().map(|x| x as f32).collect()
+}
+
+/// Index and value of the largest entry; the lowest index wins ties.
+pub fn argmax(xs: &[f32]) -> (usize, f32) {
+    let mut best = (0, f32::NEG_INFINITY);
+    for (i, &x) in xs.iter().enumerate() {
+        if x > best.1 {
+            best = (i, x);
+        }
+    }
+    best
+}
+
+/// The `n` largest entries, by value descending then index ascending.
+pub fn top_n(xs: &[f32], n: usize) -> Vec<(u32, f32)> {
+    let mut top: Vec<(u32, f32)> = Vec::with_capacity(n + 1);
+    for (i, &x) in xs.iter().enumerate() {
+        if top.len() < n || x > top[top.len() - 1].1 {
+            let at = top.partition_point(|&(_, v)| v >= x);
+            top.insert(at, (i as u32, x));
+            top.truncate(n);
+        }
+    }
+    top
+}
+
+/// Proposes a token for one position. Draws from `rng` only when temperature > 0.
+pub fn propose(logits: &[f32], params: &SamplerParams, rng: &mut impl Rng) -> Proposal {
+    let probs = filtered_probs(logits, params.temperature, params.top_k, params.top_p);
+    let token = if params.temperature > 0.0 {
+        let u: f64 = rng.random();
+        let mut acc = 0.0f64;
+        let mut chosen = None;
+        for (i, &p) in probs.iter().enumerate() {
+            if p <= 0.0 {
+                continue;
+            }
+            acc += p as f64;
+            chosen = Some(i);
+            if u < acc {
+                break;
+            }
+        }
+        chosen.unwrap_or_else(|| argmax(&probs).0)
+    } else {
+        argmax(logits).0
+    };
+    let top = top_n(&probs, 5);
+    let p1 = top.first().map(|t| t.1).unwrap_or(0.0);
+    let p2 = top.get(1).map(|t| t.1).unwrap_or(0.0);
+    let neg_entropy: f32 = probs.iter().filter(|&&p| p > 0.0).map(|&p| p * (p + 1e-10).ln()).sum();
+    Proposal { token: token as u32, prob: probs[token], margin: p1 - p2, neg_entropy, top }
+}
+
+/// The score a rule ranks a proposal at `pos` on (higher commits first).
+pub fn score(rule: UnmaskRule, p: &Proposal, pos: usize, rng: &mut impl Rng) -> f32 {
+    match rule {
+        UnmaskRule::LowConfidence | UnmaskRule::Threshold => p.prob,
+        UnmaskRule::Margin => p.margin,
+        UnmaskRule::Entropy => p.neg_entropy,
+        UnmaskRule::Random => rng.random::<f32>(),
+        UnmaskRule::LeftToRight => -(pos as f32),
+    }
+}
+
+/// Probability of an existing token under the plain (unfiltered, temperature-1) softmax.
+pub fn prob_of(logits: &[f32], token: u32) -> f32 {
+    let max = logits.iter().cloned().fold(f32::NEG_INFINITY, f32::max) as f64;
+    let sum: f64 = logits.iter().map(|&l| (l as f64 - max).exp()).sum();
+    ((logits[token as usize] as f64 - max).exp() / sum) as f32
+}

@@ -1,0 +1,108 @@
+//! Running the sampler on a loaded model: text in, trace out.
+
+use std::sync::atomic::AtomicBool;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::Result;
+use crate::model::DiffusionModel;
+use crate::sampler::{self, ModelDenoiser, ModelFacts, SamplerParams, Task};
+use crate::trace::{StepEvent, Trace, TraceHeader};
+
+/// A task as the user writes it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", tag = "mode")]
+pub enum TextTask {
+    Complete { prompt: String },
+    Infill { prefix: String, suffix: String },
+    Repair { prompt: String, code: String, budget: usize },
+}
+
+impl TextTask {
+    pub fn prompt_text(&self) -> String {
+        match self {
+            TextTask::Complete { prompt } => prompt.clone(),
+            TextTask::Infill { prefix, suffix } => format!("{prefix}[…]{suffix}"),
+            TextTask::Repair { prompt, code, .. } => format!("{prompt}{code}"),
+        }
+    }
+}
+
+/// Prompt ids: the chat template applied when asked and available, BOS prepended when the model
+/// has one and no template did it.
+pub fn encode_prompt(model: &DiffusionModel, text: &str, chat: bool) -> Result<Vec<u32>> {
+    if chat {
+        if let Some(tpl) = &model.info.chat_template {
+            let rendered = crate::chat::render(tpl, &[crate::chat::Message::user(text)], true, &model.info)?;
+            return model.encode(&rendered);
+        }
+    }
+    model.encode(text)
+}
+
+/// Converts a text task to ids.
+pub fn to_task(model: &DiffusionModel, t: &TextTask, chat: bool) -> Result<Task> {
+    Ok(match t {
+        TextTask::Complete { prompt } => Task::Complete { prompt: encode_prompt(model, prompt, chat)? },
+        TextTask::Infill { prefix, suffix } => {
+            Task::Infill { prefix: encode_prompt(model, prefix, chat)?, suffix: model.encode(suffix)? }
+        }
+        TextTask::Repair { prompt, code, budget } => Task::Repair {
+            prompt: if prompt.is_empty() { Vec::new() } else { encode_prompt(model, prompt, chat)? },
+            original: model.encode(code)?,
+            budget: *budget,
+        },
+    })
+}
+
+/// Runs `f` with the sampler's view of `model`.
+pub fn with_facts<R>(model: &DiffusionModel, device: &str, f: impl FnOnce(&ModelFacts) -> R) -> R {
+    let text = |id: u32| model.token_text(id);
+    let decode = |ids: &[u32]| model.decode(ids);
+    let facts = ModelFacts {
+        model_id: model.info.folder.display().to_string(),
+        model_hash: model.info.hash.clone(),
+        family: model.family().name().to_string(),
+        tokenizer: format!("{} tokens", model.info.tokenizer_size.unwrap_or(0)),
+        mask_id: model.mask_id(),
+        stop_ids: model.info.stops.value.clone(),
+        vocab_size: model.info.config.vocab_size.min(model.info.tokenizer_size.unwrap_or(usize::MAX)),
+        context: model.info.config.max_position_embeddings,
+        device: device.to_string(),
+        token_text: &text,
+        decode: &decode,
+    };
+    f(&facts)
+}
+
+/// Builds the header of a run.
+pub fn prepare(model: &DiffusionModel, task: &Task, params: &SamplerParams, prompt_text: &str, device: &str) -> Result<TraceHeader> {
+    with_facts(model, device, |m| sampler::prepare(task, params, prompt_text, m))
+}
+
+/// Decodes a prepared run on `model`.
+pub fn run(
+    model: &DiffusionModel,
+    header: TraceHeader,
+    device: &str,
+    cancel: &AtomicBool,
+    on_step: &mut dyn FnMut(&StepEvent),
+) -> Result<Trace> {
+    let mut den = ModelDenoiser::new(model, header.params.kv_cache);
+    with_facts(model, device, |m| sampler::decode(header, &mut den, m, cancel, on_step))
+}
+
+/// Prepare and run in one go.
+pub fn generate(
+    model: &DiffusionModel,
+    task: &TextTask,
+    chat: bool,
+    params: &SamplerParams,
+    device: &str,
+    cancel: &AtomicBool,
+    on_step: &mut dyn FnMut(&StepEvent),
+) -> Result<Trace> {
+    let t = to_task(model, task, chat)?;
+    let header = prepare(model, &t, params, &task.prompt_text(), device)?;
+    run(model, header, device, cancel, on_step)
+}

@@ -1,0 +1,349 @@
+//! Traces: a self-describing header plus one event per denoising step, written as JSON Lines.
+//! Replaying the events over the header's initial canvas reproduces every canvas the live run
+//! showed.
+
+use std::io::{BufRead, Write};
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::sampler::params::SamplerParams;
+
+pub const TRACE_VERSION: u32 = 1;
+
+/// What a run decodes.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", tag = "kind")]
+pub enum TaskKind {
+    Complete,
+    Infill { suffix_len: usize },
+    Repair { budget: usize, original: Vec<u32>, corrupted_distance: usize },
+}
+
+/// Everything needed to interpret and reproduce the events.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TraceHeader {
+    pub version: u32,
+    pub model_id: String,
+    pub model_hash: String,
+    pub family: String,
+    pub tokenizer: String,
+    pub params: SamplerParams,
+    pub task: TaskKind,
+    pub prompt: String,
+    pub mask_id: u32,
+    pub stop_ids: Vec<u32>,
+    /// The canvas before the first step (prompt, masks or corrupted code, suffix).
+    pub initial: Vec<u32>,
+    /// Text of each initial token.
+    pub initial_text: Vec<String>,
+    /// Canvas positions being generated.
+    pub gen_start: usize,
+    pub gen_end: usize,
+    pub device: String,
+}
+
+/// One committed position.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Commit {
+    pub pos: usize,
+    pub token: u32,
+    pub text: String,
+    /// p(x̂) under the filtered distribution.
+    pub prob: f32,
+    /// The value the rule ranked on.
+    pub score: f32,
+    /// Five most likely tokens: (id, text, probability).
+    pub top: Vec<(u32, String, f32)>,
+    /// The token this position held before it was re-opened, when this is a revision.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous: Option<u32>,
+}
+
+/// A committed token re-opened by edit noise or repair.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Reopen {
+    pub pos: usize,
+    pub token: u32,
+    pub text: String,
+    /// The model's probability of the token when it was re-opened.
+    pub prob: f32,
+}
+
+/// One denoising step.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct StepEvent {
+    /// Global step index (0-based).
+    pub index: usize,
+    pub block: usize,
+    /// Step within the block.
+    pub step: usize,
+    pub block_start: usize,
+    pub block_end: usize,
+    /// Positions the schedule asked for (for the threshold rule: the minimum, 1).
+    pub planned: usize,
+    pub commits: Vec<Commit>,
+    pub reopened: Vec<Reopen>,
+    /// Best score among positions left masked, and its position.
+    pub best_left: Option<(usize, f32)>,
+    /// Masks left in the whole generated region after this step.
+    pub masks_left: usize,
+    /// Tokens fed through the network by this step's forward.
+    pub in_flight: usize,
+    pub forward_ms: f64,
+    pub step_ms: f64,
+    /// Forwards so far in the run, including this step's.
+    pub nfe: usize,
+    /// Milliseconds since the run started, at the end of this step.
+    pub elapsed_ms: f64,
+}
+
+/// Why a run ended.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", tag = "reason")]
+pub enum FinishReason {
+    Complete,
+    /// Stopped at the end of the block that produced a stop token.
+    Eos { block: usize, token: u32 },
+    Cancelled,
+}
+
+/// The last record of a finished run.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Finish {
+    pub reason: FinishReason,
+    /// Generated tokens (the region up to where decoding stopped).
+    pub tokens: Vec<u32>,
+    pub text: String,
+    pub metrics: Metrics,
+    /// Repair mode: distance to the original after repair.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repaired_distance: Option<usize>,
+}
+
+/// Speed figures of a run.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Metrics {
+    pub total_ms: f64,
+    pub forwards: usize,
+    pub tokens: usize,
+    pub steps: usize,
+    pub first_block_ms: f64,
+}
+
+impl Metrics {
+    pub fn tokens_per_second(&self) -> f64 {
+        if self.total_ms > 0.0 {
+            self.tokens as f64 * 1000.0 / self.total_ms
+        } else {
+            0.0
+        }
+    }
+    pub fn tokens_per_forward(&self) -> f64 {
+        if self.forwards > 0 {
+            self.tokens as f64 / self.forwards as f64
+        } else {
+            0.0
+        }
+    }
+    pub fn ms_per_step(&self) -> f64 {
+        if self.steps > 0 {
+            self.total_ms / self.steps as f64
+        } else {
+            0.0
+        }
+    }
+}
+
+/// One line of a trace file.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", tag = "type")]
+enum Line {
+    Header(Box<TraceHeader>),
+    Step(Box<StepEvent>),
+    Finish(Box<Finish>),
+}
+
+/// A run: header, events, and the finish record once it ended.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Trace {
+    pub header: TraceHeader,
+    pub events: Vec<StepEvent>,
+    pub finish: Option<Finish>,
+}
+
+/// A canvas position as a view sees it at some step.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Cell {
+    pub token: u32,
+    pub text: String,
+    pub masked: bool,
+    /// Global step at which the current token was committed (None: given, not generated).
+    pub committed_at: Option<usize>,
+    pub prob: f32,
+    pub score: f32,
+    /// Times this position was revised (re-opened and committed again).
+    pub revisions: usize,
+    pub previous: Option<u32>,
+    pub top: Vec<(u32, String, f32)>,
+}
+
+impl Trace {
+    pub fn new(header: TraceHeader) -> Self {
+        Trace { header, events: Vec::new(), finish: None }
+    }
+
+    /// Number of cursor positions: 0 = before the first step, k = after k steps.
+    pub fn len(&self) -> usize {
+        self.events.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.events.is_empty()
+    }
+
+    /// Token ids of the canvas after `k` steps.
+    pub fn tokens_at(&self, k: usize) -> Vec<u32> {
+        let mut t = self.header.initial.clone();
+        for e in self.events.iter().take(k) {
+            for r in &e.reopened {
+                t[r.pos] = self.header.mask_id;
+            }
+            for c in &e.commits {
+                t[c.pos] = c.token;
+            }
+        }
+        t
+    }
+
+    /// Full cell state of the canvas after `k` steps.
+    pub fn cells_at(&self, k: usize) -> Vec<Cell> {
+        let h = &self.header;
+        let mut cells: Vec<Cell> = h
+            .initial
+            .iter()
+            .zip(&h.initial_text)
+            .map(|(&token, text)| Cell {
+                token,
+                text: text.clone(),
+                masked: token == h.mask_id,
+                committed_at: None,
+                prob: 1.0,
+                score: 0.0,
+                revisions: 0,
+                previous: None,
+                top: Vec::new(),
+            })
+            .collect();
+        for e in self.events.iter().take(k) {
+            for r in &e.reopened {
+                let c = &mut cells[r.pos];
+                c.previous = Some(r.token);
+                c.token = h.mask_id;
+                c.text = "[MASK]".into();
+                c.masked = true;
+            }
+            for m in &e.commits {
+                let c = &mut cells[m.pos];
+                if m.previous.is_some() {
+                    c.revisions += 1;
+                }
+                c.token = m.token;
+                c.text = m.text.clone();
+                c.masked = false;
+                c.committed_at = Some(e.index);
+                c.prob = m.prob;
+                c.score = m.score;
+                c.previous = m.previous;
+                c.top = m.top.clone();
+            }
+        }
+        cells
+    }
+
+    /// Writes the trace atomically: to a temporary file beside `path`, then renamed over it.
+    pub fn save(&self, path: &Path) -> Result<()> {
+        let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        let tmp = dir.join(format!(
+            ".{}.tmp-{}",
+            path.file_name().and_then(|n| n.to_str()).unwrap_or("trace"),
+            std::process::id()
+        ));
+        let write = || -> std::io::Result<()> {
+            let f = std::fs::File::create(&tmp)?;
+            let mut w = std::io::BufWriter::new(f);
+            self.write_to(&mut w)?;
+            let f = w.into_inner().map_err(|e| e.into_error())?;
+            f.sync_all()?;
+            std::fs::rename(&tmp, path)
+        };
+        write().map_err(|e| {
+            let _ = std::fs::remove_file(&tmp);
+            Error::io(path, e)
+        })
+    }
+
+    /// Writes JSON Lines to any writer.
+    pub fn write_to(&self, w: &mut impl Write) -> std::io::Result<()> {
+        let line = |w: &mut dyn Write, l: &Line| -> std::io::Result<()> {
+            serde_json::to_writer(&mut *w, l)?;
+            w.write_all(b"\n")
+        };
+        line(w, &Line::Header(Box::new(self.header.clone())))?;
+        for e in &self.events {
+            line(w, &Line::Step(Box::new(e.clone())))?;
+        }
+        if let Some(f) = &self.finish {
+            line(w, &Line::Finish(Box::new(f.clone())))?;
+        }
+        Ok(())
+    }
+
+    /// Reads a trace; a corrupt or truncated file is reported with the line that failed.
+    pub fn load(path: &Path) -> Result<Self> {
+        let f = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+        Self::read_from(std::io::BufReader::new(f), path)
+    }
+
+    pub fn read_from(r: impl BufRead, path: &Path) -> Result<Self> {
+        let err = |line: usize, problem: String| Error::Trace { file: path.to_path_buf(), line, problem };
+        let mut trace: Option<Trace> = None;
+        for (i, l) in r.lines().enumerate() {
+            let n = i + 1;
+            let l = l.map_err(|e| err(n, format!("unreadable: {e}")))?;
+            if l.trim().is_empty() {
+                continue;
+            }
+            let parsed: Line = serde_json::from_str(&l).map_err(|e| err(n, format!("not a trace record: {e}")))?;
+            match (parsed, trace.as_mut()) {
+                (Line::Header(h), None) => {
+                    if h.version != TRACE_VERSION {
+                        return Err(err(n, format!("trace version {} is not supported (expected {TRACE_VERSION})", h.version)));
+                    }
+                    if h.initial.len() != h.initial_text.len() || h.gen_end > h.initial.len() || h.gen_start > h.gen_end {
+                        return Err(err(n, "header is inconsistent (canvas lengths)".into()));
+                    }
+                    trace = Some(Trace::new(*h));
+                }
+                (Line::Header(_), Some(_)) => return Err(err(n, "a second header".into())),
+                (_, None) => return Err(err(n, "the first record must be the header".into())),
+                (Line::Step(e), Some(t)) => {
+                    if t.finish.is_some() {
+                        return Err(err(n, "a step after the finish record".into()));
+                    }
+                    if e.index != t.events.len() {
+                        return Err(err(n, format!("step index {} out of order (expected {})", e.index, t.events.len())));
+                    }
+                    let len = t.header.initial.len();
+                    if let Some(bad) = e.commits.iter().map(|c| c.pos).chain(e.reopened.iter().map(|r| r.pos)).find(|&p| p >= len) {
+                        return Err(err(n, format!("position {bad} is outside the canvas of {len}")));
+                    }
+                    t.events.push(*e);
+                }
+                (Line::Finish(f), Some(t)) => t.finish = Some(*f),
+            }
+        }
+        trace.ok_or_else(|| err(0, "empty file: no header".into()))
+    }
+}
