@@ -2,7 +2,8 @@
 """Regenerate assets/eval_prompts.jsonl: 100 held-out prompts for `unmask eval`.
 
 From data/corpus/heldout.jsonl (files sorted by content hash), take top-level `def`/`class` statements
-and cut a prefix = the definition header plus the start of its body (docstring start), whole lines only,
+and cut a prefix = the definition header plus the start of its body (docstring start), whole lines only, without the final newline (a prompt ending in "\n" splits the
+"\n    " whitespace token the BPE learned, an out-of-distribution boundary),
 100-400 characters.  At most 2 prompts per file, round-robin over files, deterministic.
 Record: {"id": "heldout-NNN", "file": "<source>:<path>", "prefix": "..."}
 """
@@ -23,10 +24,10 @@ def candidates(text):
         start = (node.decorator_list[0].lineno if node.decorator_list else node.lineno) - 1
         body0 = node.body[0].lineno - 1
         end = body0 + 2  # header + first two lines of the body (docstring start)
-        pre = "\n".join(lines[start:end]) + "\n"
+        pre = "\n".join(lines[start:end]).rstrip()
         while len(pre) > 400 and end > body0 + 1:
             end -= 1
-            pre = "\n".join(lines[start:end]) + "\n"
+            pre = "\n".join(lines[start:end]).rstrip()
         if 100 <= len(pre) <= 400:
             out.append(pre)
     return out

@@ -58,7 +58,7 @@ def main():
     prompts = [args.prompt] if args.prompt else [json.loads(l)["prefix"] for l in open(args.prompts)][: args.n]
     for pr in prompts:
         out, eos = generate(model, tok.encode(pr).ids, args.block, args.max_new)
-        print(f"===== block {args.block} | prompt:\n{pr}\n----- completion{' (EOS)' if eos else ''}:\n"
+        print(f"===== {args.model} block {args.block} | prompt:\n{pr}\n----- completion{' (EOS)' if eos else ''}:\n"
               f"{tok.decode(out, skip_special_tokens=False)}\n", flush=True)
 
 
