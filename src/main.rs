@@ -12,6 +12,7 @@ fn main() {
         Command::Generate(a) => cli::generate::run(&a),
         Command::Forward(a) => cli::forward::run(&a),
         Command::Inspect(a) => cli::inspect(&a),
+        Command::Eval(a) => cli::eval::run(&a),
         Command::Replay(a) => cli::replay(&a),
     };
     if let Err(e) = result {

@@ -234,3 +234,108 @@ fn tokenizer_problems_are_named() {
     let e = load_err(d.path());
     assert!(e.contains("tokenizer.json"), "{e}");
 }
+
+/// The published samplers' token outputs on the tiny checkpoints, reproduced by our sampler with
+/// the corresponding settings (see tests/fixtures/README.md for how they were recorded).
+mod reference_samplers {
+    use super::*;
+    use std::sync::atomic::AtomicBool;
+    use unmask::sampler::{SamplerParams, Schedule, Task, UnmaskRule};
+
+    fn cases(name: &str) -> Vec<serde_json::Value> {
+        let text = std::fs::read_to_string(fixture(name).join("golden_generate.json")).unwrap();
+        serde_json::from_str(&text).unwrap()
+    }
+
+    fn u32s(v: &serde_json::Value) -> Vec<u32> {
+        v.as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect()
+    }
+
+    fn decode(m: &DiffusionModel, prompt: Vec<u32>, params: SamplerParams) -> Vec<u32> {
+        let header = unmask::session::prepare(m, &Task::Complete { prompt: prompt.clone() }, &params, "", "cpu").unwrap();
+        let trace = unmask::session::run(m, header, "cpu", &AtomicBool::new(false), &mut |_| {}).unwrap();
+        let mut out = prompt;
+        out.extend(trace.finish.unwrap().tokens);
+        out
+    }
+
+    #[test]
+    fn llada_generate() {
+        let m = load("llada");
+        for c in cases("llada") {
+            let s = &c["settings"];
+            let gen = s["gen_length"].as_u64().unwrap() as usize;
+            let block = s["block_length"].as_u64().unwrap() as usize;
+            let steps = s["steps"].as_u64().unwrap() as usize / (gen / block);
+            let params = SamplerParams {
+                gen_length: gen,
+                block_size: block,
+                steps,
+                rule: UnmaskRule::LowConfidence,
+                schedule: Schedule::Uniform,
+                stop_at_eos: false,
+                kv_cache: false,
+                ..Default::default()
+            };
+            assert_eq!(decode(&m, u32s(&c["prompt_ids"]), params), u32s(&c["output_ids"]), "{s}");
+        }
+    }
+
+    #[test]
+    fn dream_diffusion_generate() {
+        let m = load("dream");
+        for c in cases("dream") {
+            let s = &c["settings"];
+            let gen = s["max_new_tokens"].as_u64().unwrap() as usize;
+            let rule = match s["alg"].as_str().unwrap() {
+                "entropy" => UnmaskRule::Entropy,
+                "maskgit_plus" => UnmaskRule::LowConfidence,
+                other => panic!("unexpected alg {other}"),
+            };
+            // `top_k: None` reaches Dream's sampler as 50: transformers fills unset generation
+            // fields with its global defaults, so the reference filters to the top 50 tokens.
+            let params = SamplerParams {
+                gen_length: gen,
+                block_size: gen,
+                steps: s["steps"].as_u64().unwrap() as usize,
+                rule,
+                top_k: 50,
+                schedule: Schedule::Timestep,
+                stop_at_eos: false,
+                kv_cache: false,
+                ..Default::default()
+            };
+            assert_eq!(decode(&m, u32s(&c["prompt_ids"]), params), u32s(&c["output_ids"]), "{s}");
+        }
+    }
+
+    #[test]
+    fn sdar_block_diffusion_generate_with_and_without_cache() {
+        let m = load("sdar");
+        let mask = m.mask_id();
+        for c in cases("sdar").into_iter().filter(|c| c["portable"].as_bool() == Some(true)) {
+            let s = &c["settings"];
+            let rule = match s["remasking_strategy"].as_str().unwrap() {
+                "sequential" => UnmaskRule::LeftToRight,
+                "low_confidence_static" => UnmaskRule::LowConfidence,
+                "low_confidence_dynamic" => UnmaskRule::Threshold,
+                other => panic!("unexpected strategy {other}"),
+            };
+            let want: Vec<u32> = u32s(&c["output_ids"]).into_iter().take_while(|&t| t != mask).collect();
+            for kv_cache in [true, false] {
+                let params = SamplerParams {
+                    gen_length: s["gen_length"].as_u64().unwrap() as usize,
+                    block_size: s["block_length"].as_u64().unwrap() as usize,
+                    steps: s["denoising_steps"].as_u64().unwrap() as usize,
+                    rule,
+                    threshold: s["confidence_threshold"].as_f64().unwrap() as f32,
+                    schedule: Schedule::Uniform,
+                    stop_at_eos: true,
+                    kv_cache,
+                    ..Default::default()
+                };
+                assert_eq!(decode(&m, u32s(&c["prompt_ids"]), params), want, "{s} kv_cache={kv_cache}");
+            }
+        }
+    }
+}

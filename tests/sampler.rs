@@ -70,6 +70,7 @@ fn with_facts<R>(f: impl FnOnce(&ModelFacts) -> R) -> R {
         vocab_size: 14,
         context: 4096,
         device: "cpu".into(),
+        aligned_blocks: false,
         token_text: &text,
         decode: &decode,
     };
@@ -140,7 +141,7 @@ fn filters_and_proposals() {
     assert_eq!(top_n(&[0.1, 0.4, 0.4, 0.05], 2), vec![(1, 0.4), (2, 0.4)]);
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
     let params = SamplerParams { temperature: 0.0, ..Default::default() };
-    let prop = propose(&logits, &params, &mut rng);
+    let prop = propose(&logits, &params, 99, &mut rng);
     assert_eq!(prop.token, 0);
     assert!((prop.margin - (p[0] - p[1])).abs() < 1e-6);
     assert!(prop.neg_entropy < 0.0);

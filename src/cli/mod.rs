@@ -1,5 +1,6 @@
 //! Headless commands.
 
+pub mod eval;
 pub mod forward;
 pub mod generate;
 
@@ -24,6 +25,8 @@ pub enum Command {
     Forward(forward::ForwardArgs),
     /// Describe a checkpoint folder: family, size, special ids and where they came from.
     Inspect(InspectArgs),
+    /// Quality and speed on the held-out split (masked accuracy, validity, repair, tokens/s).
+    Eval(eval::EvalArgs),
     /// Replay a saved trace in the terminal: the canvas after each step.
     Replay(ReplayArgs),
 }

@@ -282,7 +282,6 @@ impl Transformer {
         let x = x.narrow(0, rows.start, rows.end - rows.start)?;
         let x = rms_norm(&x, &self.final_norm, cfg.rms_norm_eps)?;
         let logits = x.matmul(&self.lm_head.t()?)?;
-        let logits = if cfg.embedding_size > cfg.vocab_size { logits.narrow(1, 0, cfg.vocab_size)? } else { logits };
         Ok(logits.to_dtype(DType::F32)?)
     }
 

@@ -7,21 +7,33 @@ use std::time::Instant;
 use crate::error::Result;
 use crate::model::{shift_logits, Attention, DiffusionModel, KvCache, Mask};
 
-/// How canvas positions are grouped into attention blocks.
+/// How canvas positions are grouped into blocks.
 #[derive(Clone, Debug)]
 pub struct Layout {
     /// Generated region.
     pub gen: Range<usize>,
-    /// Blocks of the generated region, left to right.
+    /// Blocks left to right; each holds some generated positions (and, when aligned, possibly the
+    /// prompt's last few tokens).
     pub blocks: Vec<Range<usize>>,
-    /// Attention-block id of every canvas position: prompt blocks of `block_size` from 0, then one
-    /// id per generated block, then the suffix (infill) after them all.
+    /// Attention-block id of every canvas position.
     pub block_of: Vec<usize>,
 }
 
 impl Layout {
-    pub fn new(len: usize, gen: Range<usize>, block_size: usize) -> Self {
+    /// `aligned`: blocks at absolute multiples of `block_size` from position 0, as block-causal
+    /// models are trained (SDAR, the embedded model); the prompt's trailing partial block is
+    /// decoded together with the first generated tokens, and the last block may be partial.
+    /// Otherwise (LLaDA, Dream) blocks start at the first generated position.
+    pub fn new(len: usize, gen: Range<usize>, block_size: usize, aligned: bool) -> Self {
         let b = block_size.max(1);
+        if aligned {
+            let first = (gen.start / b) * b;
+            let blocks: Vec<Range<usize>> =
+                (first..gen.end).step_by(b).map(|s| s..(s + b).min(gen.end)).collect();
+            let suffix_id = gen.end.div_ceil(b);
+            let block_of = (0..len).map(|i| if i < gen.end { i / b } else { suffix_id }).collect();
+            return Layout { gen, blocks, block_of };
+        }
         let blocks: Vec<Range<usize>> =
             (gen.start..gen.end).step_by(b).map(|s| s..(s + b).min(gen.end)).collect();
         let prompt_blocks = gen.start.div_ceil(b);
@@ -115,9 +127,9 @@ impl Denoiser for ModelDenoiser<'_> {
         self.forwards = 0;
         self.layout = Some(layout.clone());
         let block_causal = self.model.family().attention() == Attention::BlockCausal;
-        if block_causal && self.kv_cache && layout.gen.start > 0 {
-            // Prefill: the prompt's keys and values are exact and final.
-            let p = layout.gen.start;
+        let p = layout.blocks.first().map(|b| b.start).unwrap_or(layout.gen.start);
+        if block_causal && self.kv_cache && p > 0 {
+            // Prefill: the complete prompt blocks' keys and values are exact and final.
             self.model.net.forward(&canvas[..p], 0, &mut self.cache, p, Mask::BlockCausal(&layout.block_of), p - 1..p)?;
             self.forwards += 1;
         }

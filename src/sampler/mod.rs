@@ -48,6 +48,8 @@ pub struct ModelFacts<'a> {
     pub vocab_size: usize,
     pub context: usize,
     pub device: String,
+    /// Blocks at absolute multiples of the block size (block-causal models), see [`Layout::new`].
+    pub aligned_blocks: bool,
     /// Text of one token.
     pub token_text: &'a dyn Fn(u32) -> String,
     /// Text of a token sequence (special tokens dropped).
@@ -59,16 +61,18 @@ pub fn prepare(task: &Task, params: &SamplerParams, prompt_text: &str, m: &Model
     let (initial, gen_start, gen_end, kind) = match task {
         Task::Complete { prompt } => {
             check(params, prompt.len(), m)?;
+            let n = padded_len(prompt.len(), params, m);
             let mut c = prompt.clone();
-            c.extend(std::iter::repeat_n(m.mask_id, params.gen_length));
-            (c, prompt.len(), prompt.len() + params.gen_length, TaskKind::Complete)
+            c.extend(std::iter::repeat_n(m.mask_id, n));
+            (c, prompt.len(), prompt.len() + n, TaskKind::Complete)
         }
         Task::Infill { prefix, suffix } => {
             check(params, prefix.len() + suffix.len(), m)?;
+            let n = padded_len(prefix.len(), params, m);
             let mut c = prefix.clone();
-            c.extend(std::iter::repeat_n(m.mask_id, params.gen_length));
+            c.extend(std::iter::repeat_n(m.mask_id, n));
             c.extend(suffix);
-            (c, prefix.len(), prefix.len() + params.gen_length, TaskKind::Infill { suffix_len: suffix.len() })
+            (c, prefix.len(), prefix.len() + n, TaskKind::Infill { suffix_len: suffix.len() })
         }
         Task::Repair { prompt, original, budget } => {
             if original.is_empty() {
@@ -113,6 +117,16 @@ pub fn prepare(task: &Task, params: &SamplerParams, prompt_text: &str, m: &Model
     })
 }
 
+/// Masks to append after `fixed` tokens: `gen_length`, extended for aligned (block-causal) layouts
+/// so the canvas ends on a block boundary, as SDAR's reference sampler pads it.
+fn padded_len(fixed: usize, params: &SamplerParams, m: &ModelFacts) -> usize {
+    if m.aligned_blocks && params.block_size > 0 {
+        (fixed + params.gen_length).div_ceil(params.block_size) * params.block_size - fixed
+    } else {
+        params.gen_length
+    }
+}
+
 fn check(params: &SamplerParams, fixed: usize, m: &ModelFacts) -> Result<()> {
     match params.problems(fixed, Some(m.context)).first() {
         Some(p) => Err(Error::Invalid(p.to_string())),
@@ -134,7 +148,7 @@ pub fn decode(
     let ms = |t: Instant| t.elapsed().as_secs_f64() * 1e3;
     let mut rng = ChaCha8Rng::seed_from_u64(params.seed);
     let mut canvas = header.initial.clone();
-    let layout = Layout::new(canvas.len(), header.gen_start..header.gen_end, params.block_size);
+    let layout = Layout::new(canvas.len(), header.gen_start..header.gen_end, params.block_size, m.aligned_blocks);
     let repair = matches!(header.task, TaskKind::Repair { .. });
     let mut trace = Trace::new(header);
     let mask = m.mask_id;
@@ -171,7 +185,7 @@ pub fn decode(
             let mut cands = Vec::with_capacity(masked.len());
             let mut props = HashMap::with_capacity(masked.len());
             for &pos in &masked {
-                let prop = propose::propose(logits.row(pos - block.start), &params, &mut rng);
+                let prop = propose::propose(logits.row(pos - block.start), &params, mask, &mut rng);
                 let s = propose::score(params.rule, &prop, pos, &mut rng);
                 cands.push(schedule::Candidate { pos, score: s, prob: prop.prob });
                 props.insert(pos, (prop, s));
@@ -257,7 +271,8 @@ pub fn decode(
             first_block_ms = ms(t0);
         }
         if params.stop_at_eos {
-            if let Some(&tok) = canvas[block.clone()].iter().find(|t| m.stop_ids.contains(t)) {
+            let generated = block.start.max(layout.gen.start)..block.end;
+            if let Some(&tok) = canvas[generated].iter().find(|t| m.stop_ids.contains(t)) {
                 stop = Some((block.end, FinishReason::Eos { block: b, token: tok }));
                 break;
             }

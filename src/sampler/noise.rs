@@ -70,5 +70,6 @@ pub fn corrupt(tokens: &[u32], budget: usize, vocab: &[u32], rng: &mut impl Rng)
 
 /// Token-level Levenshtein distance.
 pub fn levenshtein(a: &[u32], b: &[u32]) -> usize {
+    let (a, b) = (a.to_vec(), b.to_vec());
     strsim::generic_levenshtein(&a, &b)
 }
