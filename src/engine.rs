@@ -24,18 +24,43 @@ pub enum Lane {
 /// UI → engine.
 pub enum Command {
     /// Use this model for the next runs.
-    SetModel { model: Arc<DiffusionModel>, device: String },
-    Generate { run: u64, lane: Lane, task: TextTask, chat: bool, params: SamplerParams },
+    SetModel {
+        model: Arc<DiffusionModel>,
+        device: String,
+    },
+    Generate {
+        run: u64,
+        lane: Lane,
+        task: TextTask,
+        chat: bool,
+        params: SamplerParams,
+    },
     Shutdown,
 }
 
 /// Engine → UI.
 #[derive(Debug)]
 pub enum Event {
-    Started { run: u64, lane: Lane, header: Box<TraceHeader> },
-    Step { run: u64, lane: Lane, event: Box<StepEvent> },
-    Finished { run: u64, lane: Lane, trace: Box<Trace> },
-    Failed { run: u64, lane: Lane, error: String },
+    Started {
+        run: u64,
+        lane: Lane,
+        header: Box<TraceHeader>,
+    },
+    Step {
+        run: u64,
+        lane: Lane,
+        event: Box<StepEvent>,
+    },
+    Finished {
+        run: u64,
+        lane: Lane,
+        trace: Box<Trace>,
+    },
+    Failed {
+        run: u64,
+        lane: Lane,
+        error: String,
+    },
 }
 
 /// Handle to the worker thread.
@@ -57,7 +82,12 @@ impl Engine {
             .name("unmask-engine".into())
             .spawn(move || worker(cmd_rx, ev_tx, flag, wake))
             .expect("spawning the engine thread");
-        Engine { tx, rx, cancel, handle: Some(handle) }
+        Engine {
+            tx,
+            rx,
+            cancel,
+            handle: Some(handle),
+        }
     }
 
     pub fn send(&self, cmd: Command) {
@@ -102,9 +132,19 @@ fn worker(rx: Receiver<Command>, tx: Sender<Event>, cancel: Arc<AtomicBool>, wak
         match cmd {
             Command::Shutdown => break,
             Command::SetModel { model: m, device } => model = Some((m, device)),
-            Command::Generate { run, lane, task, chat, params } => {
+            Command::Generate {
+                run,
+                lane,
+                task,
+                chat,
+                params,
+            } => {
                 let Some((m, device)) = model.as_ref() else {
-                    emit(Event::Failed { run, lane, error: "no model is loaded".into() });
+                    emit(Event::Failed {
+                        run,
+                        lane,
+                        error: "no model is loaded".into(),
+                    });
                     continue;
                 };
                 let prepared = session::to_task(m, &task, chat)
@@ -112,15 +152,37 @@ fn worker(rx: Receiver<Command>, tx: Sender<Event>, cancel: Arc<AtomicBool>, wak
                 let header = match prepared {
                     Ok(h) => h,
                     Err(e) => {
-                        emit(Event::Failed { run, lane, error: e.to_string() });
+                        emit(Event::Failed {
+                            run,
+                            lane,
+                            error: e.to_string(),
+                        });
                         continue;
                     }
                 };
-                emit(Event::Started { run, lane, header: Box::new(header.clone()) });
-                let mut on_step = |e: &StepEvent| emit(Event::Step { run, lane, event: Box::new(e.clone()) });
+                emit(Event::Started {
+                    run,
+                    lane,
+                    header: Box::new(header.clone()),
+                });
+                let mut on_step = |e: &StepEvent| {
+                    emit(Event::Step {
+                        run,
+                        lane,
+                        event: Box::new(e.clone()),
+                    })
+                };
                 match session::run(m, header, device, &cancel, &mut on_step) {
-                    Ok(trace) => emit(Event::Finished { run, lane, trace: Box::new(trace) }),
-                    Err(e) => emit(Event::Failed { run, lane, error: e.to_string() }),
+                    Ok(trace) => emit(Event::Finished {
+                        run,
+                        lane,
+                        trace: Box::new(trace),
+                    }),
+                    Err(e) => emit(Event::Failed {
+                        run,
+                        lane,
+                        error: e.to_string(),
+                    }),
                 }
             }
         }

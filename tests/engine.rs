@@ -8,25 +8,51 @@ use candle_core::{DType, Device, Tensor};
 use unmask::model::{DiffusionModel, KvCache, Mask, ModelInfo};
 
 fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
 }
 
 fn golden(name: &str) -> HashMap<String, Tensor> {
-    candle_core::safetensors::load(fixture(name).join("golden.safetensors"), &Device::Cpu).expect("golden file")
+    candle_core::safetensors::load(fixture(name).join("golden.safetensors"), &Device::Cpu)
+        .expect("golden file")
 }
 
 fn rel_err(ours: &Tensor, reference: &Tensor) -> f32 {
-    let d = (ours - reference).unwrap().sqr().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap().sqrt();
-    let r = reference.sqr().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap().sqrt();
+    let d = (ours - reference)
+        .unwrap()
+        .sqr()
+        .unwrap()
+        .sum_all()
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap()
+        .sqrt();
+    let r = reference
+        .sqr()
+        .unwrap()
+        .sum_all()
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap()
+        .sqrt();
     d / r
 }
 
 fn ids(g: &HashMap<String, Tensor>) -> Vec<u32> {
-    g["input_ids"].to_dtype(DType::I64).unwrap().to_vec1::<i64>().unwrap().into_iter().map(|x| x as u32).collect()
+    g["input_ids"]
+        .to_dtype(DType::I64)
+        .unwrap()
+        .to_vec1::<i64>()
+        .unwrap()
+        .into_iter()
+        .map(|x| x as u32)
+        .collect()
 }
 
 fn load(name: &str) -> DiffusionModel {
-    DiffusionModel::load(&fixture(name), DType::F32, &Device::Cpu).unwrap_or_else(|e| panic!("{name}: {e}"))
+    DiffusionModel::load(&fixture(name), DType::F32, &Device::Cpu)
+        .unwrap_or_else(|e| panic!("{name}: {e}"))
 }
 
 fn check_parity(name: &str, block: usize, key: &str) {
@@ -50,7 +76,17 @@ fn dream_matches_reference_logits_with_shift() {
     // The unshifted rows are the reference model's own output.
     let m = load("dream");
     let g = golden("dream");
-    let raw = m.net.forward(&ids(&g), 0, &mut KvCache::new(), 0, Mask::Full, 0..ids(&g).len()).unwrap();
+    let raw = m
+        .net
+        .forward(
+            &ids(&g),
+            0,
+            &mut KvCache::new(),
+            0,
+            Mask::Full,
+            0..ids(&g).len(),
+        )
+        .unwrap();
     assert!(rel_err(&raw, &g["raw_logits"]) <= 1e-4);
 }
 
@@ -72,13 +108,33 @@ fn sdar_kv_cache_equals_full_forward() {
     let ids = ids(&g);
     let b = 4;
     let blocks: Vec<usize> = (0..ids.len()).map(|i| i / b).collect();
-    let full = m.net.forward(&ids, 0, &mut KvCache::new(), 0, Mask::BlockCausal(&blocks), 0..ids.len()).unwrap();
+    let full = m
+        .net
+        .forward(
+            &ids,
+            0,
+            &mut KvCache::new(),
+            0,
+            Mask::BlockCausal(&blocks),
+            0..ids.len(),
+        )
+        .unwrap();
     // Append blocks one at a time; each block's logits come from the cache plus the block itself.
     let mut cache = KvCache::new();
     let mut rows = Vec::new();
     for s in (0..ids.len()).step_by(b) {
         let e = (s + b).min(ids.len());
-        let chunk = m.net.forward(&ids[s..e], s, &mut cache, e - s, Mask::BlockCausal(&blocks), 0..e - s).unwrap();
+        let chunk = m
+            .net
+            .forward(
+                &ids[s..e],
+                s,
+                &mut cache,
+                e - s,
+                Mask::BlockCausal(&blocks),
+                0..e - s,
+            )
+            .unwrap();
         rows.push(chunk);
         assert_eq!(cache.len(), e);
     }
@@ -92,17 +148,26 @@ fn sdar_kv_cache_equals_full_forward() {
 #[test]
 fn inspect_reports_sources_of_special_ids() {
     let (info, _) = ModelInfo::inspect(&fixture("sdar")).unwrap();
-    assert!(info.mask.source.contains("<MASK>"), "sdar mask comes from the tokenizer: {}", info.mask.source);
+    assert!(
+        info.mask.source.contains("<MASK>"),
+        "sdar mask comes from the tokenizer: {}",
+        info.mask.source
+    );
     assert!(!info.stops.value.is_empty());
     let (info, _) = ModelInfo::inspect(&fixture("dream")).unwrap();
-    assert!(info.mask.source.contains("config.json"), "{}", info.mask.source);
+    assert!(
+        info.mask.source.contains("config.json"),
+        "{}",
+        info.mask.source
+    );
     let s = info.summary();
     assert!(s.contains("Dream") && s.contains("mask id"), "{s}");
 }
 
 #[test]
 fn published_sdar_4b_metadata_is_accepted() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/reference/published/SDAR-4B-Chat");
+    let dir =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/reference/published/SDAR-4B-Chat");
     if !dir.exists() {
         eprintln!("skipped: {} is not beside this checkout", dir.display());
         return;
@@ -114,11 +179,24 @@ fn published_sdar_4b_metadata_is_accepted() {
     assert_eq!(info.config.num_layers, 36);
     let tok = tok.expect("tokenizer built from vocab.json + merges.txt");
     assert_eq!(tok.token_to_id("<MASK>"), Some(151669));
-    let enc = tok.encode("def add(a, b):\n    return a + b", false).unwrap();
-    assert_eq!(tok.decode(enc.get_ids(), false).unwrap(), "def add(a, b):\n    return a + b");
-    assert!(info.chat_template.as_deref().unwrap_or("").contains("<|im_start|>"));
+    let enc = tok
+        .encode("def add(a, b):\n    return a + b", false)
+        .unwrap();
+    assert_eq!(
+        tok.decode(enc.get_ids(), false).unwrap(),
+        "def add(a, b):\n    return a + b"
+    );
+    assert!(info
+        .chat_template
+        .as_deref()
+        .unwrap_or("")
+        .contains("<|im_start|>"));
     // About 4.0 B parameters.
-    assert!((3.9e9..4.5e9).contains(&(info.parameters as f64)), "{}", info.parameters);
+    assert!(
+        (3.9e9..4.5e9).contains(&(info.parameters as f64)),
+        "{}",
+        info.parameters
+    );
 }
 
 /// A copy of a fixture in a temporary folder, to break.
@@ -133,7 +211,8 @@ fn broken_copy(name: &str) -> tempfile::TempDir {
 
 fn edit_config(dir: &Path, f: impl FnOnce(&mut serde_json::Value)) {
     let p = dir.join("config.json");
-    let mut v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();
+    let mut v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();
     f(&mut v);
     std::fs::write(&p, serde_json::to_string_pretty(&v).unwrap()).unwrap();
 }
@@ -153,7 +232,12 @@ fn unknown_architecture_lists_supported_ones() {
         v["model_type"] = serde_json::json!("mamba");
     });
     let e = load_err(d.path());
-    assert!(e.contains("config.json") && e.contains("MambaForCausalLM") && e.contains("SDARForCausalLM"), "{e}");
+    assert!(
+        e.contains("config.json")
+            && e.contains("MambaForCausalLM")
+            && e.contains("SDARForCausalLM"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -163,7 +247,10 @@ fn missing_config_field_is_named() {
         v.as_object_mut().unwrap().remove("hidden_size");
     });
     let e = load_err(d.path());
-    assert!(e.contains("config.json") && e.contains("hidden_size") && e.contains("missing"), "{e}");
+    assert!(
+        e.contains("config.json") && e.contains("hidden_size") && e.contains("missing"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -178,7 +265,10 @@ fn missing_and_truncated_weights_name_the_file() {
     let bytes = std::fs::read(&p).unwrap();
     std::fs::write(&p, &bytes[..bytes.len() / 2]).unwrap();
     let e = load_err(d.path());
-    assert!(e.contains("model.safetensors") && e.contains("safetensors"), "{e}");
+    assert!(
+        e.contains("model.safetensors") && e.contains("safetensors"),
+        "{e}"
+    );
 
     let d = broken_copy("sdar");
     std::fs::remove_file(d.path().join("model-00002-of-00002.safetensors")).unwrap();
@@ -186,7 +276,11 @@ fn missing_and_truncated_weights_name_the_file() {
     assert!(e.contains("model-00002-of-00002.safetensors"), "{e}");
 
     let d = broken_copy("sdar");
-    std::fs::write(d.path().join("model-00001-of-00002.safetensors"), b"\x08\x00\x00\x00\x00\x00\x00\x00{}").unwrap();
+    std::fs::write(
+        d.path().join("model-00001-of-00002.safetensors"),
+        b"\x08\x00\x00\x00\x00\x00\x00\x00{}",
+    )
+    .unwrap();
     let e = load_err(d.path());
     assert!(e.contains("model-00001-of-00002.safetensors"), "{e}");
 }
@@ -203,7 +297,10 @@ fn wrong_shape_and_missing_tensor_are_named() {
     let d = broken_copy("llada");
     let name = "model.transformer.blocks.1.q_proj.weight";
     rewrite_weights(d.path(), |m| {
-        m.insert(name.into(), Tensor::zeros((3, 5), DType::F32, &Device::Cpu).unwrap());
+        m.insert(
+            name.into(),
+            Tensor::zeros((3, 5), DType::F32, &Device::Cpu).unwrap(),
+        );
     });
     let e = load_err(d.path());
     assert!(e.contains(name) && e.contains("[3, 5]"), "{e}");
@@ -248,12 +345,26 @@ mod reference_samplers {
     }
 
     fn u32s(v: &serde_json::Value) -> Vec<u32> {
-        v.as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect()
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_u64().unwrap() as u32)
+            .collect()
     }
 
     fn decode(m: &DiffusionModel, prompt: Vec<u32>, params: SamplerParams) -> Vec<u32> {
-        let header = unmask::session::prepare(m, &Task::Complete { prompt: prompt.clone() }, &params, "", "cpu").unwrap();
-        let trace = unmask::session::run(m, header, "cpu", &AtomicBool::new(false), &mut |_| {}).unwrap();
+        let header = unmask::session::prepare(
+            m,
+            &Task::Complete {
+                prompt: prompt.clone(),
+            },
+            &params,
+            "",
+            "cpu",
+        )
+        .unwrap();
+        let trace =
+            unmask::session::run(m, header, "cpu", &AtomicBool::new(false), &mut |_| {}).unwrap();
         let mut out = prompt;
         out.extend(trace.finish.unwrap().tokens);
         out
@@ -277,7 +388,11 @@ mod reference_samplers {
                 kv_cache: false,
                 ..Default::default()
             };
-            assert_eq!(decode(&m, u32s(&c["prompt_ids"]), params), u32s(&c["output_ids"]), "{s}");
+            assert_eq!(
+                decode(&m, u32s(&c["prompt_ids"]), params),
+                u32s(&c["output_ids"]),
+                "{s}"
+            );
         }
     }
 
@@ -305,7 +420,11 @@ mod reference_samplers {
                 kv_cache: false,
                 ..Default::default()
             };
-            assert_eq!(decode(&m, u32s(&c["prompt_ids"]), params), u32s(&c["output_ids"]), "{s}");
+            assert_eq!(
+                decode(&m, u32s(&c["prompt_ids"]), params),
+                u32s(&c["output_ids"]),
+                "{s}"
+            );
         }
     }
 
@@ -313,7 +432,10 @@ mod reference_samplers {
     fn sdar_block_diffusion_generate_with_and_without_cache() {
         let m = load("sdar");
         let mask = m.mask_id();
-        for c in cases("sdar").into_iter().filter(|c| c["portable"].as_bool() == Some(true)) {
+        for c in cases("sdar")
+            .into_iter()
+            .filter(|c| c["portable"].as_bool() == Some(true))
+        {
             let s = &c["settings"];
             let rule = match s["remasking_strategy"].as_str().unwrap() {
                 "sequential" => UnmaskRule::LeftToRight,
@@ -321,7 +443,10 @@ mod reference_samplers {
                 "low_confidence_dynamic" => UnmaskRule::Threshold,
                 other => panic!("unexpected strategy {other}"),
             };
-            let want: Vec<u32> = u32s(&c["output_ids"]).into_iter().take_while(|&t| t != mask).collect();
+            let want: Vec<u32> = u32s(&c["output_ids"])
+                .into_iter()
+                .take_while(|&t| t != mask)
+                .collect();
             for kv_cache in [true, false] {
                 let params = SamplerParams {
                     gen_length: s["gen_length"].as_u64().unwrap() as usize,
@@ -334,7 +459,11 @@ mod reference_samplers {
                     kv_cache,
                     ..Default::default()
                 };
-                assert_eq!(decode(&m, u32s(&c["prompt_ids"]), params), want, "{s} kv_cache={kv_cache}");
+                assert_eq!(
+                    decode(&m, u32s(&c["prompt_ids"]), params),
+                    want,
+                    "{s} kv_cache={kv_cache}"
+                );
             }
         }
     }

@@ -105,36 +105,72 @@ pub struct EvalReport {
 
 /// The decoding settings compared: autoregressive first.
 pub fn settings(gen_length: usize) -> Vec<(String, SamplerParams)> {
-    let base = SamplerParams { gen_length, stop_at_eos: true, temperature: 0.0, ..Default::default() };
+    let base = SamplerParams {
+        gen_length,
+        stop_at_eos: true,
+        temperature: 0.0,
+        ..Default::default()
+    };
     let mut v = vec![(
         "AR (block 1, 1 step)".to_string(),
-        SamplerParams { block_size: 1, steps: 1, ..base.clone() },
+        SamplerParams {
+            block_size: 1,
+            steps: 1,
+            ..base.clone()
+        },
     )];
     for steps in [8, 4, 2] {
-        v.push((format!("block 8, {steps} steps"), SamplerParams { block_size: 8, steps, ..base.clone() }));
+        v.push((
+            format!("block 8, {steps} steps"),
+            SamplerParams {
+                block_size: 8,
+                steps,
+                ..base.clone()
+            },
+        ));
     }
     v.push((
         "block 32, threshold 0.9".to_string(),
-        SamplerParams { block_size: 32, steps: 32, rule: UnmaskRule::Threshold, threshold: 0.9, ..base.clone() },
+        SamplerParams {
+            block_size: 32,
+            steps: 32,
+            rule: UnmaskRule::Threshold,
+            threshold: 0.9,
+            ..base.clone()
+        },
     ));
     v.push((
         "block 32, threshold 0.7".to_string(),
-        SamplerParams { block_size: 32, steps: 32, rule: UnmaskRule::Threshold, threshold: 0.7, ..base },
+        SamplerParams {
+            block_size: 32,
+            steps: 32,
+            rule: UnmaskRule::Threshold,
+            threshold: 0.7,
+            ..base
+        },
     ));
     v
 }
 
 fn read_jsonl(path: &Path, field: &str) -> anyhow::Result<Vec<String>> {
-    let f = std::fs::File::open(path).with_context(|| format!("{}: cannot open (run the corpus scripts first)", path.display()))?;
+    let f = std::fs::File::open(path).with_context(|| {
+        format!(
+            "{}: cannot open (run the corpus scripts first)",
+            path.display()
+        )
+    })?;
     let mut out = Vec::new();
     for (i, line) in std::io::BufReader::new(f).lines().enumerate() {
         let line = line.with_context(|| format!("{}: line {}", path.display(), i + 1))?;
         if line.trim().is_empty() {
             continue;
         }
-        let v: serde_json::Value =
-            serde_json::from_str(&line).with_context(|| format!("{}: line {} is not JSON", path.display(), i + 1))?;
-        let s = v.get(field).and_then(|x| x.as_str()).with_context(|| format!("{}: line {} has no `{field}`", path.display(), i + 1))?;
+        let v: serde_json::Value = serde_json::from_str(&line)
+            .with_context(|| format!("{}: line {} is not JSON", path.display(), i + 1))?;
+        let s = v
+            .get(field)
+            .and_then(|x| x.as_str())
+            .with_context(|| format!("{}: line {} has no `{field}`", path.display(), i + 1))?;
         out.push(s.to_string());
     }
     Ok(out)
@@ -143,18 +179,27 @@ fn read_jsonl(path: &Path, field: &str) -> anyhow::Result<Vec<String>> {
 pub fn run(args: &EvalArgs) -> anyhow::Result<()> {
     let device = model::device::open(&args.device)?;
     let m = DiffusionModel::load(&model::resolve_model_arg(&args.model), DType::F32, &device)?;
-    let mut report = EvalReport { model: args.model.clone(), ..Default::default() };
+    let mut report = EvalReport {
+        model: args.model.clone(),
+        ..Default::default()
+    };
     let skip = |s: &str| args.skip.iter().any(|x| x == s);
     if !skip("masked") {
         let texts = read_jsonl(&args.heldout, "text")?;
         for ratio in [0.15f32, 0.5, 0.9] {
             let r = masked_metrics(&m, &texts, ratio, args.n_sequences, &device)?;
-            eprintln!("masked ratio {ratio}: accuracy {:.3}, NLL {:.3} over {} tokens", r.accuracy, r.nll, r.tokens);
+            eprintln!(
+                "masked ratio {ratio}: accuracy {:.3}, NLL {:.3} over {} tokens",
+                r.accuracy, r.nll, r.tokens
+            );
             report.masked.push(r);
         }
     }
     if !skip("validity") {
-        let prompts: Vec<String> = read_jsonl(&args.prompts, "prefix")?.into_iter().take(args.n_prompts).collect();
+        let prompts: Vec<String> = read_jsonl(&args.prompts, "prefix")?
+            .into_iter()
+            .take(args.n_prompts)
+            .collect();
         for (name, params) in settings(args.gen_length) {
             let r = validity(&m, &prompts, &name, &params, &args.device)?;
             eprintln!(
@@ -173,7 +218,10 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<()> {
         let snippets = repair_snippets(&texts, args.n_repair);
         let mut models = vec![(args.model.clone(), m)];
         if let Some(other) = &args.compare {
-            models.push((other.clone(), DiffusionModel::load(&model::resolve_model_arg(other), DType::F32, &device)?));
+            models.push((
+                other.clone(),
+                DiffusionModel::load(&model::resolve_model_arg(other), DType::F32, &device)?,
+            ));
         }
         for (name, mm) in &models {
             let r = repair(mm, name, &snippets, args.repair_budget, &args.device)?;
@@ -186,14 +234,21 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<()> {
     }
     println!("{}", markdown(&report));
     if let Some(p) = &args.json {
-        std::fs::write(p, serde_json::to_string_pretty(&report)?).with_context(|| p.display().to_string())?;
+        std::fs::write(p, serde_json::to_string_pretty(&report)?)
+            .with_context(|| p.display().to_string())?;
     }
     Ok(())
 }
 
 /// Accuracy and NLL of masked positions: each block masked at `ratio` (at least one position)
 /// with clean earlier blocks as context; sequences of 256 tokens from the held-out files.
-pub fn masked_metrics(m: &DiffusionModel, texts: &[String], ratio: f32, n: usize, _dev: &Device) -> anyhow::Result<MaskedResult> {
+pub fn masked_metrics(
+    m: &DiffusionModel,
+    texts: &[String],
+    ratio: f32,
+    n: usize,
+    _dev: &Device,
+) -> anyhow::Result<MaskedResult> {
     let b = m.info.config.block_size.unwrap_or(8);
     let len = 256.min(m.info.config.max_position_embeddings);
     let mask = m.mask_id();
@@ -216,7 +271,9 @@ pub fn masked_metrics(m: &DiffusionModel, texts: &[String], ratio: f32, n: usize
         for s in (0..len).step_by(b) {
             let e = (s + b).min(len);
             let mut noisy = ids[s..e].to_vec();
-            let mut masked: Vec<usize> = (0..noisy.len()).filter(|_| rng.random::<f32>() < ratio).collect();
+            let mut masked: Vec<usize> = (0..noisy.len())
+                .filter(|_| rng.random::<f32>() < ratio)
+                .collect();
             if masked.is_empty() {
                 masked.push(rng.random_range(0..noisy.len()));
             }
@@ -230,7 +287,14 @@ pub fn masked_metrics(m: &DiffusionModel, texts: &[String], ratio: f32, n: usize
                 let full = m.forward_all(&all, b)?;
                 full.narrow(0, s, e - s)?
             } else {
-                m.net.forward(&noisy, s, &mut cache, 0, Mask::BlockCausal(&blocks), 0..e - s)?
+                m.net.forward(
+                    &noisy,
+                    s,
+                    &mut cache,
+                    0,
+                    Mask::BlockCausal(&blocks),
+                    0..e - s,
+                )?
             };
             let rows = logits.to_vec2::<f32>()?;
             for &i in &masked {
@@ -243,23 +307,49 @@ pub fn masked_metrics(m: &DiffusionModel, texts: &[String], ratio: f32, n: usize
                 total += 1;
             }
             if !bidir {
-                m.net.forward(&ids[s..e], s, &mut cache, e - s, Mask::BlockCausal(&blocks), 0..1)?;
+                m.net.forward(
+                    &ids[s..e],
+                    s,
+                    &mut cache,
+                    e - s,
+                    Mask::BlockCausal(&blocks),
+                    0..1,
+                )?;
             }
         }
     }
     if total == 0 {
         anyhow::bail!("no held-out sequence of {len} tokens found");
     }
-    Ok(MaskedResult { ratio, accuracy: correct as f64 / total as f64, nll: nll / total as f64, tokens: total })
+    Ok(MaskedResult {
+        ratio,
+        accuracy: correct as f64 / total as f64,
+        nll: nll / total as f64,
+        tokens: total,
+    })
 }
 
 /// Completes every prompt with `params` and judges the results with Python's parser.
-pub fn validity(m: &DiffusionModel, prompts: &[String], name: &str, params: &SamplerParams, device: &str) -> anyhow::Result<SettingResult> {
+pub fn validity(
+    m: &DiffusionModel,
+    prompts: &[String],
+    name: &str,
+    params: &SamplerParams,
+    device: &str,
+) -> anyhow::Result<SettingResult> {
     let cancel = AtomicBool::new(false);
     let mut cases = Vec::new();
     let (mut tokens, mut ms, mut forwards) = (0usize, 0f64, 0usize);
     for p in prompts {
-        let trace = session::generate(m, &TextTask::Complete { prompt: p.clone() }, false, params, device, &cancel, &mut |_| {})?;
+        let trace = session::generate(
+            m,
+            &TextTask::Complete { prompt: p.clone() },
+            false,
+            params,
+            device,
+            &cancel,
+            &mut |_| {},
+        )?;
         let fin = trace.finish.context("run without finish")?;
         tokens += fin.tokens.len();
         ms += fin.metrics.total_ms;
@@ -320,7 +410,11 @@ fn judge(cases: &[serde_json::Value]) -> anyhow::Result<Vec<bool>> {
         .stdout(std::process::Stdio::piped())
         .spawn()
         .context("running python3 (the validity judge needs CPython)")?;
-    child.stdin.take().context("python3 stdin")?.write_all(serde_json::to_string(cases)?.as_bytes())?;
+    child
+        .stdin
+        .take()
+        .context("python3 stdin")?
+        .write_all(serde_json::to_string(cases)?.as_bytes())?;
     let out = child.wait_with_output()?;
     if !out.status.success() {
         anyhow::bail!("the python3 judge failed");
@@ -348,15 +442,36 @@ fn repair_snippets(texts: &[String], n: usize) -> Vec<String> {
 }
 
 /// Repair mode on each snippet; mean token Levenshtein distance before and after.
-pub fn repair(m: &DiffusionModel, name: &str, snippets: &[String], budget: usize, device: &str) -> anyhow::Result<RepairResult> {
+pub fn repair(
+    m: &DiffusionModel,
+    name: &str,
+    snippets: &[String],
+    budget: usize,
+    device: &str,
+) -> anyhow::Result<RepairResult> {
     let cancel = AtomicBool::new(false);
-    let params = SamplerParams { block_size: 8, steps: 4, stop_at_eos: false, ..Default::default() };
+    let params = SamplerParams {
+        block_size: 8,
+        steps: 4,
+        stop_at_eos: false,
+        ..Default::default()
+    };
     let (mut before, mut after, mut full) = (0usize, 0usize, 0usize);
     for (i, s) in snippets.iter().enumerate() {
-        let p = SamplerParams { seed: i as u64, ..params.clone() };
-        let task = TextTask::Repair { prompt: String::new(), code: s.clone(), budget };
+        let p = SamplerParams {
+            seed: i as u64,
+            ..params.clone()
+        };
+        let task = TextTask::Repair {
+            prompt: String::new(),
+            code: s.clone(),
+            budget,
+        };
         let trace = session::generate(m, &task, false, &p, device, &cancel, &mut |_| {})?;
-        if let crate::trace::TaskKind::Repair { corrupted_distance, .. } = trace.header.task {
+        if let crate::trace::TaskKind::Repair {
+            corrupted_distance, ..
+        } = trace.header.task
+        {
             before += corrupted_distance;
         }
         let d = trace.finish.and_then(|f| f.repaired_distance).unwrap_or(0);
@@ -379,7 +494,10 @@ pub fn markdown(r: &EvalReport) -> String {
     if !r.masked.is_empty() {
         s += "| mask ratio | accuracy | NLL | tokens |\n|---|---|---|---|\n";
         for x in &r.masked {
-            s += &format!("| {} | {:.3} | {:.3} | {} |\n", x.ratio, x.accuracy, x.nll, x.tokens);
+            s += &format!(
+                "| {} | {:.3} | {:.3} | {} |\n",
+                x.ratio, x.accuracy, x.nll, x.tokens
+            );
         }
         s += "\n";
     }
@@ -404,7 +522,12 @@ pub fn markdown(r: &EvalReport) -> String {
         for x in &r.repair {
             s += &format!(
                 "| {} | {} | {} | {:.2} | {:.2} | {} |\n",
-                x.model, x.snippets, x.budget, x.distance_before, x.distance_after, x.fully_repaired
+                x.model,
+                x.snippets,
+                x.budget,
+                x.distance_before,
+                x.distance_after,
+                x.fully_repaired
             );
         }
     }

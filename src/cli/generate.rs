@@ -58,30 +58,70 @@ pub fn run(args: &GenerateArgs) -> anyhow::Result<()> {
     let params = args.sampler.params();
     let prompt_text = args.prompt.clone().unwrap_or_default();
     let task = if let Some(ids) = &args.prompt_ids {
-        Task::Complete { prompt: ids.clone() }
+        Task::Complete {
+            prompt: ids.clone(),
+        }
     } else if let Some(path) = &args.repair {
-        let code = std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-        session::to_task(&m, &session::TextTask::Repair { prompt: prompt_text.clone(), code, budget: args.budget }, args.chat)?
+        let code = std::fs::read_to_string(path)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        session::to_task(
+            &m,
+            &session::TextTask::Repair {
+                prompt: prompt_text.clone(),
+                code,
+                budget: args.budget,
+            },
+            args.chat,
+        )?
     } else if let Some(suffix) = &args.suffix {
-        session::to_task(&m, &session::TextTask::Infill { prefix: prompt_text.clone(), suffix: suffix.clone() }, args.chat)?
+        session::to_task(
+            &m,
+            &session::TextTask::Infill {
+                prefix: prompt_text.clone(),
+                suffix: suffix.clone(),
+            },
+            args.chat,
+        )?
     } else {
-        session::to_task(&m, &session::TextTask::Complete { prompt: prompt_text.clone() }, args.chat)?
+        session::to_task(
+            &m,
+            &session::TextTask::Complete {
+                prompt: prompt_text.clone(),
+            },
+            args.chat,
+        )?
     };
     let header = session::prepare(&m, &task, &params, &prompt_text, &args.device)?;
     let cancel = AtomicBool::new(false);
     let verbose = args.verbose;
     let mut on_step = |e: &crate::trace::StepEvent| {
         if verbose {
-            let toks: Vec<String> = e.commits.iter().map(|c| format!("{}:{:?}", c.pos, c.text)).collect();
-            eprintln!("block {} step {}: {} committed {}, {} masks left", e.block, e.step, e.commits.len(), toks.join(" "), e.masks_left);
+            let toks: Vec<String> = e
+                .commits
+                .iter()
+                .map(|c| format!("{}:{:?}", c.pos, c.text))
+                .collect();
+            eprintln!(
+                "block {} step {}: {} committed {}, {} masks left",
+                e.block,
+                e.step,
+                e.commits.len(),
+                toks.join(" "),
+                e.masks_left
+            );
         }
     };
     let mut den = ModelDenoiser::new(&m, params.kv_cache);
-    let trace = session::with_facts(&m, &args.device, |f| sampler::decode(header, &mut den, f, &cancel, &mut on_step))?;
+    let trace = session::with_facts(&m, &args.device, |f| {
+        sampler::decode(header, &mut den, f, &cancel, &mut on_step)
+    })?;
     if let Some(path) = &args.trace {
         trace.save(path)?;
     }
-    let fin = trace.finish.as_ref().expect("a finished run has a finish record");
+    let fin = trace
+        .finish
+        .as_ref()
+        .expect("a finished run has a finish record");
     if args.json {
         let out = serde_json::json!({
             "text": fin.text,

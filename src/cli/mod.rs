@@ -9,7 +9,11 @@ use clap::{Args, Parser, Subcommand};
 use crate::sampler::{SamplerParams, Schedule, UnmaskRule};
 
 #[derive(Parser, Debug)]
-#[command(name = "unmask", version, about = "Watch a discrete-diffusion language model write code, step by step")]
+#[command(
+    name = "unmask",
+    version,
+    about = "Watch a discrete-diffusion language model write code, step by step"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Option<Command>,
@@ -96,7 +100,14 @@ pub struct SamplerFlags {
 
 fn parse_rule(s: &str) -> Result<UnmaskRule, String> {
     UnmaskRule::parse(s).ok_or_else(|| {
-        format!("unknown rule `{s}`; one of: {}", UnmaskRule::ALL.iter().map(|r| r.name()).collect::<Vec<_>>().join(", "))
+        format!(
+            "unknown rule `{s}`; one of: {}",
+            UnmaskRule::ALL
+                .iter()
+                .map(|r| r.name())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
     })
 }
 
@@ -140,11 +151,23 @@ pub fn replay(args: &ReplayArgs) -> anyhow::Result<()> {
     let h = &trace.header;
     let show = |k: usize| {
         let cells = trace.cells_at(k);
-        let text: String = cells[h.gen_start..h.gen_end].iter().map(|c| if c.masked { "░".to_string() } else { c.text.clone() }).collect();
+        let text: String = cells[h.gen_start..h.gen_end]
+            .iter()
+            .map(|c| {
+                if c.masked {
+                    "░".to_string()
+                } else {
+                    c.text.clone()
+                }
+            })
+            .collect();
         println!("── step {k}/{} ──\n{text}", trace.len());
     };
     match args.step {
-        Some(k) if k > trace.len() => anyhow::bail!("the trace has {} steps; --step {k} is past its end", trace.len()),
+        Some(k) if k > trace.len() => anyhow::bail!(
+            "the trace has {} steps; --step {k} is past its end",
+            trace.len()
+        ),
         Some(k) => show(k),
         None => (0..=trace.len()).for_each(show),
     }

@@ -150,7 +150,11 @@ impl Transformer {
         let get = |name: &str, shape: &[usize]| w.get(name, shape, dtype, device);
         let linear = |name: String, out: usize, inp: usize, bias: bool| -> Result<Linear> {
             let weight = get(&format!("{name}.weight"), &[out, inp])?;
-            let b = if bias { Some(get(&format!("{name}.bias"), &[out])?) } else { None };
+            let b = if bias {
+                Some(get(&format!("{name}.bias"), &[out])?)
+            } else {
+                None
+            };
             Ok(Linear::new(weight, b))
         };
         let embed = get(n.embed, &[cfg.embedding_size, h])?;
@@ -164,8 +168,16 @@ impl Transformer {
                 k: linear(l(i, "k"), kvd, h, cfg.qkv_bias)?,
                 v: linear(l(i, "v"), kvd, h, cfg.qkv_bias)?,
                 o: linear(l(i, "o"), h, qd, false)?,
-                q_norm: if cfg.qk_norm { Some(norm("q_norm", cfg.head_dim)?) } else { None },
-                k_norm: if cfg.qk_norm { Some(norm("k_norm", cfg.head_dim)?) } else { None },
+                q_norm: if cfg.qk_norm {
+                    Some(norm("q_norm", cfg.head_dim)?)
+                } else {
+                    None
+                },
+                k_norm: if cfg.qk_norm {
+                    Some(norm("k_norm", cfg.head_dim)?)
+                } else {
+                    None
+                },
                 mlp_norm: norm("mlp_norm", h)?,
                 gate: linear(l(i, "gate"), i_sz, h, false)?,
                 up: linear(l(i, "up"), i_sz, h, false)?,
@@ -179,9 +191,19 @@ impl Transformer {
             get(n.lm_head, &[cfg.embedding_size, h])?
         };
         let half = cfg.head_dim / 2;
-        let inv_freq =
-            (0..half).map(|j| (1.0 / cfg.rope_theta.powf(2.0 * j as f64 / cfg.head_dim as f64)) as f32).collect();
-        Ok(Transformer { cfg, embed, layers, final_norm, lm_head, inv_freq, device: device.clone(), dtype })
+        let inv_freq = (0..half)
+            .map(|j| (1.0 / cfg.rope_theta.powf(2.0 * j as f64 / cfg.head_dim as f64)) as f32)
+            .collect();
+        Ok(Transformer {
+            cfg,
+            embed,
+            layers,
+            final_norm,
+            lm_head,
+            inv_freq,
+            device: device.clone(),
+            dtype,
+        })
     }
 
     pub fn device(&self) -> &Device {
@@ -207,10 +229,15 @@ impl Transformer {
     ) -> Result<Tensor> {
         let n = ids.len();
         if cache.len != start {
-            return Err(Error::Invalid(format!("cache holds {} positions but the chunk starts at {start}", cache.len)));
+            return Err(Error::Invalid(format!(
+                "cache holds {} positions but the chunk starts at {start}",
+                cache.len
+            )));
         }
         if n == 0 || rows.end > n || rows.start >= rows.end || append > n {
-            return Err(Error::Invalid(format!("empty or out-of-range forward: {n} ids, rows {rows:?}, append {append}")));
+            return Err(Error::Invalid(format!(
+                "empty or out-of-range forward: {n} ids, rows {rows:?}, append {append}"
+            )));
         }
         if start + n > self.cfg.max_position_embeddings {
             return Err(Error::Invalid(format!(
@@ -220,7 +247,10 @@ impl Transformer {
             )));
         }
         if let Some(&bad) = ids.iter().find(|&&t| t as usize >= self.cfg.embedding_size) {
-            return Err(Error::Invalid(format!("token id {bad} is outside the vocabulary ({})", self.cfg.embedding_size)));
+            return Err(Error::Invalid(format!(
+                "token id {bad} is outside the vocabulary ({})",
+                self.cfg.embedding_size
+            )));
         }
         let cfg = &self.cfg;
         let ids_t = Tensor::new(ids, &self.device)?;
@@ -232,9 +262,18 @@ impl Transformer {
         let mut new_cache = Vec::with_capacity(self.layers.len());
         for (li, layer) in self.layers.iter().enumerate() {
             let h = rms_norm(&x, &layer.attn_norm, cfg.rms_norm_eps)?;
-            let q = layer.q.forward(&h)?.reshape((n, cfg.num_heads, cfg.head_dim))?;
-            let k = layer.k.forward(&h)?.reshape((n, cfg.num_kv_heads, cfg.head_dim))?;
-            let v = layer.v.forward(&h)?.reshape((n, cfg.num_kv_heads, cfg.head_dim))?;
+            let q = layer
+                .q
+                .forward(&h)?
+                .reshape((n, cfg.num_heads, cfg.head_dim))?;
+            let k = layer
+                .k
+                .forward(&h)?
+                .reshape((n, cfg.num_kv_heads, cfg.head_dim))?;
+            let v = layer
+                .v
+                .forward(&h)?
+                .reshape((n, cfg.num_kv_heads, cfg.head_dim))?;
             let q = match &layer.q_norm {
                 Some(w) => rms_norm(&q, w, cfg.rms_norm_eps)?,
                 None => q,
@@ -253,10 +292,14 @@ impl Transformer {
             };
             if append > 0 {
                 let (ak, av) = match cache.layers.get(li) {
-                    Some((ck, cv)) => {
-                        (Tensor::cat(&[ck, &k.narrow(1, 0, append)?], 1)?, Tensor::cat(&[cv, &v.narrow(1, 0, append)?], 1)?)
-                    }
-                    None => (k.narrow(1, 0, append)?.contiguous()?, v.narrow(1, 0, append)?.contiguous()?),
+                    Some((ck, cv)) => (
+                        Tensor::cat(&[ck, &k.narrow(1, 0, append)?], 1)?,
+                        Tensor::cat(&[cv, &v.narrow(1, 0, append)?], 1)?,
+                    ),
+                    None => (
+                        k.narrow(1, 0, append)?.contiguous()?,
+                        v.narrow(1, 0, append)?.contiguous()?,
+                    ),
                 };
                 new_cache.push((ak, av));
             }
@@ -269,10 +312,14 @@ impl Transformer {
             };
             let probs = candle_nn::ops::softmax_last_dim(&scores)?.to_dtype(self.dtype)?;
             let attn = probs.matmul(&v_all)?; // [heads, n, d]
-            let attn = attn.transpose(0, 1)?.reshape((n, cfg.num_heads * cfg.head_dim))?;
+            let attn = attn
+                .transpose(0, 1)?
+                .reshape((n, cfg.num_heads * cfg.head_dim))?;
             x = (x + layer.o.forward(&attn)?)?;
             let h = rms_norm(&x, &layer.mlp_norm, cfg.rms_norm_eps)?;
-            let mlp = layer.down.forward(&(candle_nn::ops::silu(&layer.gate.forward(&h)?)? * layer.up.forward(&h)?)?)?;
+            let mlp = layer.down.forward(
+                &(candle_nn::ops::silu(&layer.gate.forward(&h)?)? * layer.up.forward(&h)?)?,
+            )?;
             x = (x + mlp)?;
         }
         if append > 0 {
@@ -304,9 +351,15 @@ impl Transformer {
     }
 
     fn mask_tensor(&self, start: usize, n: usize, mask: Mask<'_>) -> Result<Option<Tensor>> {
-        let Mask::BlockCausal(block_of) = mask else { return Ok(None) };
+        let Mask::BlockCausal(block_of) = mask else {
+            return Ok(None);
+        };
         if block_of.len() < start + n {
-            return Err(Error::Invalid(format!("block map covers {} positions, chunk ends at {}", block_of.len(), start + n)));
+            return Err(Error::Invalid(format!(
+                "block map covers {} positions, chunk ends at {}",
+                block_of.len(),
+                start + n
+            )));
         }
         let total = start + n;
         let mut m = vec![0f32; n * total];
@@ -332,15 +385,24 @@ fn repeat_kv(x: &Tensor, rep: usize) -> candle_core::Result<Tensor> {
         return Ok(x.clone());
     }
     let (h, t, d) = x.dims3()?;
-    x.unsqueeze(1)?.expand((h, rep, t, d))?.reshape((h * rep, t, d))
+    x.unsqueeze(1)?
+        .expand((h, rep, t, d))?
+        .reshape((h * rep, t, d))
 }
 
 /// Every tensor a checkpoint of `cfg` must hold, with its shape (the lm_head only when untied).
 pub fn expected_tensors(cfg: &ModelConfig) -> Vec<(String, Vec<usize>)> {
     let n = names(cfg.family);
-    let (h, qd, kvd, i_sz) =
-        (cfg.hidden_size, cfg.num_heads * cfg.head_dim, cfg.num_kv_heads * cfg.head_dim, cfg.intermediate_size);
-    let mut v = vec![(n.embed.to_string(), vec![cfg.embedding_size, h]), (n.final_norm.to_string(), vec![h])];
+    let (h, qd, kvd, i_sz) = (
+        cfg.hidden_size,
+        cfg.num_heads * cfg.head_dim,
+        cfg.num_kv_heads * cfg.head_dim,
+        cfg.intermediate_size,
+    );
+    let mut v = vec![
+        (n.embed.to_string(), vec![cfg.embedding_size, h]),
+        (n.final_norm.to_string(), vec![h]),
+    ];
     if !cfg.tie_word_embeddings {
         v.push((n.lm_head.to_string(), vec![cfg.embedding_size, h]));
     }
@@ -348,7 +410,15 @@ pub fn expected_tensors(cfg: &ModelConfig) -> Vec<(String, Vec<usize>)> {
         let l = |p: &str| format!("{}.weight", (n.layer)(i, p));
         v.push((l("attn_norm"), vec![h]));
         v.push((l("mlp_norm"), vec![h]));
-        for (p, out, inp) in [("q", qd, h), ("k", kvd, h), ("v", kvd, h), ("o", h, qd), ("gate", i_sz, h), ("up", i_sz, h), ("down", h, i_sz)] {
+        for (p, out, inp) in [
+            ("q", qd, h),
+            ("k", kvd, h),
+            ("v", kvd, h),
+            ("o", h, qd),
+            ("gate", i_sz, h),
+            ("up", i_sz, h),
+            ("down", h, i_sz),
+        ] {
             v.push((l(p), vec![out, inp]));
         }
         if cfg.qkv_bias {

@@ -28,14 +28,24 @@ impl Layout {
         let b = block_size.max(1);
         if aligned {
             let first = (gen.start / b) * b;
-            let blocks: Vec<Range<usize>> =
-                (first..gen.end).step_by(b).map(|s| s..(s + b).min(gen.end)).collect();
+            let blocks: Vec<Range<usize>> = (first..gen.end)
+                .step_by(b)
+                .map(|s| s..(s + b).min(gen.end))
+                .collect();
             let suffix_id = gen.end.div_ceil(b);
-            let block_of = (0..len).map(|i| if i < gen.end { i / b } else { suffix_id }).collect();
-            return Layout { gen, blocks, block_of };
+            let block_of = (0..len)
+                .map(|i| if i < gen.end { i / b } else { suffix_id })
+                .collect();
+            return Layout {
+                gen,
+                blocks,
+                block_of,
+            };
         }
-        let blocks: Vec<Range<usize>> =
-            (gen.start..gen.end).step_by(b).map(|s| s..(s + b).min(gen.end)).collect();
+        let blocks: Vec<Range<usize>> = (gen.start..gen.end)
+            .step_by(b)
+            .map(|s| s..(s + b).min(gen.end))
+            .collect();
         let prompt_blocks = gen.start.div_ceil(b);
         let block_of = (0..len)
             .map(|i| {
@@ -48,7 +58,11 @@ impl Layout {
                 }
             })
             .collect();
-        Layout { gen, blocks, block_of }
+        Layout {
+            gen,
+            blocks,
+            block_of,
+        }
     }
 }
 
@@ -93,7 +107,15 @@ pub struct ModelDenoiser<'a> {
 
 impl<'a> ModelDenoiser<'a> {
     pub fn new(model: &'a DiffusionModel, kv_cache: bool) -> Self {
-        ModelDenoiser { model, kv_cache, cache: KvCache::new(), layout: None, pending: None, prefix_for: None, forwards: 0 }
+        ModelDenoiser {
+            model,
+            kv_cache,
+            cache: KvCache::new(),
+            layout: None,
+            pending: None,
+            prefix_for: None,
+            forwards: 0,
+        }
     }
 
     fn shift(&self) -> bool {
@@ -109,13 +131,28 @@ impl<'a> ModelDenoiser<'a> {
         }
     }
 
-    fn finish(&mut self, raw: candle_core::Tensor, block: &Range<usize>, in_flight: usize, t0: Instant) -> Result<BlockLogits> {
+    fn finish(
+        &mut self,
+        raw: candle_core::Tensor,
+        block: &Range<usize>,
+        in_flight: usize,
+        t0: Instant,
+    ) -> Result<BlockLogits> {
         // A shifted block at position 0 predicts position 0 from itself (as the references do).
-        let t = if self.shift() && block.start == 0 { shift_logits(&raw)? } else { raw };
+        let t = if self.shift() && block.start == 0 {
+            shift_logits(&raw)?
+        } else {
+            raw
+        };
         let vocab = t.dim(1)?;
         let data = t.flatten_all()?.to_vec1::<f32>()?;
         self.forwards += 1;
-        Ok(BlockLogits { data, vocab, in_flight, forward_ms: t0.elapsed().as_secs_f64() * 1e3 })
+        Ok(BlockLogits {
+            data,
+            vocab,
+            in_flight,
+            forward_ms: t0.elapsed().as_secs_f64() * 1e3,
+        })
     }
 }
 
@@ -127,10 +164,21 @@ impl Denoiser for ModelDenoiser<'_> {
         self.forwards = 0;
         self.layout = Some(layout.clone());
         let block_causal = self.model.family().attention() == Attention::BlockCausal;
-        let p = layout.blocks.first().map(|b| b.start).unwrap_or(layout.gen.start);
+        let p = layout
+            .blocks
+            .first()
+            .map(|b| b.start)
+            .unwrap_or(layout.gen.start);
         if block_causal && self.kv_cache && p > 0 {
             // Prefill: the complete prompt blocks' keys and values are exact and final.
-            self.model.net.forward(&canvas[..p], 0, &mut self.cache, p, Mask::BlockCausal(&layout.block_of), p - 1..p)?;
+            self.model.net.forward(
+                &canvas[..p],
+                0,
+                &mut self.cache,
+                p,
+                Mask::BlockCausal(&layout.block_of),
+                p - 1..p,
+            )?;
             self.forwards += 1;
         }
         Ok(())
@@ -138,23 +186,42 @@ impl Denoiser for ModelDenoiser<'_> {
 
     fn logits(&mut self, canvas: &[u32], block: Range<usize>) -> Result<BlockLogits> {
         let t0 = Instant::now();
-        let layout = self.layout.clone().expect("begin() is called before logits()");
+        let layout = self
+            .layout
+            .clone()
+            .expect("begin() is called before logits()");
         let net = &self.model.net;
         match (self.model.family().attention(), self.kv_cache) {
             (Attention::BlockCausal, true) => {
                 let (start, append) = match self.pending.take() {
-                    Some(p) if p.end == block.start && self.cache.len() == p.start => (p.start, p.len()),
+                    Some(p) if p.end == block.start && self.cache.len() == p.start => {
+                        (p.start, p.len())
+                    }
                     _ => (self.cache.len(), 0),
                 };
                 let chunk = &canvas[start..block.end];
                 let rows = self.rows_for(&block, start);
-                let raw = net.forward(chunk, start, &mut self.cache, append, Mask::BlockCausal(&layout.block_of), rows)?;
+                let raw = net.forward(
+                    chunk,
+                    start,
+                    &mut self.cache,
+                    append,
+                    Mask::BlockCausal(&layout.block_of),
+                    rows,
+                )?;
                 self.finish(raw, &block, chunk.len(), t0)
             }
             (Attention::BlockCausal, false) => {
                 let chunk = &canvas[..block.end];
                 let rows = self.rows_for(&block, 0);
-                let raw = net.forward(chunk, 0, &mut KvCache::new(), 0, Mask::BlockCausal(&layout.block_of), rows)?;
+                let raw = net.forward(
+                    chunk,
+                    0,
+                    &mut KvCache::new(),
+                    0,
+                    Mask::BlockCausal(&layout.block_of),
+                    rows,
+                )?;
                 self.finish(raw, &block, chunk.len(), t0)
             }
             (Attention::Bidirectional, false) => {
@@ -165,7 +232,11 @@ impl Denoiser for ModelDenoiser<'_> {
             (Attention::Bidirectional, true) => {
                 // Approximate prefix cache (Fast-dLLM v1): refreshed by a full forward at each block
                 // start, whose logits also serve the block's first step.
-                let keep = if self.shift() { block.start.saturating_sub(1) } else { block.start };
+                let keep = if self.shift() {
+                    block.start.saturating_sub(1)
+                } else {
+                    block.start
+                };
                 if self.prefix_for != Some(block.start) {
                     self.cache.clear();
                     let rows = self.rows_for(&block, 0);

@@ -18,7 +18,11 @@ pub fn reopen(edit_noise: f32, committed: &[(usize, f32)], rng: &mut impl Rng) -
     let mean = w.iter().sum::<f32>() / w.len() as f32;
     let mut out = Vec::new();
     for (i, &(pos, _)) in committed.iter().enumerate() {
-        let r = if mean > 0.0 { (edit_noise * w[i] / mean).min(1.0) } else { 0.0 };
+        let r = if mean > 0.0 {
+            (edit_noise * w[i] / mean).min(1.0)
+        } else {
+            0.0
+        };
         let u: f32 = rng.random();
         if u < r {
             out.push(pos);

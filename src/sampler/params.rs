@@ -154,7 +154,7 @@ impl SamplerParams {
         }
         if self.block_size == 0 {
             p("block_size", "must be at least 1".into());
-        } else if self.gen_length % self.block_size != 0 {
+        } else if !self.gen_length.is_multiple_of(self.block_size) {
             p(
                 "block_size",
                 format!(
@@ -168,8 +168,17 @@ impl SamplerParams {
         }
         if self.steps == 0 {
             p("steps", "must be at least 1".into());
-        } else if self.block_size > 0 && self.steps > self.block_size && self.rule != UnmaskRule::Threshold {
-            p("steps", format!("{} steps for a block of {} tokens: at most {} can commit anything", self.steps, self.block_size, self.block_size));
+        } else if self.block_size > 0
+            && self.steps > self.block_size
+            && self.rule != UnmaskRule::Threshold
+        {
+            p(
+                "steps",
+                format!(
+                    "{} steps for a block of {} tokens: at most {} can commit anything",
+                    self.steps, self.block_size, self.block_size
+                ),
+            );
         }
         if !(0.0..=1.0).contains(&self.threshold) {
             p("threshold", "must be within [0, 1]".into());
@@ -198,5 +207,5 @@ impl SamplerParams {
 }
 
 fn largest_divisor_at_most(n: usize, k: usize) -> usize {
-    (1..=k.min(n)).rev().find(|d| n % d == 0).unwrap_or(1)
+    (1..=k.min(n)).rev().find(|d| n.is_multiple_of(*d)).unwrap_or(1)
 }

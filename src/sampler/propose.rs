@@ -25,10 +25,22 @@ pub struct Proposal {
 /// Softmax of `logits / t` with top-k / top-p filtering; returns probabilities (zeros where
 /// filtered) in f32, computed in f64 for stability.
 pub fn filtered_probs(logits: &[f32], temperature: f32, top_k: usize, top_p: f32) -> Vec<f32> {
-    let t = if temperature > 0.0 { temperature as f64 } else { 1.0 };
+    let t = if temperature > 0.0 {
+        temperature as f64
+    } else {
+        1.0
+    };
     let max = logits.iter().cloned().fold(f32::NEG_INFINITY, f32::max) as f64;
-    let mut p: Vec<f64> =
-        logits.iter().map(|&l| if l == f32::NEG_INFINITY { 0.0 } else { ((l as f64 - max) / t).exp() }).collect();
+    let mut p: Vec<f64> = logits
+        .iter()
+        .map(|&l| {
+            if l == f32::NEG_INFINITY {
+                0.0
+            } else {
+                ((l as f64 - max) / t).exp()
+            }
+        })
+        .collect();
     let sum: f64 = p.iter().sum();
     p.iter_mut().for_each(|x| *x /= sum);
     let filter_k = top_k > 0 && top_k < p.len();
@@ -91,7 +103,12 @@ pub fn propose(logits: &[f32], params: &SamplerParams, mask: u32, rng: &mut impl
     let mask = mask as usize;
     let allowed = |i: usize| i != mask;
     let token = if params.temperature > 0.0 {
-        let total: f64 = probs.iter().enumerate().filter(|&(i, _)| allowed(i)).map(|(_, &p)| p as f64).sum();
+        let total: f64 = probs
+            .iter()
+            .enumerate()
+            .filter(|&(i, _)| allowed(i))
+            .map(|(_, &p)| p as f64)
+            .sum();
         let u: f64 = rng.random::<f64>() * total;
         let mut acc = 0.0f64;
         let mut chosen = None;
@@ -112,12 +129,25 @@ pub fn propose(logits: &[f32], params: &SamplerParams, mask: u32, rng: &mut impl
     let top = top_n(&probs, 5);
     let p1 = top.first().map(|t| t.1).unwrap_or(0.0);
     let p2 = top.get(1).map(|t| t.1).unwrap_or(0.0);
-    let neg_entropy: f32 = probs.iter().filter(|&&p| p > 0.0).map(|&p| p * (p + 1e-10).ln()).sum();
-    Proposal { token: token as u32, prob: probs[token], margin: p1 - p2, neg_entropy, top }
+    let neg_entropy: f32 = probs
+        .iter()
+        .filter(|&&p| p > 0.0)
+        .map(|&p| p * (p + 1e-10).ln())
+        .sum();
+    Proposal {
+        token: token as u32,
+        prob: probs[token],
+        margin: p1 - p2,
+        neg_entropy,
+        top,
+    }
 }
 
 fn argmax_except(xs: &[f32], skip: usize) -> (usize, f32) {
-    let mut best = (if skip == 0 && xs.len() > 1 { 1 } else { 0 }, f32::NEG_INFINITY);
+    let mut best = (
+        if skip == 0 && xs.len() > 1 { 1 } else { 0 },
+        f32::NEG_INFINITY,
+    );
     for (i, &x) in xs.iter().enumerate() {
         if i != skip && x > best.1 {
             best = (i, x);
