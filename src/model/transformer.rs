@@ -80,7 +80,10 @@ struct Linear {
 
 impl Linear {
     fn new(w: Tensor, b: Option<Tensor>) -> candle_core::Result<Self> {
-        Ok(Linear { wt: w.t()?.contiguous()?, b })
+        Ok(Linear {
+            wt: w.t()?.contiguous()?,
+            b,
+        })
     }
 
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
