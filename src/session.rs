@@ -122,7 +122,7 @@ pub fn run(
     cancel: &AtomicBool,
     on_step: &mut dyn FnMut(&StepEvent),
 ) -> Result<Trace> {
-    let mut den = ModelDenoiser::new(model, header.params.kv_cache);
+    let mut den = ModelDenoiser::new(model, &header.params);
     with_facts(model, device, |m| {
         sampler::decode(header, &mut den, m, cancel, on_step)
     })

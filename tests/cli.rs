@@ -45,7 +45,7 @@ fn generate_writes_a_trace_that_replays() {
     ]);
     assert!(ok, "{err}");
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
-    let n = v["tokens"].as_array().unwrap().len();
+    let n = v["ids"].as_array().unwrap().len();
     let loaded = unmask::trace::Trace::load(&trace).unwrap();
     let p = loaded.header.gen_start;
     assert!(

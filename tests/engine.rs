@@ -405,6 +405,7 @@ mod reference_samplers {
             let rule = match s["alg"].as_str().unwrap() {
                 "entropy" => UnmaskRule::Entropy,
                 "maskgit_plus" => UnmaskRule::LowConfidence,
+                "topk_margin" => UnmaskRule::Margin,
                 other => panic!("unexpected alg {other}"),
             };
             // `top_k: None` reaches Dream's sampler as 50: transformers fills unset generation
@@ -414,7 +415,7 @@ mod reference_samplers {
                 block_size: gen,
                 steps: s["steps"].as_u64().unwrap() as usize,
                 rule,
-                top_k: 50,
+                top_k: s["effective_top_k"].as_u64().unwrap_or(50) as usize,
                 schedule: Schedule::Timestep,
                 stop_at_eos: false,
                 kv_cache: false,
@@ -466,5 +467,139 @@ mod reference_samplers {
                 );
             }
         }
+    }
+}
+
+#[test]
+fn dream_margin_cases_are_recorded() {
+    let text = std::fs::read_to_string(fixture("dream").join("golden_generate.json")).unwrap();
+    assert!(
+        text.contains("topk_margin"),
+        "regenerate the fixtures: the margin rule needs its golden ids"
+    );
+}
+
+#[test]
+fn bidirectional_prefix_cache_is_opt_in_and_starts_like_the_exact_path() {
+    use std::sync::atomic::AtomicBool;
+    use unmask::sampler::{SamplerParams, Task};
+    let m = load("dream");
+    let run = |approx_cache: bool| {
+        let params = SamplerParams {
+            gen_length: 8,
+            block_size: 4,
+            steps: 4,
+            stop_at_eos: false,
+            approx_cache,
+            ..Default::default()
+        };
+        let header = unmask::session::prepare(
+            &m,
+            &Task::Complete {
+                prompt: vec![376, 220, 80, 84, 72, 307],
+            },
+            &params,
+            "",
+            "cpu",
+        )
+        .unwrap();
+        unmask::session::run(&m, header, "cpu", &AtomicBool::new(false), &mut |_| {}).unwrap()
+    };
+    let exact = run(false);
+    let approx = run(true);
+    // The first step of each block comes from the full refresh forward: identical to the exact path.
+    assert_eq!(exact.events[0].commits, approx.events[0].commits);
+    // Later steps feed only the block and what follows it, on top of the cached prefix.
+    assert!(approx.events[1].in_flight < exact.events[1].in_flight);
+    assert!(!approx.tokens_at(approx.len()).contains(&m.mask_id()));
+}
+
+#[test]
+fn infill_keeps_prefix_and_suffix() {
+    use std::sync::atomic::AtomicBool;
+    use unmask::sampler::{SamplerParams, Task};
+    let m = load("dream");
+    let (prefix, suffix) = (vec![376u32, 220, 80], vec![84u32, 72, 307]);
+    let params = SamplerParams {
+        gen_length: 4,
+        block_size: 4,
+        steps: 2,
+        stop_at_eos: false,
+        ..Default::default()
+    };
+    let header = unmask::session::prepare(
+        &m,
+        &Task::Infill {
+            prefix: prefix.clone(),
+            suffix: suffix.clone(),
+        },
+        &params,
+        "",
+        "cpu",
+    )
+    .unwrap();
+    assert_eq!((header.gen_start, header.gen_end), (3, 7));
+    let t = unmask::session::run(&m, header, "cpu", &AtomicBool::new(false), &mut |_| {}).unwrap();
+    let fin = t.tokens_at(t.len());
+    assert_eq!(&fin[..3], &prefix[..]);
+    assert_eq!(&fin[7..], &suffix[..]);
+    assert!(!fin.contains(&m.mask_id()));
+    // The bidirectional model saw the suffix: changing it changes the infill's logits.
+    let a = m
+        .forward_all(&[376, 220, 80, 399, 399, 84, 72, 307], 4)
+        .unwrap();
+    let b = m
+        .forward_all(&[376, 220, 80, 399, 399, 5, 6, 7], 4)
+        .unwrap();
+    let diff = (a.narrow(0, 3, 2).unwrap() - b.narrow(0, 3, 2).unwrap())
+        .unwrap()
+        .abs()
+        .unwrap()
+        .sum_all()
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap();
+    assert!(diff > 1e-3);
+}
+
+#[test]
+fn block_one_step_one_is_greedy_autoregressive_decoding() {
+    use std::sync::atomic::AtomicBool;
+    use unmask::sampler::{SamplerParams, Task};
+    let m = load("sdar");
+    let mask = m.mask_id();
+    let prompt = vec![376u32, 220, 80, 84, 72];
+    // By hand: append one mask, take the most likely non-mask token there, repeat.
+    let mut ids = prompt.clone();
+    for _ in 0..10 {
+        let mut x = ids.clone();
+        x.push(mask);
+        let logits = m.forward_all(&x, 1).unwrap();
+        let mut row = logits.get(x.len() - 1).unwrap().to_vec1::<f32>().unwrap();
+        row[mask as usize] = f32::NEG_INFINITY;
+        ids.push(unmask::sampler::propose::argmax(&row).0 as u32);
+    }
+    for kv_cache in [true, false] {
+        let params = SamplerParams {
+            gen_length: 10,
+            block_size: 1,
+            steps: 1,
+            stop_at_eos: false,
+            kv_cache,
+            ..Default::default()
+        };
+        let header = unmask::session::prepare(
+            &m,
+            &Task::Complete {
+                prompt: prompt.clone(),
+            },
+            &params,
+            "",
+            "cpu",
+        )
+        .unwrap();
+        let t =
+            unmask::session::run(&m, header, "cpu", &AtomicBool::new(false), &mut |_| {}).unwrap();
+        assert_eq!(t.tokens_at(t.len()), ids, "kv_cache={kv_cache}");
     }
 }

@@ -106,7 +106,13 @@ pub struct ModelDenoiser<'a> {
 }
 
 impl<'a> ModelDenoiser<'a> {
-    pub fn new(model: &'a DiffusionModel, kv_cache: bool) -> Self {
+    /// Uses the exact cache of block-causal models when `params.kv_cache`, the approximate prefix
+    /// cache of bidirectional models only when `params.approx_cache`.
+    pub fn new(model: &'a DiffusionModel, params: &crate::sampler::SamplerParams) -> Self {
+        let kv_cache = match model.family().attention() {
+            Attention::BlockCausal => params.kv_cache,
+            Attention::Bidirectional => params.approx_cache,
+        };
         ModelDenoiser {
             model,
             kv_cache,
