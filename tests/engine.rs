@@ -603,3 +603,78 @@ fn block_one_step_one_is_greedy_autoregressive_decoding() {
         assert_eq!(t.tokens_at(t.len()), ids, "kv_cache={kv_cache}");
     }
 }
+
+#[test]
+fn worker_thread_cancels_the_old_run_and_not_the_next() {
+    use std::sync::Arc;
+    use std::time::Duration;
+    use unmask::engine::{Command, Engine, Event, Lane};
+    use unmask::sampler::SamplerParams;
+    use unmask::session::TextTask;
+    let engine = Engine::spawn(|| {});
+    engine.send(Command::SetModel {
+        model: Arc::new(load("sdar")),
+        device: "cpu".into(),
+    });
+    let task = TextTask::Complete {
+        prompt: "fn".into(),
+    };
+    let long = SamplerParams {
+        gen_length: 400,
+        block_size: 1,
+        steps: 1,
+        stop_at_eos: false,
+        ..Default::default()
+    };
+    let short = SamplerParams {
+        gen_length: 8,
+        block_size: 4,
+        steps: 2,
+        stop_at_eos: false,
+        ..Default::default()
+    };
+    engine.send(Command::Generate {
+        run: 1,
+        lane: Lane::Main,
+        task: task.clone(),
+        chat: false,
+        params: long,
+    });
+    // Wait for the first step, then cancel and queue the next run straight away.
+    loop {
+        match engine
+            .recv_timeout(Duration::from_secs(30))
+            .expect("engine answers")
+        {
+            Event::Step { run: 1, .. } => break,
+            Event::Failed { error, .. } => panic!("{error}"),
+            _ => {}
+        }
+    }
+    engine.cancel();
+    engine.send(Command::Generate {
+        run: 2,
+        lane: Lane::Main,
+        task,
+        chat: false,
+        params: short,
+    });
+    let mut finished = Vec::new();
+    while finished.len() < 2 {
+        if let Event::Finished { run, trace, .. } = engine
+            .recv_timeout(Duration::from_secs(30))
+            .expect("engine answers")
+        {
+            finished.push((run, trace.finish.unwrap().reason, trace.events.len()));
+        }
+    }
+    assert_eq!(finished[0].0, 1);
+    assert_eq!(finished[0].1, unmask::trace::FinishReason::Cancelled);
+    assert!(
+        finished[0].2 < 400,
+        "stopped early, after {} steps",
+        finished[0].2
+    );
+    assert_eq!(finished[1].0, 2);
+    assert_eq!(finished[1].1, unmask::trace::FinishReason::Complete);
+}
