@@ -18,21 +18,21 @@ pub use transformer::{KvCache, Mask, Transformer};
 use crate::error::{Error, Result};
 use tokens::{Resolved, SideFiles};
 
-/// Where the embedded default model lives: `$UNMASK_EMBEDDED_DIR`, else the crate's `assets/`,
-/// else `assets/` beside the executable.
+/// Where the embedded default model lives: `$UNMASK_EMBEDDED_DIR`; else the crate's `assets/`
+/// (a checkout); else `assets/` beside the executable or two folders up (`target/release/`);
+/// else `./assets`.
 pub fn embedded_dir() -> PathBuf {
     if let Ok(d) = std::env::var("UNMASK_EMBEDDED_DIR") {
         return PathBuf::from(d);
     }
     let crate_assets = Path::new(env!("CARGO_MANIFEST_DIR")).join("assets");
-    if crate_assets.join("config.json").exists() {
-        return crate_assets;
+    let mut candidates = vec![crate_assets.clone()];
+    if let Some(exe_dir) = std::env::current_exe().ok().and_then(|e| e.parent().map(Path::to_path_buf)) {
+        candidates.push(exe_dir.join("assets"));
+        candidates.push(exe_dir.join("../../assets"));
     }
-    std::env::current_exe()
-        .ok()
-        .and_then(|e| e.parent().map(|p| p.join("assets")))
-        .filter(|p| p.join("config.json").exists())
-        .unwrap_or(crate_assets)
+    candidates.push(PathBuf::from("assets"));
+    candidates.into_iter().find(|p| p.join("config.json").exists()).unwrap_or(crate_assets)
 }
 
 /// Resolves a `--model` argument: `embedded` or a folder path.

@@ -156,12 +156,9 @@ pub enum Mask<'a> {
 }
 
 fn rms_norm(x: &Tensor, w: &Tensor, eps: f64) -> candle_core::Result<Tensor> {
-    // As the references do: normalise in f32, cast back to the weight dtype, then scale.
-    let dt = x.dtype();
-    let xf = x.to_dtype(DType::F32)?;
-    let ms = xf.sqr()?.mean_keepdim(D::Minus1)?;
-    let y = xf.broadcast_div(&(ms + eps)?.sqrt()?)?;
-    y.to_dtype(dt)?.broadcast_mul(w)
+    // candle's fused kernel: one launch instead of eight, which matters on the GPU where a forward
+    // is ~1,700 small ops. It accumulates in f32 for half types; in f32 it is the references' math.
+    candle_nn::ops::rms_norm(&x.contiguous()?, w, eps as f32)
 }
 
 impl Transformer {
