@@ -47,11 +47,6 @@ pub fn run(args: &ForwardArgs) -> anyhow::Result<()> {
     candle_core::safetensors::save(&map, &tmp)
         .with_context(|| format!("writing {}", tmp.display()))?;
     std::fs::rename(&tmp, &args.out).with_context(|| format!("writing {}", args.out.display()))?;
-    eprintln!(
-        "wrote logits [{}, {}] to {}",
-        args.ids.len(),
-        m.info.config.vocab_size,
-        args.out.display()
-    );
+    eprintln!("wrote logits {:?} to {}", logits.dims(), args.out.display());
     Ok(())
 }
