@@ -60,6 +60,7 @@ impl Denoiser for Scripted {
             vocab: V,
             in_flight: block.len(),
             forward_ms: 0.0,
+            stats: None,
         })
     }
     fn end_block(&mut self, _block: Range<usize>) {}
@@ -178,7 +179,14 @@ fn filters_and_proposals() {
         temperature: 0.0,
         ..Default::default()
     };
-    let prop = propose(&logits, &params, 99, &mut rng);
+    let prop = propose(&logits, &params, 99, None, &mut rng);
+    // The greedy shortcut with precomputed softmax statistics gives the same proposal.
+    let t = candle_core::Tensor::from_slice(&logits, (1, 4), &candle_core::Device::Cpu).unwrap();
+    let st = unmask::sampler::denoiser::row_stats(&t).unwrap()[0];
+    let fast = propose(&logits, &params, 99, Some(st), &mut rng);
+    assert_eq!(fast.token, prop.token);
+    assert!((fast.prob - prop.prob).abs() < 1e-6 && (fast.margin - prop.margin).abs() < 1e-6);
+    assert!((fast.neg_entropy - prop.neg_entropy).abs() < 1e-5);
     assert_eq!(prop.token, 0);
     assert!((prop.margin - (p[0] - p[1])).abs() < 1e-6);
     assert!(prop.neg_entropy < 0.0);

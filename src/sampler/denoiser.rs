@@ -72,12 +72,43 @@ pub struct BlockLogits {
     pub vocab: usize,
     pub in_flight: usize,
     pub forward_ms: f64,
+    /// Per row, computed where the logits were (the GPU for CUDA models): log-sum-exp and
+    /// Σ p log p of the plain softmax. With them a greedy proposal needs no exponential over the
+    /// vocabulary on the host (a 152k-token vocabulary made host-side softmax the bottleneck).
+    pub stats: Option<Vec<RowStats>>,
+}
+
+/// Softmax statistics of one row of logits.
+#[derive(Clone, Copy, Debug)]
+pub struct RowStats {
+    pub lse: f32,
+    pub neg_entropy: f32,
 }
 
 impl BlockLogits {
     pub fn row(&self, i: usize) -> &[f32] {
         &self.data[i * self.vocab..(i + 1) * self.vocab]
     }
+
+    pub fn row_stats(&self, i: usize) -> Option<RowStats> {
+        self.stats.as_ref().map(|s| s[i])
+    }
+}
+
+/// Log-sum-exp and negative entropy of every row of `[rows, vocab]` logits, on their device.
+pub fn row_stats(t: &candle_core::Tensor) -> candle_core::Result<Vec<RowStats>> {
+    let max = t.max_keepdim(1)?;
+    let e = t.broadcast_sub(&max)?.exp()?;
+    let sum = e.sum_keepdim(1)?;
+    let lse = (max + sum.log()?)?;
+    let neg_entropy = (e.broadcast_div(&sum)? * t.broadcast_sub(&lse)?)?.sum(1)?;
+    let lse = lse.flatten_all()?.to_vec1::<f32>()?;
+    let ne = neg_entropy.to_vec1::<f32>()?;
+    Ok(lse
+        .into_iter()
+        .zip(ne)
+        .map(|(lse, neg_entropy)| RowStats { lse, neg_entropy })
+        .collect())
 }
 
 /// What the sampler needs from a model.
@@ -151,6 +182,7 @@ impl<'a> ModelDenoiser<'a> {
             raw
         };
         let vocab = t.dim(1)?;
+        let stats = Some(row_stats(&t)?);
         let data = t.flatten_all()?.to_vec1::<f32>()?;
         self.forwards += 1;
         Ok(BlockLogits {
@@ -158,6 +190,7 @@ impl<'a> ModelDenoiser<'a> {
             vocab,
             in_flight,
             forward_ms: t0.elapsed().as_secs_f64() * 1e3,
+            stats,
         })
     }
 }

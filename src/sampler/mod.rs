@@ -228,7 +228,13 @@ pub fn decode(
             let mut cands = Vec::with_capacity(masked.len());
             let mut props = HashMap::with_capacity(masked.len());
             for &pos in &masked {
-                let prop = propose::propose(logits.row(pos - block.start), &params, mask, &mut rng);
+                let prop = propose::propose(
+                    logits.row(pos - block.start),
+                    &params,
+                    mask,
+                    logits.row_stats(pos - block.start),
+                    &mut rng,
+                );
                 let s = propose::score(params.rule, &prop, pos, &mut rng);
                 cands.push(schedule::Candidate {
                     pos,

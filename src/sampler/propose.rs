@@ -98,7 +98,18 @@ pub fn top_n(xs: &[f32], n: usize) -> Vec<(u32, f32)> {
 /// Proposes a token for one position. Draws from `rng` only when temperature > 0. The mask id
 /// is never proposed (a trained model gives it ~0 probability; random test weights might not),
 /// but it stays in the distribution the scores are computed from, as in the references.
-pub fn propose(logits: &[f32], params: &SamplerParams, mask: u32, rng: &mut impl Rng) -> Proposal {
+pub fn propose(
+    logits: &[f32],
+    params: &SamplerParams,
+    mask: u32,
+    stats: Option<super::denoiser::RowStats>,
+    rng: &mut impl Rng,
+) -> Proposal {
+    if let Some(st) = stats {
+        if params.temperature <= 0.0 && params.top_k == 0 && params.top_p >= 1.0 {
+            return greedy_from_stats(logits, mask, st);
+        }
+    }
     let probs = filtered_probs(logits, params.temperature, params.top_k, params.top_p);
     let mask = mask as usize;
     let allowed = |i: usize| i != mask;
@@ -139,6 +150,26 @@ pub fn propose(logits: &[f32], params: &SamplerParams, mask: u32, rng: &mut impl
         prob: probs[token],
         margin: p1 - p2,
         neg_entropy,
+        top,
+    }
+}
+
+/// The greedy proposal with the softmax's normaliser and entropy precomputed: only comparisons
+/// over the vocabulary, and a handful of exponentials. Same values as the full path.
+fn greedy_from_stats(logits: &[f32], mask: u32, st: super::denoiser::RowStats) -> Proposal {
+    let token = argmax_except(logits, mask as usize).0;
+    let p = |l: f32| ((l as f64) - (st.lse as f64)).exp() as f32;
+    let top: Vec<(u32, f32)> = top_n(logits, 5)
+        .into_iter()
+        .map(|(t, l)| (t, p(l)))
+        .collect();
+    let p1 = top.first().map(|t| t.1).unwrap_or(0.0);
+    let p2 = top.get(1).map(|t| t.1).unwrap_or(0.0);
+    Proposal {
+        token: token as u32,
+        prob: p(logits[token]),
+        margin: p1 - p2,
+        neg_entropy: st.neg_entropy,
         top,
     }
 }
