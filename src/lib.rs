@@ -10,3 +10,4 @@ pub mod model;
 pub mod sampler;
 pub mod session;
 pub mod trace;
+pub mod train;
