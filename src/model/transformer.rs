@@ -5,7 +5,7 @@
 
 use std::ops::Range;
 
-use candle_core::{DType, Device, Tensor, D};
+use candle_core::{DType, Device, Tensor};
 
 use super::config::{Family, ModelConfig};
 use super::weights::Weights;
