@@ -22,7 +22,7 @@ s.record()
 for _ in range(10): y.copy_(x)
 e.record(); torch.cuda.synchronize()
 ms = s.elapsed_time(e) / 10
-print(f"copy of 4 GiB: {ms:.2f} ms -> {2 * 4 * 1024**3 / ms / 1e9:.0f} GB/s counting bytes read and written")
+print(f"copy of 4 GiB: {ms:.2f} ms -> {2 * 4 * 1024**3 / (ms / 1e3) / 1e9:.0f} GB/s counting bytes read and written")
 PY
 
 echo "== parity on CUDA (f32)"
