@@ -49,7 +49,7 @@ fn generate_writes_a_trace_that_replays() {
     let loaded = unmask::trace::Trace::load(&trace).unwrap();
     let p = loaded.header.gen_start;
     assert!(
-        n >= 32 && (p + n) % 8 == 0,
+        n >= 32 && (p + n).is_multiple_of(8),
         "{n} tokens after a {p}-token prompt: padded to a block boundary"
     );
     assert!(v["forwards"].as_u64().unwrap() >= 4 * 4);
