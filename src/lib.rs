@@ -8,4 +8,5 @@ pub mod sampler;
 pub mod session;
 pub mod trace;
 pub mod cli;
+#[cfg(feature = "gui")]
 pub mod gui;

@@ -5,7 +5,10 @@ fn main() {
     tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::from_default_env()).with_writer(std::io::stderr).init();
     let args = Cli::parse();
     let result = match args.command.unwrap_or(Command::Gui(cli::GuiArgs { model: "embedded".into(), trace: None })) {
+        #[cfg(feature = "gui")]
         Command::Gui(a) => unmask::gui::run(a.model, a.trace),
+        #[cfg(not(feature = "gui"))]
+        Command::Gui(_) => Err(anyhow::anyhow!("this binary was built without the window (feature `gui`); use a subcommand, see --help")),
         Command::Generate(a) => cli::generate::run(&a),
         Command::Forward(a) => cli::forward::run(&a),
         Command::Inspect(a) => cli::inspect(&a),

@@ -111,6 +111,7 @@ impl ModelInfo {
             }
             Err(_) => (Vec::new(), config.torch_dtype.clone().unwrap_or_else(|| "unknown".into())),
         };
+        check_index(folder, &config)?;
         let weight_bytes_on_disk = weight_files.iter().filter_map(|f| std::fs::metadata(f).ok()).map(|m| m.len()).sum();
         let hash = identity_hash(folder, &weight_files)?;
         let parameters = config.parameter_count();
@@ -183,6 +184,22 @@ impl ModelInfo {
             self.hash,
         )
     }
+}
+
+/// Checks that a shard index names every tensor the architecture needs (works without weights).
+fn check_index(folder: &Path, cfg: &ModelConfig) -> Result<()> {
+    let index = folder.join("model.safetensors.index.json");
+    let Ok(text) = std::fs::read_to_string(&index) else { return Ok(()) };
+    let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| Error::Parse { file: index.clone(), problem: e.to_string() })?;
+    let Some(map) = v.get("weight_map").and_then(|m| m.as_object()) else {
+        return Err(Error::ConfigField { file: index, field: "weight_map".into(), problem: "missing or not an object".into() });
+    };
+    for (name, _) in transformer::expected_tensors(cfg) {
+        if !map.contains_key(&name) {
+            return Err(Error::MissingTensor { name, files: index.display().to_string() });
+        }
+    }
+    Ok(())
 }
 
 /// Hash of config.json, the tokenizer and the weights. Files up to 256 MiB are hashed whole;

@@ -335,3 +335,32 @@ fn repeat_kv(x: &Tensor, rep: usize) -> candle_core::Result<Tensor> {
     let (h, t, d) = x.dims3()?;
     x.unsqueeze(1)?.expand((h, rep, t, d))?.reshape((h * rep, t, d))
 }
+
+/// Every tensor a checkpoint of `cfg` must hold, with its shape (the lm_head only when untied).
+pub fn expected_tensors(cfg: &ModelConfig) -> Vec<(String, Vec<usize>)> {
+    let n = names(cfg.family);
+    let (h, qd, kvd, i_sz) =
+        (cfg.hidden_size, cfg.num_heads * cfg.head_dim, cfg.num_kv_heads * cfg.head_dim, cfg.intermediate_size);
+    let mut v = vec![(n.embed.to_string(), vec![cfg.embedding_size, h]), (n.final_norm.to_string(), vec![h])];
+    if !cfg.tie_word_embeddings {
+        v.push((n.lm_head.to_string(), vec![cfg.embedding_size, h]));
+    }
+    for i in 0..cfg.num_layers {
+        let l = |p: &str| format!("{}.weight", (n.layer)(i, p));
+        v.push((l("attn_norm"), vec![h]));
+        v.push((l("mlp_norm"), vec![h]));
+        for (p, out, inp) in [("q", qd, h), ("k", kvd, h), ("v", kvd, h), ("o", h, qd), ("gate", i_sz, h), ("up", i_sz, h), ("down", h, i_sz)] {
+            v.push((l(p), vec![out, inp]));
+        }
+        if cfg.qkv_bias {
+            for (p, out) in [("q", qd), ("k", kvd), ("v", kvd)] {
+                v.push((format!("{}.bias", (n.layer)(i, p)), vec![out]));
+            }
+        }
+        if cfg.qk_norm {
+            v.push((l("q_norm"), vec![cfg.head_dim]));
+            v.push((l("k_norm"), vec![cfg.head_dim]));
+        }
+    }
+    v
+}

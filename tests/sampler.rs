@@ -1,0 +1,338 @@
+//! The sampler on hand-made logits: schedules, rules, edit noise, traces and replay.
+
+use std::ops::Range;
+use std::sync::atomic::AtomicBool;
+
+use unmask::error::Result;
+use unmask::sampler::denoiser::BlockLogits;
+use unmask::sampler::noise;
+use unmask::sampler::propose::{filtered_probs, propose, top_n};
+use unmask::sampler::schedule::{planned, select, Candidate};
+use unmask::sampler::{self, Denoiser, Layout, ModelFacts, SamplerParams, Schedule, Task, UnmaskRule};
+use unmask::trace::{FinishReason, Trace};
+
+use rand::SeedableRng;
+
+const V: usize = 16;
+const MASK: u32 = 15;
+const EOS: u32 = 14;
+
+/// Logits that prefer token `(pos * 3) % 13` at every position, more strongly further left, so
+/// confidence order is position order and the final text is known in advance.
+struct Scripted {
+    forwards: usize,
+    eos_at: Option<usize>,
+    calls: Vec<Range<usize>>,
+}
+
+impl Scripted {
+    fn new() -> Self {
+        Scripted { forwards: 0, eos_at: None, calls: Vec::new() }
+    }
+    fn want(&self, pos: usize) -> u32 {
+        if Some(pos) == self.eos_at {
+            EOS
+        } else {
+            (pos as u32 * 3) % 13
+        }
+    }
+}
+
+impl Denoiser for Scripted {
+    fn begin(&mut self, _canvas: &[u32], _layout: &Layout) -> Result<()> {
+        Ok(())
+    }
+    fn logits(&mut self, _canvas: &[u32], block: Range<usize>) -> Result<BlockLogits> {
+        self.forwards += 1;
+        self.calls.push(block.clone());
+        let mut data = vec![0f32; block.len() * V];
+        for (r, pos) in block.clone().enumerate() {
+            data[r * V + self.want(pos) as usize] = 8.0 - pos as f32 * 0.1;
+        }
+        Ok(BlockLogits { data, vocab: V, in_flight: block.len(), forward_ms: 0.0 })
+    }
+    fn end_block(&mut self, _block: Range<usize>) {}
+    fn forwards(&self) -> usize {
+        self.forwards
+    }
+}
+
+fn with_facts<R>(f: impl FnOnce(&ModelFacts) -> R) -> R {
+    let text = |t: u32| format!("t{t}");
+    let decode = |ids: &[u32]| ids.iter().map(|t| format!("t{t}")).collect::<Vec<_>>().join(" ");
+    let facts = ModelFacts {
+        model_id: "scripted".into(),
+        model_hash: "0".into(),
+        family: "test".into(),
+        tokenizer: "test".into(),
+        mask_id: MASK,
+        stop_ids: vec![EOS],
+        vocab_size: 14,
+        context: 4096,
+        device: "cpu".into(),
+        token_text: &text,
+        decode: &decode,
+    };
+    f(&facts)
+}
+
+fn run(params: &SamplerParams, den: &mut Scripted, prompt: &[u32]) -> Trace {
+    with_facts(|m| {
+        let header = sampler::prepare(&Task::Complete { prompt: prompt.to_vec() }, params, "p", m).unwrap();
+        sampler::decode(header, den, m, &AtomicBool::new(false), &mut |_| {}).unwrap()
+    })
+}
+
+#[test]
+fn uniform_schedule_matches_llada_split() {
+    // LLaDA: 10 masks over 4 steps → 3, 3, 2, 2.
+    let mut left = 10;
+    let mut got = Vec::new();
+    for s in 0..4 {
+        let k = planned(Schedule::Uniform, left, s, 4);
+        got.push(k);
+        left -= k;
+    }
+    assert_eq!(got, vec![3, 3, 2, 2]);
+    assert_eq!(planned(Schedule::Uniform, 3, 0, 8), 1);
+}
+
+#[test]
+fn timestep_schedule_floors_and_finishes() {
+    // Dream: n·(1 − s/t) floored; the last step commits the rest.
+    let steps = 4;
+    let mut left = 8;
+    let mut got = Vec::new();
+    for s in 0..steps {
+        let k = planned(Schedule::Timestep, left, s, steps);
+        got.push(k);
+        left -= k;
+    }
+    assert_eq!(left, 0);
+    assert_eq!(got[0], 1, "8·(1 − 0.75025/1) = 1.998 → 1");
+    assert_eq!(*got.last().unwrap(), 8 - got[..3].iter().sum::<usize>());
+}
+
+#[test]
+fn selection_ranks_by_score_and_breaks_ties_by_position() {
+    let c = |pos, score: f32| Candidate { pos, score, prob: score };
+    let cands = [c(5, 0.5), c(2, 0.9), c(7, 0.9), c(3, 0.1)];
+    assert_eq!(select(UnmaskRule::LowConfidence, &cands, 2, 0.0), vec![2, 7]);
+    assert_eq!(select(UnmaskRule::LowConfidence, &cands, 3, 0.0), vec![2, 5, 7]);
+    // Never more than there are.
+    assert_eq!(select(UnmaskRule::LowConfidence, &cands, 99, 0.0).len(), 4);
+    // Threshold: everything above τ, at least one.
+    assert_eq!(select(UnmaskRule::Threshold, &cands, 1, 0.4), vec![2, 5, 7]);
+    assert_eq!(select(UnmaskRule::Threshold, &cands, 1, 0.95), vec![2]);
+}
+
+#[test]
+fn filters_and_proposals() {
+    let logits = [2.0f32, 1.0, 0.0, -1.0];
+    let p = filtered_probs(&logits, 1.0, 0, 1.0);
+    assert!((p.iter().sum::<f32>() - 1.0).abs() < 1e-6);
+    let k2 = filtered_probs(&logits, 1.0, 2, 1.0);
+    assert_eq!(k2[2], 0.0);
+    assert_eq!(k2[3], 0.0);
+    assert!((k2[0] + k2[1] - 1.0).abs() < 1e-6);
+    let p50 = filtered_probs(&logits, 1.0, 0, 0.5);
+    assert!(p50[0] > 0.99, "the top token alone covers half the mass");
+    assert_eq!(top_n(&[0.1, 0.4, 0.4, 0.05], 2), vec![(1, 0.4), (2, 0.4)]);
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
+    let params = SamplerParams { temperature: 0.0, ..Default::default() };
+    let prop = propose(&logits, &params, &mut rng);
+    assert_eq!(prop.token, 0);
+    assert!((prop.margin - (p[0] - p[1])).abs() < 1e-6);
+    assert!(prop.neg_entropy < 0.0);
+}
+
+#[test]
+fn block_loop_commits_every_position_with_planned_counts() {
+    let params = SamplerParams { gen_length: 16, block_size: 8, steps: 4, stop_at_eos: false, ..Default::default() };
+    let mut den = Scripted::new();
+    let trace = run(&params, &mut den, &[1, 2, 3]);
+    assert_eq!(trace.events.len(), 8, "two blocks × four steps");
+    assert!(trace.events.iter().all(|e| e.commits.len() == 2 && e.planned == 2));
+    // Confidence falls with position, so each block fills left to right two at a time.
+    assert_eq!(trace.events[0].commits.iter().map(|c| c.pos).collect::<Vec<_>>(), vec![3, 4]);
+    let fin = trace.finish.as_ref().unwrap();
+    assert_eq!(fin.reason, FinishReason::Complete);
+    let want: Vec<u32> = (3..19).map(|p| den.want(p)).collect();
+    assert_eq!(fin.tokens, want);
+    assert_eq!(den.calls[0], 3..11);
+    assert_eq!(den.calls[4], 11..19);
+}
+
+#[test]
+fn autoregressive_setting_is_one_token_per_forward() {
+    let params = SamplerParams { gen_length: 6, block_size: 1, steps: 1, stop_at_eos: false, ..Default::default() };
+    let mut den = Scripted::new();
+    let trace = run(&params, &mut den, &[1]);
+    assert_eq!(den.forwards, 6);
+    assert!(trace.events.iter().all(|e| e.commits.len() == 1));
+}
+
+#[test]
+fn threshold_rule_commits_at_least_one_and_all_above_tau() {
+    let params = SamplerParams {
+        gen_length: 8,
+        block_size: 8,
+        steps: 8,
+        rule: UnmaskRule::Threshold,
+        threshold: 0.5,
+        stop_at_eos: false,
+        ..Default::default()
+    };
+    let mut den = Scripted::new();
+    let trace = run(&params, &mut den, &[1]);
+    // Every position's top token has p ≈ e^8 / (e^8 + 15) > 0.5: one step commits the block.
+    assert_eq!(trace.events.len(), 1);
+    assert_eq!(trace.events[0].commits.len(), 8);
+    let strict = SamplerParams { threshold: 0.9999, ..params };
+    let mut den = Scripted::new();
+    let trace = run(&strict, &mut den, &[1]);
+    assert_eq!(trace.events.len(), 8, "nothing passes τ: one forced commit per step");
+}
+
+#[test]
+fn stops_at_the_end_of_the_block_with_eos() {
+    let params = SamplerParams { gen_length: 16, block_size: 4, steps: 2, stop_at_eos: true, ..Default::default() };
+    let mut den = Scripted::new();
+    den.eos_at = Some(1 + 5); // second block
+    let trace = run(&params, &mut den, &[1]);
+    let fin = trace.finish.unwrap();
+    assert_eq!(fin.reason, FinishReason::Eos { block: 1, token: EOS });
+    assert_eq!(fin.tokens.len(), 8);
+    assert!(!fin.text.contains("t14"), "text is cut at the stop token");
+}
+
+#[test]
+fn same_seed_same_trace_and_replay_reproduces_canvases() {
+    let params = SamplerParams {
+        gen_length: 16,
+        block_size: 8,
+        steps: 4,
+        temperature: 1.5,
+        rule: UnmaskRule::Random,
+        edit_noise: 0.3,
+        seed: 7,
+        stop_at_eos: false,
+        ..Default::default()
+    };
+    let a = run(&params, &mut Scripted::new(), &[1, 2]);
+    let b = run(&params, &mut Scripted::new(), &[1, 2]);
+    let strip = |t: &Trace| t.events.iter().map(|e| (e.commits.clone(), e.reopened.clone())).collect::<Vec<_>>();
+    assert_eq!(strip(&a), strip(&b));
+    let c = run(&SamplerParams { seed: 8, ..params.clone() }, &mut Scripted::new(), &[1, 2]);
+    assert_ne!(strip(&a), strip(&c), "another seed draws differently");
+    // Replaying the events reaches the final canvas, with no mask left.
+    let fin = a.tokens_at(a.len());
+    assert!(!fin.contains(&MASK));
+    assert_eq!(&fin[2..], &a.finish.as_ref().unwrap().tokens[..]);
+    // Save, load, compare.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("run.jsonl");
+    a.save(&path).unwrap();
+    let back = Trace::load(&path).unwrap();
+    for k in 0..=a.len() {
+        assert_eq!(back.cells_at(k), a.cells_at(k), "canvas at step {k}");
+    }
+}
+
+#[test]
+fn edit_noise_reopens_and_records_revisions() {
+    let params = SamplerParams {
+        gen_length: 8,
+        block_size: 8,
+        steps: 4,
+        edit_noise: 1.0,
+        stop_at_eos: false,
+        ..Default::default()
+    };
+    let trace = run(&params, &mut Scripted::new(), &[1]);
+    let reopened: usize = trace.events.iter().map(|e| e.reopened.len()).sum();
+    assert!(reopened > 0, "noise 1.0 re-opens committed tokens");
+    // Every re-opened position is committed again with its previous token recorded.
+    let revisions: usize = trace.events.iter().flat_map(|e| &e.commits).filter(|c| c.previous.is_some()).count();
+    assert_eq!(revisions, reopened);
+    assert!(trace.events.last().unwrap().reopened.is_empty(), "no noise at a block's last step");
+    assert!(!trace.tokens_at(trace.len()).contains(&MASK));
+    // Re-open weights favour unlikely tokens.
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
+    let mut hits = [0usize; 2];
+    for _ in 0..2000 {
+        for p in noise::reopen(0.2, &[(0, 0.99), (1, 0.2)], &mut rng) {
+            hits[p] += 1;
+        }
+    }
+    assert!(hits[1] > 10 * hits[0], "{hits:?}");
+}
+
+#[test]
+fn corruption_respects_the_budget() {
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(5);
+    let orig: Vec<u32> = (0..40).collect();
+    let vocab: Vec<u32> = (100..200).collect();
+    for budget in [0, 1, 5, 12] {
+        let c = noise::corrupt(&orig, budget, &vocab, &mut rng);
+        assert!(noise::levenshtein(&orig, &c) <= budget);
+    }
+    assert_eq!(noise::levenshtein(&[1, 2, 3], &[1, 3]), 1);
+}
+
+#[test]
+fn bad_parameters_are_named() {
+    let p = SamplerParams { gen_length: 30, block_size: 8, ..Default::default() };
+    let probs = p.problems(0, None);
+    assert_eq!(probs[0].field, "block_size");
+    assert!(probs[0].message.contains("does not divide"), "{}", probs[0].message);
+    let p = SamplerParams { gen_length: 64, ..Default::default() };
+    let probs = p.problems(100, Some(128));
+    assert!(probs.iter().any(|x| x.field == "gen_length" && x.message.contains("context")));
+    with_facts(|m| {
+        let err = sampler::prepare(&Task::Complete { prompt: vec![1; 5000] }, &SamplerParams::default(), "", m).unwrap_err();
+        assert!(err.to_string().contains("context"), "{err}");
+    });
+}
+
+#[test]
+fn cancel_stops_before_the_next_step() {
+    let params = SamplerParams { gen_length: 16, block_size: 4, steps: 4, stop_at_eos: false, ..Default::default() };
+    let cancel = AtomicBool::new(false);
+    let trace = with_facts(|m| {
+        let header = sampler::prepare(&Task::Complete { prompt: vec![1] }, &params, "", m).unwrap();
+        let mut n = 0;
+        sampler::decode(header, &mut Scripted::new(), m, &cancel, &mut |_| {
+            n += 1;
+            if n == 3 {
+                cancel.store(true, std::sync::atomic::Ordering::SeqCst);
+            }
+        })
+        .unwrap()
+    });
+    assert_eq!(trace.events.len(), 3);
+    assert_eq!(trace.finish.unwrap().reason, FinishReason::Cancelled);
+}
+
+#[test]
+fn corrupt_traces_name_the_line() {
+    let params = SamplerParams { gen_length: 8, block_size: 4, steps: 2, stop_at_eos: false, ..Default::default() };
+    let t = run(&params, &mut Scripted::new(), &[1]);
+    let mut buf = Vec::new();
+    t.write_to(&mut buf).unwrap();
+    let text = String::from_utf8(buf).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    // Truncated in the middle of line 3.
+    let cut = text.lines().take(2).map(|l| format!("{l}\n")).collect::<String>() + &text.lines().nth(2).unwrap()[..20];
+    let p = dir.path().join("cut.jsonl");
+    std::fs::write(&p, cut).unwrap();
+    let e = Trace::load(&p).unwrap_err().to_string();
+    assert!(e.contains("cut.jsonl") && e.contains("line 3"), "{e}");
+    let p = dir.path().join("garbage.jsonl");
+    std::fs::write(&p, "not json\n").unwrap();
+    let e = Trace::load(&p).unwrap_err().to_string();
+    assert!(e.contains("line 1"), "{e}");
+    let p = dir.path().join("empty.jsonl");
+    std::fs::write(&p, "").unwrap();
+    assert!(Trace::load(&p).unwrap_err().to_string().contains("no header"));
+}
