@@ -112,9 +112,9 @@ pub fn show(ui: &mut egui::Ui, s: &mut Settings, st: &ControlsState) -> Vec<Acti
         ui.horizontal(|ui| {
             ui.label("device");
             let before = s.device.clone();
-            egui::ComboBox::from_id_salt("device").selected_text(&s.device).show_ui(ui, |ui| {
+            egui::ComboBox::from_id_salt("device").selected_text(s.device.clone()).show_ui(ui, |ui| {
                 for d in st.devices {
-                    ui.selectable_value(&mut s.device, d.clone(), d);
+                    ui.selectable_value(&mut s.device, d.clone(), d.as_str());
                 }
             });
             if s.device != before {

@@ -4,7 +4,7 @@ use super::store::Store;
 
 /// Applies the timeline's keys (Space, ←/→, Home/End) unless a text field has the keyboard.
 pub fn keys(ctx: &egui::Context, store: &mut Store) {
-    if ctx.egui_wants_keyboard_input() {
+    if ctx.text_edit_focused() {
         return;
     }
     let (space, left, right, home, end) = ctx.input_mut(|i| {
