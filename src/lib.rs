@@ -1,12 +1,13 @@
 //! unmask: watch a discrete-diffusion language model write code, step by step.
 
 pub mod chat;
+pub mod cli;
 pub mod engine;
 pub mod error;
+#[cfg(feature = "gui")]
+pub mod gui;
 pub mod model;
 pub mod sampler;
 pub mod session;
 pub mod trace;
-pub mod cli;
-#[cfg(feature = "gui")]
-pub mod gui;
+pub mod train;
