@@ -387,7 +387,7 @@ impl PlaygroundApp {
                 ui.weak(match &self.store.main.status {
                     RunStatus::Queued => "Starting…",
                     RunStatus::Failed(_) => "The run failed (see above).",
-                    _ => "Write a prompt and press Generate (Ctrl+Enter), or open a trace (File → Open trace…).",
+                    _ => "Write a prompt and press Generate (Ctrl+Enter), or open a trace (File > Open trace).",
                 });
             });
             return;

@@ -28,8 +28,8 @@ fn visible(piece: &str) -> String {
     piece.chars().map(|c| match c {
         ' ' => '·',
         '\t' => '→',
-        '\r' => '␍',
-        c if c.is_control() => '�',
+        '\r' => '^',
+        c if c.is_control() || c == '\u{FFFD}' => '?',
         c => c,
     }).collect()
 }

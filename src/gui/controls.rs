@@ -29,7 +29,7 @@ pub struct ControlsState<'a> {
 
 fn problem(ui: &mut egui::Ui, problems: &[ParamProblem], field: &str) {
     for p in problems.iter().filter(|p| p.field == field) {
-        ui.label(egui::RichText::new(format!("⚠ {}", p.message)).color(ui.visuals().error_fg_color).small());
+        ui.label(egui::RichText::new(format!("! {}", p.message)).color(ui.visuals().error_fg_color).small());
     }
 }
 
@@ -151,7 +151,7 @@ pub fn show(ui: &mut egui::Ui, s: &mut Settings, st: &ControlsState) -> Vec<Acti
             }
         });
         if !st.problems.is_empty() {
-            ui.label(egui::RichText::new("Fix the settings marked ⚠ to generate.").color(ui.visuals().error_fg_color));
+            ui.label(egui::RichText::new("Fix the settings marked in red to generate.").color(ui.visuals().error_fg_color));
         }
     });
     actions

@@ -10,7 +10,7 @@ pub fn describe(t: &Trace, cursor: usize) -> Vec<String> {
     let p = &t.header.params;
     let Some(e) = cursor.checked_sub(1).and_then(|i| t.events.get(i)) else {
         return vec![format!(
-            "Before the first step: {} masked positions in blocks of {}, up to {} steps per block. Press → to apply the first step.",
+            "Before the first step: {} masked positions in blocks of {}, up to {} steps per block. Press the right arrow key to apply the first step.",
             t.header.gen_end - t.header.gen_start,
             p.block_size,
             p.steps

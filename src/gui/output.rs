@@ -19,7 +19,7 @@ pub fn text(store: &mut Store) -> String {
 pub fn show(ui: &mut egui::Ui, store: &mut Store, lang: &str) {
     let code = text(store);
     ui.horizontal(|ui| {
-        if ui.button("📋 Copy").clicked() {
+        if ui.button("Copy").clicked() {
             ui.ctx().copy_text(code.clone());
         }
         ui.weak(format!("{} characters", code.chars().count()));

@@ -43,7 +43,7 @@ fn lane(ui: &mut egui::Ui, title: &str, l: &LaneRun, clock_ms: f64, mode: ColorM
 pub fn show(ui: &mut egui::Ui, store: &mut Store, mode: ColorMode) {
     ui.horizontal(|ui| {
         let end = store::race_end_ms(&store.race_ar).max(store::race_end_ms(&store.race_diffusion));
-        if ui.button(if store.race_playing { "⏸" } else { "▶ Replay" }).clicked() {
+        if ui.button(if store.race_playing { "Pause" } else { "Replay" }).clicked() {
             if !store.race_playing && store.race_clock_ms >= end {
                 store.race_clock_ms = 0.0;
             }

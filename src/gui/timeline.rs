@@ -41,22 +41,22 @@ pub fn keys(ctx: &egui::Context, store: &mut Store) {
 pub fn show(ui: &mut egui::Ui, store: &mut Store) {
     let len = store.len();
     ui.horizontal(|ui| {
-        if ui.button("⏮").on_hover_text("first step (Home)").clicked() {
+        if ui.button("|<").on_hover_text("first step (Home)").clicked() {
             store.set_cursor(0);
         }
-        if ui.button("◀").on_hover_text("step back (←)").clicked() {
+        if ui.button("<").on_hover_text("step back (left arrow)").clicked() {
             store.playing = false;
             store.set_cursor(store.cursor.saturating_sub(1));
         }
-        let label = if store.playing { "⏸ Pause" } else { "▶ Play" };
+        let label = if store.playing { "Pause" } else { "Play" };
         if ui.button(label).on_hover_text("play / pause (Space)").clicked() {
             store.toggle_play();
         }
-        if ui.button("▶|").on_hover_text("step forward (→)").clicked() {
+        if ui.button(">").on_hover_text("step forward (right arrow)").clicked() {
             store.playing = false;
             store.set_cursor(store.cursor + 1);
         }
-        if ui.button("⏭").on_hover_text("last step (End)").clicked() {
+        if ui.button(">|").on_hover_text("last step (End)").clicked() {
             store.set_cursor(len);
             store.follow = store.main.status.is_active();
         }
@@ -71,7 +71,7 @@ pub fn show(ui: &mut egui::Ui, store: &mut Store) {
         ui.add(egui::DragValue::new(&mut store.speed).range(0.5..=120.0).speed(0.2).suffix(" steps/s"))
             .on_hover_text("playback speed");
         if store.follow && store.main.status.is_active() {
-            ui.label(egui::RichText::new("● live").color(egui::Color32::from_rgb(230, 80, 80)));
+            ui.label(egui::RichText::new("LIVE").color(egui::Color32::from_rgb(230, 80, 80)));
         }
     });
 }
