@@ -12,7 +12,10 @@ use egui_kittest::Harness;
 use unmask::gui::store::RunStatus;
 use unmask::gui::PlaygroundApp;
 use unmask::sampler::SamplerParams;
-use unmask::trace::{Commit, Finish, FinishReason, Metrics, Reopen, StepEvent, TaskKind, Trace, TraceHeader, TRACE_VERSION};
+use unmask::trace::{
+    Commit, Finish, FinishReason, Metrics, Reopen, StepEvent, TaskKind, Trace, TraceHeader,
+    TRACE_VERSION,
+};
 
 /// The embedded model, or the tiny SDAR fixture while `assets/` has no trained model yet.
 fn model_dir() -> PathBuf {
@@ -27,14 +30,25 @@ fn model_dir() -> PathBuf {
 fn harness() -> Harness<'static, PlaygroundApp> {
     let dir = model_dir();
     // The model may write any character (tokens are bytes); missing glyphs must not fail a test.
-    Harness::builder().with_size([1400.0, 900.0]).allow_missing_glyphs().build_eframe(move |_cc| PlaygroundApp::new_for_test(&dir))
+    Harness::builder()
+        .with_size([1400.0, 900.0])
+        .allow_missing_glyphs()
+        .build_eframe(move |_cc| PlaygroundApp::new_for_test(&dir))
 }
 
 /// Steps the harness (letting the engine thread work between frames) until `done` holds.
-fn step_until(h: &mut Harness<'_, PlaygroundApp>, what: &str, timeout: Duration, mut done: impl FnMut(&mut PlaygroundApp) -> bool) {
+fn step_until(
+    h: &mut Harness<'_, PlaygroundApp>,
+    what: &str,
+    timeout: Duration,
+    mut done: impl FnMut(&mut PlaygroundApp) -> bool,
+) {
     let start = Instant::now();
     while !done(h.state_mut()) {
-        assert!(start.elapsed() < timeout, "timed out after {timeout:?} waiting for {what}");
+        assert!(
+            start.elapsed() < timeout,
+            "timed out after {timeout:?} waiting for {what}"
+        );
         h.step();
         std::thread::sleep(Duration::from_millis(5));
     }
@@ -43,13 +57,18 @@ fn step_until(h: &mut Harness<'_, PlaygroundApp>, what: &str, timeout: Duration,
 
 fn wait_model(h: &mut Harness<'_, PlaygroundApp>) {
     step_until(h, "the model to load", Duration::from_secs(120), |a| {
-        assert!(a.model_error().is_none(), "model failed: {:?}", a.model_error());
+        assert!(
+            a.model_error().is_none(),
+            "model failed: {:?}",
+            a.model_error()
+        );
         a.model_ready()
     });
 }
 
 fn set_number(h: &mut Harness<'_, PlaygroundApp>, label: &str, v: f64) {
-    h.get_by_role_and_label(Role::SpinButton, label).set_value_accesskit(v);
+    h.get_by_role_and_label(Role::SpinButton, label)
+        .set_value_accesskit(v);
     h.run_steps(2);
 }
 
@@ -67,8 +86,14 @@ fn generate(h: &mut Harness<'_, PlaygroundApp>, gen: usize, block: usize, steps:
     assert!(!h.state().settings.params.stop_at_eos);
     h.get_by_label("Generate").click();
     h.run_steps(2);
-    step_until(h, "the run to finish", Duration::from_secs(120), |a| !a.running());
-    assert!(matches!(h.state().store.main.status, RunStatus::Finished(_)), "status: {:?}", h.state().store.main.status);
+    step_until(h, "the run to finish", Duration::from_secs(120), |a| {
+        !a.running()
+    });
+    assert!(
+        matches!(h.state().store.main.status, RunStatus::Finished(_)),
+        "status: {:?}",
+        h.state().store.main.status
+    );
 }
 
 #[test]
@@ -83,18 +108,31 @@ fn generate_uses_the_controls_and_fills_canvas_and_metrics() {
     // Block-causal models align blocks to absolute positions, so the region may span one more.
     let blocks = t.events.iter().map(|e| e.block).max().map_or(0, |b| b + 1);
     assert!(blocks <= 32 / 8 + 1, "{blocks} blocks");
-    assert!(t.len() <= blocks * 2, "{} steps for {blocks} blocks of at most 2 steps", t.len());
-    assert!(t.events.iter().all(|e| e.step < 2 && e.block_end - e.block_start == 8));
+    assert!(
+        t.len() <= blocks * 2,
+        "{} steps for {blocks} blocks of at most 2 steps",
+        t.len()
+    );
+    assert!(t
+        .events
+        .iter()
+        .all(|e| e.step < 2 && e.block_end - e.block_start == 8));
     let cells = app.displayed_cells();
     let region = &cells[t.header.gen_start..t.header.gen_end];
-    assert!(region.iter().all(|c| !c.masked), "masked tiles left at the end");
+    assert!(
+        region.iter().all(|c| !c.masked),
+        "masked tiles left at the end"
+    );
     assert_eq!(app.store.cursor, t.len());
     let m = app.store.metrics().expect("metrics");
     assert!(m.tokens_per_second() > 0.0 && m.forwards > 0);
     h.run_steps(1);
     h.get_by_label("tokens/s");
     let shown = format!("{:.1}", m.tokens_per_second());
-    assert!(h.query_all_by_label(&shown).next().is_some(), "tokens/s value {shown} not shown");
+    assert!(
+        h.query_all_by_label(&shown).next().is_some(),
+        "tokens/s value {shown} not shown"
+    );
     assert!(h.query_by_label("masks left").is_some());
 }
 
@@ -112,7 +150,11 @@ fn scrubbing_shows_the_canvas_of_that_step() {
         h.key_press(egui::Key::ArrowRight);
         h.run_steps(1);
         assert_eq!(h.state().store.cursor, k);
-        assert_eq!(h.state_mut().displayed_cells(), t.cells_at(k), "canvas at step {k}");
+        assert_eq!(
+            h.state_mut().displayed_cells(),
+            t.cells_at(k),
+            "canvas at step {k}"
+        );
     }
     h.key_press(egui::Key::ArrowLeft);
     h.run_steps(1);
@@ -143,8 +185,14 @@ fn a_saved_trace_reopens_with_the_same_canvas() {
     let after = h2.state().store.trace().expect("trace").clone();
     assert_eq!(after.header, before.header);
     assert_eq!(after.len(), before.len());
-    assert_eq!(after.finish.as_ref().map(|f| &f.tokens), before.finish.as_ref().map(|f| &f.tokens));
-    assert_eq!(h2.state_mut().displayed_cells(), before.cells_at(before.len()));
+    assert_eq!(
+        after.finish.as_ref().map(|f| &f.tokens),
+        before.finish.as_ref().map(|f| &f.tokens)
+    );
+    assert_eq!(
+        h2.state_mut().displayed_cells(),
+        before.cells_at(before.len())
+    );
     h2.state_mut().store.set_cursor(3);
     h2.run_steps(1);
     assert_eq!(h2.state_mut().displayed_cells(), canvas);
@@ -173,7 +221,10 @@ fn a_bad_trace_shows_an_error_and_the_app_keeps_running() {
     h.state_mut().open_trace(&cut);
     h.run_steps(2);
     h.get_by_label_contains("truncated.jsonl, line");
-    assert!(h.state().store.trace().is_none(), "a bad file must not replace the canvas");
+    assert!(
+        h.state().store.trace().is_none(),
+        "a bad file must not replace the canvas"
+    );
 
     // Still alive: the good one opens and draws.
     h.get_by_label("Dismiss").click();
@@ -198,12 +249,18 @@ fn cancel_stops_a_run() {
     let start = Instant::now();
     let mut frames = 0;
     while h.state().running() {
-        assert!(start.elapsed() < Duration::from_secs(10), "cancel took longer than 10 s");
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "cancel took longer than 10 s"
+        );
         h.step();
         frames += 1;
         std::thread::sleep(Duration::from_millis(20));
     }
-    assert_eq!(h.state().store.main.status, RunStatus::Finished(FinishReason::Cancelled));
+    assert_eq!(
+        h.state().store.main.status,
+        RunStatus::Finished(FinishReason::Cancelled)
+    );
     let t = h.state().store.trace().expect("trace kept");
     assert!(t.len() < 448, "the run went on to the end");
     assert!(frames < 200, "{frames} frames");
@@ -212,9 +269,17 @@ fn cancel_stops_a_run() {
 /// A small hand-made run: fixed numbers, so snapshots do not depend on timing.
 fn synthetic_trace() -> Trace {
     let prompt = ["def", " inc", "(x", "):"];
-    let gen = ["\n", "   ", " y", " =", " x", " +", " 1", "\n", "   ", " return", " y", "\n", "\n", "print", "(inc", "(1))"];
+    let gen = [
+        "\n", "   ", " y", " =", " x", " +", " 1", "\n", "   ", " return", " y", "\n", "\n",
+        "print", "(inc", "(1))",
+    ];
     let (mask, n_prompt, n_gen) = (99u32, prompt.len(), gen.len());
-    let params = SamplerParams { gen_length: n_gen, block_size: 8, steps: 4, ..SamplerParams::default() };
+    let params = SamplerParams {
+        gen_length: n_gen,
+        block_size: 8,
+        steps: 4,
+        ..SamplerParams::default()
+    };
     let mut initial: Vec<u32> = (0..n_prompt as u32).collect();
     initial.extend(std::iter::repeat_n(mask, n_gen));
     let mut initial_text: Vec<String> = prompt.iter().map(|s| s.to_string()).collect();
@@ -253,7 +318,10 @@ fn synthetic_trace() -> Trace {
                         text: gen[i].into(),
                         prob,
                         score: prob,
-                        top: vec![(100 + i as u32, gen[i].into(), prob), (7, " z".into(), (1.0 - prob) / 2.0)],
+                        top: vec![
+                            (100 + i as u32, gen[i].into(), prob),
+                            (7, " z".into(), (1.0 - prob) / 2.0),
+                        ],
                         previous: None,
                     }
                 })
@@ -268,8 +336,21 @@ fn synthetic_trace() -> Trace {
                 block_end: n_prompt + block * 8 + 8,
                 planned: 2,
                 commits,
-                reopened: if index == 6 { vec![Reopen { pos: n_prompt + 11, token: 111, text: gen[11].into(), prob: 0.2 }] } else { vec![] },
-                best_left: if step < 3 { Some((n_prompt + block * 8 + order[step * 2 + 2], 0.3)) } else { None },
+                reopened: if index == 6 {
+                    vec![Reopen {
+                        pos: n_prompt + 11,
+                        token: 111,
+                        text: gen[11].into(),
+                        prob: 0.2,
+                    }]
+                } else {
+                    vec![]
+                },
+                best_left: if step < 3 {
+                    Some((n_prompt + block * 8 + order[step * 2 + 2], 0.3))
+                } else {
+                    None
+                },
                 masks_left: n_gen - (index + 1) * 2,
                 in_flight: 8,
                 forward_ms: 10.0,
@@ -295,7 +376,13 @@ fn synthetic_trace() -> Trace {
         reason: FinishReason::Complete,
         tokens: (0..n_gen as u32).map(|i| 100 + i).collect(),
         text: gen.concat(),
-        metrics: Metrics { total_ms: 96.0, forwards: 8, tokens: n_gen, steps: 8, first_block_ms: 48.0 },
+        metrics: Metrics {
+            total_ms: 96.0,
+            forwards: 8,
+            tokens: n_gen,
+            steps: 8,
+            first_block_ms: 48.0,
+        },
         repaired_distance: None,
     });
     t
@@ -310,7 +397,12 @@ fn synthetic_race(app: &mut PlaygroundApp) {
     ar.events.clear();
     let n = diffusion.header.gen_end - diffusion.header.gen_start;
     for i in 0..n {
-        let c = diffusion.events.iter().flat_map(|e| e.commits.iter()).find(|c| c.pos == diffusion.header.gen_start + i).cloned();
+        let c = diffusion
+            .events
+            .iter()
+            .flat_map(|e| e.commits.iter())
+            .find(|c| c.pos == diffusion.header.gen_start + i)
+            .cloned();
         let Some(c) = c else { continue };
         let pos = c.pos;
         ar.events.push(StepEvent {
@@ -332,7 +424,13 @@ fn synthetic_race(app: &mut PlaygroundApp) {
         });
     }
     if let Some(f) = ar.finish.as_mut() {
-        f.metrics = Metrics { total_ms: 160.0, forwards: n, tokens: n, steps: n, first_block_ms: 10.0 };
+        f.metrics = Metrics {
+            total_ms: 160.0,
+            forwards: n,
+            tokens: n,
+            steps: n,
+            first_block_ms: 10.0,
+        };
     }
     let s = &mut app.store;
     s.begin(unmask::engine::Lane::RaceAr);
@@ -351,7 +449,9 @@ fn snapshots_of_the_main_views() {
     // compare, so say so instead of failing.
     let renderer = std::panic::catch_unwind(egui_kittest::wgpu::WgpuTestRenderer::new);
     let Ok(renderer) = renderer else {
-        eprintln!("SKIPPED snapshots_of_the_main_views: no wgpu adapter (install mesa-vulkan-drivers)");
+        eprintln!(
+            "SKIPPED snapshots_of_the_main_views: no wgpu adapter (install mesa-vulkan-drivers)"
+        );
         return;
     };
     let dir = model_dir();
@@ -368,7 +468,9 @@ fn snapshots_of_the_main_views() {
     h.state_mut().store.set_cursor(7);
     h.run_steps(4);
     assert!(h.state().errors().is_empty(), "{:?}", h.state().errors());
-    let opts = egui_kittest::SnapshotOptions::new().threshold(2.0).max_failed_pixels(3000);
+    let opts = egui_kittest::SnapshotOptions::new()
+        .threshold(2.0)
+        .max_failed_pixels(3000);
     let mut results = egui_kittest::SnapshotResults::new();
     results.add(h.try_snapshot_options("canvas_commit_step", &opts));
 

@@ -27,7 +27,11 @@ type LoadResult = Result<Arc<DiffusionModel>, String>;
 
 enum ModelSlot {
     Unloaded,
-    Loading { promise: Promise<LoadResult>, what: String, since: Instant },
+    Loading {
+        promise: Promise<LoadResult>,
+        what: String,
+        since: Instant,
+    },
     Ready(Arc<DiffusionModel>),
     Failed(String),
 }
@@ -74,7 +78,10 @@ impl PlaygroundApp {
     /// The app as the binary starts it: settings from eframe storage, `model` from the command
     /// line (`embedded` keeps the stored choice), optionally a trace to open.
     pub fn new(cc: &eframe::CreationContext<'_>, model: &str, trace: Option<PathBuf>) -> Self {
-        let mut settings: Settings = cc.storage.and_then(|s| eframe::get_value(s, eframe::APP_KEY)).unwrap_or_default();
+        let mut settings: Settings = cc
+            .storage
+            .and_then(|s| eframe::get_value(s, eframe::APP_KEY))
+            .unwrap_or_default();
         if model != "embedded" {
             let folder = model::resolve_model_arg(model);
             settings.remember(folder.clone());
@@ -117,7 +124,9 @@ impl PlaygroundApp {
 
     /// Whether any lane is waiting for the engine.
     pub fn running(&self) -> bool {
-        self.store.main.status.is_active() || self.store.race_ar.status.is_active() || self.store.race_diffusion.status.is_active()
+        self.store.main.status.is_active()
+            || self.store.race_ar.status.is_active()
+            || self.store.race_diffusion.status.is_active()
     }
 
     /// What Files → Open trace… does once a path is chosen.
@@ -131,7 +140,7 @@ impl PlaygroundApp {
                 }
                 self.store.load(t);
                 self.settings.view = View::Canvas;
-                self.notice = Some(format!("Opened {}", path.display()));
+                self.notice = Some(format!("Opened {}", file_name(path)));
             }
             Err(e) => self.errors.push(e),
         }
@@ -140,11 +149,12 @@ impl PlaygroundApp {
     /// What Files → Save trace… does once a path is chosen.
     pub fn save_trace(&mut self, path: &Path) {
         let Some(t) = self.store.trace() else {
-            self.errors.push("Nothing to save: generate or open a trace first.".into());
+            self.errors
+                .push("Nothing to save: generate or open a trace first.".into());
             return;
         };
         match files::save_trace(t, path) {
-            Ok(()) => self.notice = Some(format!("Saved {}", path.display())),
+            Ok(()) => self.notice = Some(format!("Saved {}", file_name(path))),
             Err(e) => self.errors.push(e),
         }
     }
@@ -182,23 +192,36 @@ impl PlaygroundApp {
             let result = (|| {
                 let dev = device::open(&dev_name).map_err(|e| e.to_string())?;
                 let dtype = model::parse_dtype("auto", &dev, None).map_err(|e| e.to_string())?;
-                DiffusionModel::load(&dir, dtype, &dev).map(Arc::new).map_err(|e| format!("Could not load the model: {e}"))
+                DiffusionModel::load(&dir, dtype, &dev)
+                    .map(Arc::new)
+                    .map_err(|e| format!("Could not load the model: {e}"))
             })();
             ctx.request_repaint();
             result
         });
         self.fixed_len = None;
-        self.model = ModelSlot::Loading { promise, what, since: Instant::now() };
+        self.model = ModelSlot::Loading {
+            promise,
+            what,
+            since: Instant::now(),
+        };
     }
 
     fn poll_model(&mut self) {
-        let ModelSlot::Loading { promise, .. } = &self.model else { return };
-        let Some(result) = promise.ready() else { return };
+        let ModelSlot::Loading { promise, .. } = &self.model else {
+            return;
+        };
+        let Some(result) = promise.ready() else {
+            return;
+        };
         let result = result.clone();
         match result {
             Ok(m) => {
                 if let Some(e) = &self.engine {
-                    e.send(Command::SetModel { model: m.clone(), device: self.settings.device.clone() });
+                    e.send(Command::SetModel {
+                        model: m.clone(),
+                        device: self.settings.device.clone(),
+                    });
                 }
                 self.model = ModelSlot::Ready(m);
             }
@@ -212,7 +235,9 @@ impl PlaygroundApp {
     fn model_status(&self) -> String {
         match &self.model {
             ModelSlot::Unloaded => "no model".into(),
-            ModelSlot::Loading { what, since, .. } => format!("loading {what}… {:.1} s", since.elapsed().as_secs_f32()),
+            ModelSlot::Loading { what, since, .. } => {
+                format!("loading {what}… {:.1} s", since.elapsed().as_secs_f32())
+            }
             ModelSlot::Ready(m) => format!(
                 "{} · {:.1} M parameters · context {} · {}",
                 m.family().name(),
@@ -226,7 +251,9 @@ impl PlaygroundApp {
 
     /// Parameter problems, with the prompt measured in tokens when the model is there.
     fn problems(&mut self) -> Vec<ParamProblem> {
-        let ModelSlot::Ready(m) = &self.model else { return self.settings.params.problems(0, None) };
+        let ModelSlot::Ready(m) = &self.model else {
+            return self.settings.params.problems(0, None);
+        };
         let text = self.settings.task().prompt_text();
         let len = match &self.fixed_len {
             Some((t, n)) if *t == text => *n,
@@ -236,13 +263,21 @@ impl PlaygroundApp {
                 n
             }
         };
-        self.settings.params.problems(len, Some(m.info.config.max_position_embeddings))
+        self.settings
+            .params
+            .problems(len, Some(m.info.config.max_position_embeddings))
     }
 
     fn send_generate(&mut self, lane: Lane, params: SamplerParams) {
         let Some(engine) = &self.engine else { return };
         let run = self.store.begin(lane);
-        engine.send(Command::Generate { run, lane, task: self.settings.task(), chat: self.settings.chat, params });
+        engine.send(Command::Generate {
+            run,
+            lane,
+            task: self.settings.task(),
+            chat: self.settings.chat,
+            params,
+        });
     }
 
     fn generate(&mut self) {
@@ -259,7 +294,13 @@ impl PlaygroundApp {
             return;
         }
         let diffusion = self.settings.params.clone();
-        let ar = SamplerParams { block_size: 1, steps: 1, rule: UnmaskRule::LowConfidence, edit_noise: 0.0, ..diffusion.clone() };
+        let ar = SamplerParams {
+            block_size: 1,
+            steps: 1,
+            rule: UnmaskRule::LowConfidence,
+            edit_noise: 0.0,
+            ..diffusion.clone()
+        };
         self.send_generate(Lane::RaceAr, ar);
         self.send_generate(Lane::RaceDiffusion, diffusion);
         self.settings.view = View::Race;
@@ -322,18 +363,27 @@ impl PlaygroundApp {
                     }
                 }
                 let has = self.store.trace().is_some();
-                if ui.add_enabled(has, egui::Button::new("Save trace…")).clicked() {
+                if ui
+                    .add_enabled(has, egui::Button::new("Save trace…"))
+                    .clicked()
+                {
                     if let Some(p) = files::pick_save("trace.jsonl", "jsonl") {
                         self.save_trace(&p);
                     }
                 }
                 ui.separator();
-                if ui.add_enabled(has, egui::Button::new("Export canvas PNG…")).clicked() {
+                if ui
+                    .add_enabled(has, egui::Button::new("Export canvas PNG…"))
+                    .clicked()
+                {
                     if let Some(p) = files::pick_save("canvas.png", "png") {
                         self.export_canvas_png(&p);
                     }
                 }
-                if ui.add_enabled(has, egui::Button::new("Export commit map PNG…")).clicked() {
+                if ui
+                    .add_enabled(has, egui::Button::new("Export commit map PNG…"))
+                    .clicked()
+                {
                     if let Some(p) = files::pick_save("commit-map.png", "png") {
                         self.export_commit_map_png(&p);
                     }
@@ -344,11 +394,13 @@ impl PlaygroundApp {
             ui.selectable_value(&mut self.settings.view, View::Race, "Race");
             ui.separator();
             ui.label("colour:");
-            egui::ComboBox::from_id_salt("color-mode").selected_text(self.settings.color_mode.name()).show_ui(ui, |ui| {
-                for m in ColorMode::ALL {
-                    ui.selectable_value(&mut self.settings.color_mode, m, m.name());
-                }
-            });
+            egui::ComboBox::from_id_salt("color-mode")
+                .selected_text(self.settings.color_mode.name())
+                .show_ui(ui, |ui| {
+                    for m in ColorMode::ALL {
+                        ui.selectable_value(&mut self.settings.color_mode, m, m.name());
+                    }
+                });
             ui.separator();
             ui.label(run_status(&self.store.main.status));
             if let Some(n) = &self.notice {
@@ -357,14 +409,20 @@ impl PlaygroundApp {
         });
         let mut dismiss = None;
         for (i, e) in self.errors.iter().enumerate() {
-            egui::Frame::new().fill(egui::Color32::from_rgb(90, 25, 25)).inner_margin(6.0).corner_radius(4.0).show(ui, |ui| {
-                ui.horizontal(|ui| {
-                    ui.label(egui::RichText::new(e).color(egui::Color32::from_rgb(255, 200, 200)));
-                    if ui.button("Dismiss").clicked() {
-                        dismiss = Some(i);
-                    }
+            egui::Frame::new()
+                .fill(egui::Color32::from_rgb(90, 25, 25))
+                .inner_margin(6.0)
+                .corner_radius(4.0)
+                .show(ui, |ui| {
+                    ui.horizontal(|ui| {
+                        ui.label(
+                            egui::RichText::new(e).color(egui::Color32::from_rgb(255, 200, 200)),
+                        );
+                        if ui.button("Dismiss").clicked() {
+                            dismiss = Some(i);
+                        }
+                    });
                 });
-            });
         }
         if let Some(i) = dismiss {
             self.errors.remove(i);
@@ -375,7 +433,10 @@ impl PlaygroundApp {
         if let ModelSlot::Loading { what, since, .. } = &self.model {
             ui.horizontal(|ui| {
                 ui.spinner();
-                ui.label(format!("Loading model {what}… {:.1} s", since.elapsed().as_secs_f32()));
+                ui.label(format!(
+                    "Loading model {what}… {:.1} s",
+                    since.elapsed().as_secs_f32()
+                ));
             });
         }
         if self.settings.view == View::Race {
@@ -394,7 +455,10 @@ impl PlaygroundApp {
         };
         let mode = self.settings.color_mode;
         let run = self.store.main.run;
-        let stale = self.raster.as_ref().is_none_or(|r| r.key.run != run || r.key.steps != trace.len() || r.key.mode != mode);
+        let stale = self
+            .raster
+            .as_ref()
+            .is_none_or(|r| r.key.run != run || r.key.steps != trace.len() || r.key.mode != mode);
         if stale {
             if self.raster.as_ref().is_some_and(|r| r.key.run != run) {
                 self.map_uv = egui::Rect::from_min_max(egui::pos2(0.0, 0.0), egui::pos2(1.0, 1.0));
@@ -420,30 +484,51 @@ impl PlaygroundApp {
         });
         let cursor = self.store.cursor;
         let cells = self.store.cells().to_vec();
-        let masked = cells.get(trace.header.gen_start..trace.header.gen_end).map_or(0, |c| c.iter().filter(|c| c.masked).count());
+        let masked = cells
+            .get(trace.header.gen_start..trace.header.gen_end)
+            .map_or(0, |c| c.iter().filter(|c| c.masked).count());
         ui.horizontal(|ui| {
             ui.strong("Canvas");
-            ui.label(format!("step {cursor} of {} · {masked} masked", trace.len()));
+            ui.label(format!(
+                "step {cursor} of {} · {masked} masked",
+                trace.len()
+            ));
         });
-        egui::ScrollArea::both().id_salt("canvas").auto_shrink([false, false]).show(ui, |ui| {
-            let v = CanvasView { trace: &trace, cells: &cells, cursor, mode, hover: self.hover_pos, font_size: 14.0 };
-            if let Some(p) = canvas::show(ui, &v) {
-                new_hover = Some(p);
-            }
-        });
+        egui::ScrollArea::both()
+            .id_salt("canvas")
+            .auto_shrink([false, false])
+            .show(ui, |ui| {
+                let v = CanvasView {
+                    trace: &trace,
+                    cells: &cells,
+                    cursor,
+                    mode,
+                    hover: self.hover_pos,
+                    font_size: 14.0,
+                };
+                if let Some(p) = canvas::show(ui, &v) {
+                    new_hover = Some(p);
+                }
+            });
         self.hover_pos = new_hover;
     }
 
     fn side(&mut self, ui: &mut egui::Ui) {
         egui::ScrollArea::vertical().id_salt("side").show(ui, |ui| {
-            egui::CollapsingHeader::new("Metrics").default_open(true).show(ui, |ui| metrics::show(ui, &self.store));
-            egui::CollapsingHeader::new("Explain").default_open(true).show(ui, |ui| {
-                explain::show(ui, self.store.main.trace.as_ref(), self.store.cursor);
-            });
-            egui::CollapsingHeader::new("Output").default_open(true).show(ui, |ui| {
-                let lang = self.settings.lang.clone();
-                output::show(ui, &mut self.store, &lang);
-            });
+            egui::CollapsingHeader::new("Metrics")
+                .default_open(true)
+                .show(ui, |ui| metrics::show(ui, &self.store));
+            egui::CollapsingHeader::new("Explain")
+                .default_open(true)
+                .show(ui, |ui| {
+                    explain::show(ui, self.store.main.trace.as_ref(), self.store.cursor);
+                });
+            egui::CollapsingHeader::new("Output")
+                .default_open(true)
+                .show(ui, |ui| {
+                    let lang = self.settings.lang.clone();
+                    output::show(ui, &mut self.store, &lang);
+                });
         });
     }
 
@@ -456,16 +541,26 @@ impl PlaygroundApp {
         let ready = self.model_ready();
         let devices = self.devices.clone();
         let mut actions = Vec::new();
-        egui::Panel::left("controls").default_size(330.0).show(ui, |ui| {
-            let st = ControlsState { problems: &problems, devices: &devices, running, model_ready: ready, model_status: &status };
-            actions = controls::show(ui, &mut self.settings, &st);
-        });
+        egui::Panel::left("controls")
+            .default_size(330.0)
+            .show(ui, |ui| {
+                let st = ControlsState {
+                    problems: &problems,
+                    devices: &devices,
+                    running,
+                    model_ready: ready,
+                    model_status: &status,
+                };
+                actions = controls::show(ui, &mut self.settings, &st);
+            });
         egui::Panel::bottom("timeline").show(ui, |ui| {
             ui.add_space(4.0);
             timeline::show(ui, &mut self.store);
             ui.add_space(2.0);
         });
-        egui::Panel::right("side").default_size(380.0).show(ui, |ui| self.side(ui));
+        egui::Panel::right("side")
+            .default_size(380.0)
+            .show(ui, |ui| self.side(ui));
         egui::CentralPanel::default().show(ui, |ui| self.central(ui));
         let ctx = ui.ctx().clone();
         for a in actions {
@@ -492,16 +587,28 @@ impl PlaygroundApp {
     }
 }
 
+/// The last component of a path, for short notices.
+fn file_name(p: &Path) -> String {
+    p.file_name().map_or_else(
+        || p.display().to_string(),
+        |n| n.to_string_lossy().into_owned(),
+    )
+}
+
 fn run_status(s: &RunStatus) -> String {
     match s {
         RunStatus::Idle => "idle".into(),
         RunStatus::Queued => "queued".into(),
         RunStatus::Running => "running…".into(),
-        RunStatus::Finished(r) => format!("finished: {}", match r {
-            crate::trace::FinishReason::Complete => "complete".to_string(),
-            crate::trace::FinishReason::Eos { block, .. } => format!("end of text in block {}", block + 1),
-            crate::trace::FinishReason::Cancelled => "cancelled".to_string(),
-        }),
+        RunStatus::Finished(r) => format!(
+            "finished: {}",
+            match r {
+                crate::trace::FinishReason::Complete => "complete".to_string(),
+                crate::trace::FinishReason::Eos { block, .. } =>
+                    format!("end of text in block {}", block + 1),
+                crate::trace::FinishReason::Cancelled => "cancelled".to_string(),
+            }
+        ),
         RunStatus::Failed(e) => format!("failed: {e}"),
     }
 }

@@ -25,13 +25,16 @@ pub const MASK_GLYPH: &str = "░░";
 
 /// Shows whitespace: spaces as `·`, tabs as `→`, the end of a line as `↵`.
 fn visible(piece: &str) -> String {
-    piece.chars().map(|c| match c {
-        ' ' => '·',
-        '\t' => '→',
-        '\r' => '^',
-        c if c.is_control() || c == '\u{FFFD}' => '?',
-        c => c,
-    }).collect()
+    piece
+        .chars()
+        .map(|c| match c {
+            ' ' => '·',
+            '\t' => '→',
+            '\r' => '^',
+            c if c.is_control() || c == '\u{FFFD}' => '?',
+            c => c,
+        })
+        .collect()
 }
 
 /// Lays out `cells[range]` as code: newlines start a new row, indentation keeps its width.
@@ -41,7 +44,13 @@ pub fn layout(cells: &[Cell], range: std::ops::Range<usize>) -> Vec<Tile> {
     for pos in range {
         let Some(cell) = cells.get(pos) else { break };
         if cell.masked {
-            tiles.push(Tile { pos, row, col, width: 2, text: MASK_GLYPH.into() });
+            tiles.push(Tile {
+                pos,
+                row,
+                col,
+                width: 2,
+                text: MASK_GLYPH.into(),
+            });
             col += 2;
             continue;
         }
@@ -60,7 +69,13 @@ pub fn layout(cells: &[Cell], range: std::ops::Range<usize>) -> Vec<Tile> {
                 text.push('∅');
             }
             let width = text.chars().count().max(1);
-            tiles.push(Tile { pos, row, col, width, text });
+            tiles.push(Tile {
+                pos,
+                row,
+                col,
+                width,
+                text,
+            });
             col += width;
             if i < last {
                 row += 1;
@@ -95,7 +110,11 @@ fn reopened_text(trace: &Trace, cursor: usize) -> HashMap<usize, String> {
 
 /// The block the cursor is in: that of the last applied step, else of the next one.
 pub fn active_block(trace: &Trace, cursor: usize) -> Option<(usize, usize)> {
-    let e = if cursor > 0 { trace.events.get(cursor - 1) } else { trace.events.first() };
+    let e = if cursor > 0 {
+        trace.events.get(cursor - 1)
+    } else {
+        trace.events.first()
+    };
     e.map(|e| (e.block_start, e.block_end))
 }
 
@@ -108,20 +127,27 @@ pub fn show(ui: &mut egui::Ui, v: &CanvasView) -> Option<usize> {
     let rh = v.font_size + 8.0;
     let rows = tiles.last().map_or(1, |t| t.row + 1);
     let cols = tiles.iter().map(|t| t.col + t.width).max().unwrap_or(1);
-    let size = Vec2::new((cols as f32 * cw + 8.0).max(ui.available_width()), rows as f32 * rh + 8.0);
+    let size = Vec2::new(
+        (cols as f32 * cw + 8.0).max(ui.available_width()),
+        rows as f32 * rh + 8.0,
+    );
     let (resp, painter) = ui.allocate_painter(size, Sense::hover());
     let origin = resp.rect.min + Vec2::splat(4.0);
     let scale = Scale::new(v.cells, v.trace.len());
     let just = v.cursor.checked_sub(1);
     let active = active_block(v.trace, v.cursor);
     let reopened = reopened_text(v.trace, v.cursor);
-    let block_size = h.params.block_size.max(1);
+    // Block-causal models align blocks to absolute positions, so take the boundaries from the
+    // steps rather than from the block size.
+    let block_starts: std::collections::HashSet<usize> =
+        v.trace.events.iter().map(|e| e.block_start).collect();
     let pointer = resp.hover_pos();
     let mut hovered = None;
     let mut rects: Vec<(usize, Rect)> = Vec::with_capacity(tiles.len());
     for t in &tiles {
         let min = origin + Vec2::new(t.col as f32 * cw, t.row as f32 * rh);
-        let rect = Rect::from_min_size(min, Vec2::new(t.width as f32 * cw, rh - 2.0)).shrink2(Vec2::new(0.5, 0.0));
+        let rect = Rect::from_min_size(min, Vec2::new(t.width as f32 * cw, rh - 2.0))
+            .shrink2(Vec2::new(0.5, 0.0));
         rects.push((t.pos, rect));
         if pointer.is_some_and(|p| rect.contains(p)) {
             hovered = Some(t.pos);
@@ -129,7 +155,9 @@ pub fn show(ui: &mut egui::Ui, v: &CanvasView) -> Option<usize> {
     }
     let hover = hovered.or(v.hover);
     for (t, &(pos, rect)) in tiles.iter().zip(&rects) {
-        let Some(cell) = v.cells.get(pos) else { continue };
+        let Some(cell) = v.cells.get(pos) else {
+            continue;
+        };
         let in_active = active.is_some_and(|(a, b)| (a..b).contains(&pos));
         let future = active.is_some_and(|(_, b)| pos >= b);
         let mut fill = colors::cell_color(cell, v.mode, &scale);
@@ -139,26 +167,61 @@ pub fn show(ui: &mut egui::Ui, v: &CanvasView) -> Option<usize> {
         let is_just = cell.committed_at.is_some() && cell.committed_at == just;
         painter.rect_filled(rect, 3.0, fill);
         if is_just {
-            painter.rect_stroke(rect, 3.0, Stroke::new(2.0, colors::JUST_COMMITTED), StrokeKind::Inside);
+            painter.rect_stroke(
+                rect,
+                3.0,
+                Stroke::new(2.0, colors::JUST_COMMITTED),
+                StrokeKind::Inside,
+            );
         } else if in_active {
-            painter.rect_stroke(rect, 3.0, Stroke::new(1.0, colors::ACTIVE_BLOCK), StrokeKind::Inside);
+            painter.rect_stroke(
+                rect,
+                3.0,
+                Stroke::new(1.0, colors::ACTIVE_BLOCK),
+                StrokeKind::Inside,
+            );
         }
         if hover == Some(pos) {
-            painter.rect_stroke(rect.expand(1.0), 3.0, Stroke::new(2.0, Color32::WHITE), StrokeKind::Outside);
+            painter.rect_stroke(
+                rect.expand(1.0),
+                3.0,
+                Stroke::new(2.0, Color32::WHITE),
+                StrokeKind::Outside,
+            );
         }
-        let text_color = if cell.masked { Color32::from_gray(120) } else { colors::text_on(fill) };
+        let text_color = if cell.masked {
+            Color32::from_gray(120)
+        } else {
+            colors::text_on(fill)
+        };
         if cell.masked {
             if let Some(old) = reopened.get(&pos) {
                 // A re-opened token: its old text struck through, so the revision is visible.
-                let g = painter.text(rect.left_center() + Vec2::new(2.0, 0.0), egui::Align2::LEFT_CENTER, visible(old), FontId::monospace(v.font_size * 0.8), colors::REVISED);
+                let g = painter.text(
+                    rect.left_center() + Vec2::new(2.0, 0.0),
+                    egui::Align2::LEFT_CENTER,
+                    visible(old),
+                    FontId::monospace(v.font_size * 0.8),
+                    colors::REVISED,
+                );
                 painter.hline(g.x_range(), g.center().y, Stroke::new(1.5, colors::REVISED));
                 continue;
             }
         }
-        painter.text(rect.left_center(), egui::Align2::LEFT_CENTER, &t.text, font.clone(), text_color);
+        painter.text(
+            rect.left_center(),
+            egui::Align2::LEFT_CENTER,
+            &t.text,
+            font.clone(),
+            text_color,
+        );
         if cell.revisions > 0 && !cell.masked {
             let c = rect.right_top();
-            painter.add(egui::Shape::convex_polygon(vec![c, c + Vec2::new(-6.0, 0.0), c + Vec2::new(0.0, 6.0)], colors::REVISED, Stroke::NONE));
+            painter.add(egui::Shape::convex_polygon(
+                vec![c, c + Vec2::new(-6.0, 0.0), c + Vec2::new(0.0, 6.0)],
+                colors::REVISED,
+                Stroke::NONE,
+            ));
         }
     }
     // Block boundaries: a bar before the first tile of every block after the first.
@@ -166,9 +229,13 @@ pub fn show(ui: &mut egui::Ui, v: &CanvasView) -> Option<usize> {
     for &(pos, rect) in &rects {
         let first_piece = prev != Some(pos);
         prev = Some(pos);
-        if first_piece && pos > h.gen_start && (pos - h.gen_start) % block_size == 0 {
+        if first_piece && pos > h.gen_start && block_starts.contains(&pos) {
             let x = rect.left() - 0.5;
-            painter.vline(x, rect.y_range().expand(2.0), Stroke::new(2.0, Color32::from_gray(160)));
+            painter.vline(
+                x,
+                rect.y_range().expand(2.0),
+                Stroke::new(2.0, Color32::from_gray(160)),
+            );
         }
     }
     if let Some(pos) = hovered {
@@ -180,7 +247,11 @@ pub fn show(ui: &mut egui::Ui, v: &CanvasView) -> Option<usize> {
 }
 
 fn tooltip(ui: &mut egui::Ui, pos: usize, c: &Cell, old: Option<&String>) {
-    ui.label(egui::RichText::new(format!("{:?}", c.text)).monospace().strong());
+    ui.label(
+        egui::RichText::new(format!("{:?}", c.text))
+            .monospace()
+            .strong(),
+    );
     ui.label(format!("position {pos} · token id {}", c.token));
     if c.masked {
         ui.label("still masked");
@@ -191,7 +262,9 @@ fn tooltip(ui: &mut egui::Ui, pos: usize, c: &Cell, old: Option<&String>) {
         ui.label("given (prompt or fixed text)");
     }
     if c.revisions > 0 {
-        ui.label(egui::RichText::new(format!("revised {} time(s)", c.revisions)).color(colors::REVISED));
+        ui.label(
+            egui::RichText::new(format!("revised {} time(s)", c.revisions)).color(colors::REVISED),
+        );
     }
     if let Some(o) = old {
         ui.label(egui::RichText::new(format!("re-opened: was {o:?}")).color(colors::REVISED));
@@ -211,16 +284,24 @@ fn tooltip(ui: &mut egui::Ui, pos: usize, c: &Cell, old: Option<&String>) {
 }
 
 /// Tiles of the canvas as a picture, `cell_px` pixels per character, for the PNG export.
-pub fn render_png(trace: &Trace, cells: &[Cell], mode: ColorMode, cell_px: u32) -> image::RgbaImage {
+pub fn render_png(
+    trace: &Trace,
+    cells: &[Cell],
+    mode: ColorMode,
+    cell_px: u32,
+) -> image::RgbaImage {
     let h = &trace.header;
     let tiles = layout(cells, h.gen_start..h.gen_end);
     let (cw, rh) = (cell_px.max(2), cell_px.max(2) * 2);
     let cols = tiles.iter().map(|t| t.col + t.width).max().unwrap_or(1) as u32;
     let rows = tiles.last().map_or(1, |t| t.row + 1) as u32;
-    let mut img = image::RgbaImage::from_pixel(cols * cw + 4, rows * rh + 4, image::Rgba([24, 24, 28, 255]));
+    let mut img =
+        image::RgbaImage::from_pixel(cols * cw + 4, rows * rh + 4, image::Rgba([24, 24, 28, 255]));
     let scale = Scale::new(cells, trace.len());
     for t in &tiles {
-        let Some(cell) = cells.get(t.pos) else { continue };
+        let Some(cell) = cells.get(t.pos) else {
+            continue;
+        };
         let c = colors::cell_color(cell, mode, &scale);
         let (x0, y0) = (2 + t.col as u32 * cw, 2 + t.row as u32 * rh);
         for y in y0 + 1..y0 + rh - 1 {

@@ -16,7 +16,12 @@ pub enum ColorMode {
 }
 
 impl ColorMode {
-    pub const ALL: [ColorMode; 4] = [ColorMode::CommitStep, ColorMode::Probability, ColorMode::Score, ColorMode::Revisions];
+    pub const ALL: [ColorMode; 4] = [
+        ColorMode::CommitStep,
+        ColorMode::Probability,
+        ColorMode::Score,
+        ColorMode::Revisions,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -39,13 +44,27 @@ pub const JUST_COMMITTED: Color32 = Color32::from_rgb(255, 214, 10);
 pub const REVISED: Color32 = Color32::from_rgb(255, 90, 80);
 
 fn lerp(a: [f32; 3], b: [f32; 3], t: f32) -> [f32; 3] {
-    [a[0] + (b[0] - a[0]) * t, a[1] + (b[1] - a[1]) * t, a[2] + (b[2] - a[2]) * t]
+    [
+        a[0] + (b[0] - a[0]) * t,
+        a[1] + (b[1] - a[1]) * t,
+        a[2] + (b[2] - a[2]) * t,
+    ]
 }
 
 /// A perceptually ordered ramp (dark purple → teal → yellow, like viridis) for `t` in [0, 1].
 pub fn ramp(t: f32) -> Color32 {
-    const STOPS: [[f32; 3]; 5] = [[68.0, 1.0, 84.0], [59.0, 82.0, 139.0], [33.0, 145.0, 140.0], [94.0, 201.0, 98.0], [253.0, 231.0, 37.0]];
-    let t = if t.is_finite() { t.clamp(0.0, 1.0) } else { 0.0 };
+    const STOPS: [[f32; 3]; 5] = [
+        [68.0, 1.0, 84.0],
+        [59.0, 82.0, 139.0],
+        [33.0, 145.0, 140.0],
+        [94.0, 201.0, 98.0],
+        [253.0, 231.0, 37.0],
+    ];
+    let t = if t.is_finite() {
+        t.clamp(0.0, 1.0)
+    } else {
+        0.0
+    };
     let x = t * (STOPS.len() - 1) as f32;
     let i = (x.floor() as usize).min(STOPS.len() - 2);
     let c = lerp(STOPS[i], STOPS[i + 1], x - i as f32);
@@ -54,8 +73,16 @@ pub fn ramp(t: f32) -> Color32 {
 
 /// Red (unsure) → amber → green (sure) for a probability.
 pub fn confidence(p: f32) -> Color32 {
-    let p = if p.is_finite() { p.clamp(0.0, 1.0) } else { 0.0 };
-    let c = if p < 0.5 { lerp([200.0, 60.0, 60.0], [220.0, 170.0, 50.0], p * 2.0) } else { lerp([220.0, 170.0, 50.0], [60.0, 170.0, 90.0], (p - 0.5) * 2.0) };
+    let p = if p.is_finite() {
+        p.clamp(0.0, 1.0)
+    } else {
+        0.0
+    };
+    let c = if p < 0.5 {
+        lerp([200.0, 60.0, 60.0], [220.0, 170.0, 50.0], p * 2.0)
+    } else {
+        lerp([220.0, 170.0, 50.0], [60.0, 170.0, 90.0], (p - 0.5) * 2.0)
+    };
     Color32::from_rgb(c[0] as u8, c[1] as u8, c[2] as u8)
 }
 
@@ -69,9 +96,19 @@ pub struct Scale {
 
 impl Scale {
     pub fn new(cells: &[Cell], steps: usize) -> Self {
-        let scores = cells.iter().filter(|c| c.committed_at.is_some()).map(|c| c.score).filter(|s| s.is_finite());
-        let (lo, hi) = scores.fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), s| (lo.min(s), hi.max(s)));
-        Scale { steps: steps.max(1), score_min: lo, score_max: hi }
+        let scores = cells
+            .iter()
+            .filter(|c| c.committed_at.is_some())
+            .map(|c| c.score)
+            .filter(|s| s.is_finite());
+        let (lo, hi) = scores.fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), s| {
+            (lo.min(s), hi.max(s))
+        });
+        Scale {
+            steps: steps.max(1),
+            score_min: lo,
+            score_max: hi,
+        }
     }
 
     fn score01(&self, s: f32) -> f32 {
@@ -88,7 +125,9 @@ pub fn cell_color(cell: &Cell, mode: ColorMode, scale: &Scale) -> Color32 {
     if cell.masked {
         return MASKED;
     }
-    let Some(step) = cell.committed_at else { return GIVEN };
+    let Some(step) = cell.committed_at else {
+        return GIVEN;
+    };
     match mode {
         ColorMode::CommitStep => ramp(step as f32 / (scale.steps.saturating_sub(1)).max(1) as f32),
         ColorMode::Probability => confidence(cell.prob),

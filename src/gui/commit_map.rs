@@ -75,7 +75,16 @@ impl Raster {
                 rgba.extend_from_slice(&[col.r(), col.g(), col.b(), 255]);
             }
         }
-        Raster { key: RasterKey { run, steps: height, mode }, width, height, rgba: Arc::new(rgba) }
+        Raster {
+            key: RasterKey {
+                run,
+                steps: height,
+                mode,
+            },
+            width,
+            height,
+            rgba: Arc::new(rgba),
+        }
     }
 
     pub fn is_empty(&self) -> bool {
@@ -116,8 +125,13 @@ impl MapPainter for CpuMapPainter {
         }
         let stale = self.texture.as_ref().is_none_or(|(k, _)| *k != raster.key);
         if stale {
-            let img = egui::ColorImage::from_rgba_unmultiplied([raster.width, raster.height], &raster.rgba);
-            let tex = ui.ctx().load_texture("commit-map", img, egui::TextureOptions::NEAREST);
+            let img = egui::ColorImage::from_rgba_unmultiplied(
+                [raster.width, raster.height],
+                &raster.rgba,
+            );
+            let tex = ui
+                .ctx()
+                .load_texture("commit-map", img, egui::TextureOptions::NEAREST);
             self.texture = Some((raster.key, tex));
         }
         if let Some((_, tex)) = &self.texture {
@@ -147,8 +161,12 @@ impl MapPainter for GpuMapPainter {
         if raster.is_empty() {
             return;
         }
-        let cb = gpu::MapCallback { raster: raster.clone(), uv };
-        ui.painter().add(egui_wgpu::Callback::new_paint_callback(rect, cb));
+        let cb = gpu::MapCallback {
+            raster: raster.clone(),
+            uv,
+        };
+        ui.painter()
+            .add(egui_wgpu::Callback::new_paint_callback(rect, cb));
     }
 
     fn name(&self) -> &'static str {
@@ -181,7 +199,9 @@ mod gpu {
         pub fn new(device: &wgpu::Device, format: wgpu::TextureFormat) -> Self {
             let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
                 label: Some("commit_map"),
-                source: wgpu::ShaderSource::Wgsl(include_str!("../../shaders/commit_map.wgsl").into()),
+                source: wgpu::ShaderSource::Wgsl(
+                    include_str!("../../shaders/commit_map.wgsl").into(),
+                ),
             });
             let layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
                 label: Some("commit_map"),
@@ -228,7 +248,11 @@ mod gpu {
                 fragment: Some(wgpu::FragmentState {
                     module: &module,
                     entry_point: Some("fs_main"),
-                    targets: &[Some(wgpu::ColorTargetState { format, blend: None, write_mask: wgpu::ColorWrites::ALL })],
+                    targets: &[Some(wgpu::ColorTargetState {
+                        format,
+                        blend: None,
+                        write_mask: wgpu::ColorWrites::ALL,
+                    })],
                     compilation_options: wgpu::PipelineCompilationOptions::default(),
                 }),
                 multiview_mask: None,
@@ -240,11 +264,21 @@ mod gpu {
                 usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
                 mapped_at_creation: false,
             });
-            Resources { pipeline, layout, uniform, srgb_target: format.is_srgb(), texture: None }
+            Resources {
+                pipeline,
+                layout,
+                uniform,
+                srgb_target: format.is_srgb(),
+                texture: None,
+            }
         }
 
         fn upload(&mut self, device: &wgpu::Device, queue: &wgpu::Queue, r: &Raster) {
-            let size = wgpu::Extent3d { width: r.width as u32, height: r.height as u32, depth_or_array_layers: 1 };
+            let size = wgpu::Extent3d {
+                width: r.width as u32,
+                height: r.height as u32,
+                depth_or_array_layers: 1,
+            };
             let texture = device.create_texture(&wgpu::TextureDescriptor {
                 label: Some("commit_map_raster"),
                 size,
@@ -256,9 +290,18 @@ mod gpu {
                 view_formats: &[],
             });
             queue.write_texture(
-                wgpu::TexelCopyTextureInfo { texture: &texture, mip_level: 0, origin: wgpu::Origin3d::ZERO, aspect: wgpu::TextureAspect::All },
+                wgpu::TexelCopyTextureInfo {
+                    texture: &texture,
+                    mip_level: 0,
+                    origin: wgpu::Origin3d::ZERO,
+                    aspect: wgpu::TextureAspect::All,
+                },
                 &r.rgba,
-                wgpu::TexelCopyBufferLayout { offset: 0, bytes_per_row: Some(4 * r.width as u32), rows_per_image: Some(r.height as u32) },
+                wgpu::TexelCopyBufferLayout {
+                    offset: 0,
+                    bytes_per_row: Some(4 * r.width as u32),
+                    rows_per_image: Some(r.height as u32),
+                },
                 size,
             );
             let view = texture.create_view(&wgpu::TextureViewDescriptor::default());
@@ -266,8 +309,14 @@ mod gpu {
                 label: Some("commit_map"),
                 layout: &self.layout,
                 entries: &[
-                    wgpu::BindGroupEntry { binding: 0, resource: self.uniform.as_entire_binding() },
-                    wgpu::BindGroupEntry { binding: 1, resource: wgpu::BindingResource::TextureView(&view) },
+                    wgpu::BindGroupEntry {
+                        binding: 0,
+                        resource: self.uniform.as_entire_binding(),
+                    },
+                    wgpu::BindGroupEntry {
+                        binding: 1,
+                        resource: wgpu::BindingResource::TextureView(&view),
+                    },
                 ],
             });
             self.texture = Some((r.key, bind));
@@ -288,8 +337,14 @@ mod gpu {
             _encoder: &mut wgpu::CommandEncoder,
             resources: &mut egui_wgpu::CallbackResources,
         ) -> Vec<wgpu::CommandBuffer> {
-            let Some(res) = resources.get_mut::<Resources>() else { return Vec::new() };
-            if res.texture.as_ref().is_none_or(|(k, _)| *k != self.raster.key) {
+            let Some(res) = resources.get_mut::<Resources>() else {
+                return Vec::new();
+            };
+            if res
+                .texture
+                .as_ref()
+                .is_none_or(|(k, _)| *k != self.raster.key)
+            {
                 res.upload(device, queue, &self.raster);
             }
             let u = ViewUniform {
@@ -301,9 +356,18 @@ mod gpu {
             Vec::new()
         }
 
-        fn paint(&self, _info: egui::PaintCallbackInfo, pass: &mut wgpu::RenderPass<'static>, resources: &egui_wgpu::CallbackResources) {
-            let Some(res) = resources.get::<Resources>() else { return };
-            let Some((_, bind)) = &res.texture else { return };
+        fn paint(
+            &self,
+            _info: egui::PaintCallbackInfo,
+            pass: &mut wgpu::RenderPass<'static>,
+            resources: &egui_wgpu::CallbackResources,
+        ) {
+            let Some(res) = resources.get::<Resources>() else {
+                return;
+            };
+            let Some((_, bind)) = &res.texture else {
+                return;
+            };
             pass.set_pipeline(&res.pipeline);
             pass.set_bind_group(0, bind, &[]);
             pass.draw(0..6, 0..1);
@@ -335,7 +399,13 @@ pub fn show(
     ui.painter().rect_filled(rect, 0.0, Color32::from_gray(20));
     let mut out = MapResponse::default();
     if raster.is_empty() {
-        ui.painter().text(rect.center(), egui::Align2::CENTER_CENTER, "no steps yet", egui::FontId::proportional(13.0), Color32::GRAY);
+        ui.painter().text(
+            rect.center(),
+            egui::Align2::CENTER_CENTER,
+            "no steps yet",
+            egui::FontId::proportional(13.0),
+            Color32::GRAY,
+        );
         return out;
     }
     let to_uv = |p: egui::Pos2, uv: &Rect| {
@@ -351,7 +421,10 @@ pub fn show(
                 let w = (uv.width() * factor).clamp(0.01, 1.0);
                 let h = (uv.height() * factor).clamp(0.01, 1.0);
                 let t = (p - rect.min) / rect.size();
-                *uv = Rect::from_min_size(egui::pos2(anchor.x - t.x * w, anchor.y - t.y * h), Vec2::new(w, h));
+                *uv = Rect::from_min_size(
+                    egui::pos2(anchor.x - t.x * w, anchor.y - t.y * h),
+                    Vec2::new(w, h),
+                );
             }
         }
     }
@@ -360,7 +433,10 @@ pub fn show(
         *uv = uv.translate(-d);
     }
     // Keep the window inside the raster.
-    let shift = Vec2::new((-uv.min.x).max(0.0) - (uv.max.x - 1.0).max(0.0), (-uv.min.y).max(0.0) - (uv.max.y - 1.0).max(0.0));
+    let shift = Vec2::new(
+        (-uv.min.x).max(0.0) - (uv.max.x - 1.0).max(0.0),
+        (-uv.min.y).max(0.0) - (uv.max.y - 1.0).max(0.0),
+    );
     *uv = uv.translate(shift);
     painter.paint(ui, rect, raster, *uv);
 
@@ -371,14 +447,30 @@ pub fn show(
         // The row of the step under the timeline cursor.
         let y0 = to_screen(egui::pos2(0.0, (cursor - 1) as f32 / h)).y;
         let y1 = to_screen(egui::pos2(0.0, cursor as f32 / h)).y;
-        p.rect_stroke(Rect::from_x_y_ranges(rect.x_range(), y0..=y1.max(y0 + 1.0)), 0.0, Stroke::new(1.0, colors::JUST_COMMITTED), egui::StrokeKind::Outside);
+        p.rect_stroke(
+            Rect::from_x_y_ranges(rect.x_range(), y0..=y1.max(y0 + 1.0)),
+            0.0,
+            Stroke::new(1.0, colors::JUST_COMMITTED),
+            egui::StrokeKind::Outside,
+        );
     }
     if let Some(pos) = hover_pos.and_then(|q| q.checked_sub(gen_start)) {
         let x0 = to_screen(egui::pos2(pos as f32 / w, 0.0)).x;
         let x1 = to_screen(egui::pos2((pos + 1) as f32 / w, 0.0)).x;
-        p.rect_stroke(Rect::from_x_y_ranges(x0..=x1.max(x0 + 1.0), rect.y_range()), 0.0, Stroke::new(1.0, Color32::WHITE), egui::StrokeKind::Outside);
+        p.rect_stroke(
+            Rect::from_x_y_ranges(x0..=x1.max(x0 + 1.0), rect.y_range()),
+            0.0,
+            Stroke::new(1.0, Color32::WHITE),
+            egui::StrokeKind::Outside,
+        );
     }
-    p.text(rect.right_bottom() - Vec2::splat(4.0), egui::Align2::RIGHT_BOTTOM, painter.name(), egui::FontId::monospace(10.0), Color32::from_gray(140));
+    p.text(
+        rect.right_bottom() - Vec2::splat(4.0),
+        egui::Align2::RIGHT_BOTTOM,
+        painter.name(),
+        egui::FontId::monospace(10.0),
+        Color32::from_gray(140),
+    );
     if let Some(pt) = resp.hover_pos() {
         let u = to_uv(pt, uv);
         let (x, y) = ((u.x * w).floor(), (u.y * h).floor());
@@ -390,7 +482,10 @@ pub fn show(
         out.clicked = out.hovered.map(|(s, _)| s);
     }
     if let Some((s, pos)) = out.hovered {
-        resp.on_hover_text_at_pointer(format!("step {} · position {pos}\nclick: move the cursor here · scroll: zoom · drag: pan", s + 1));
+        resp.on_hover_text_at_pointer(format!(
+            "step {} · position {pos}\nclick: move the cursor here · scroll: zoom · drag: pan",
+            s + 1
+        ));
     }
     out
 }

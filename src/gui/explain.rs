@@ -45,11 +45,24 @@ pub fn describe(t: &Trace, cursor: usize) -> Vec<String> {
         ));
     }
     if !e.commits.is_empty() {
-        let list: Vec<String> = e.commits.iter().take(8).map(|c| format!("{:?}@{} ({:.3})", c.text, c.pos, c.score)).collect();
-        let more = if e.commits.len() > 8 { format!(" and {} more", e.commits.len() - 8) } else { String::new() };
+        let list: Vec<String> = e
+            .commits
+            .iter()
+            .take(8)
+            .map(|c| format!("{:?}@{} ({:.3})", c.text, c.pos, c.score))
+            .collect();
+        let more = if e.commits.len() > 8 {
+            format!(" and {} more", e.commits.len() - 8)
+        } else {
+            String::new()
+        };
         out.push(format!("Committed with scores: {}{more}.", list.join(", ")));
     }
-    let lowest = e.commits.iter().map(|c| c.score).fold(f32::INFINITY, f32::min);
+    let lowest = e
+        .commits
+        .iter()
+        .map(|c| c.score)
+        .fold(f32::INFINITY, f32::min);
     match e.best_left {
         Some((pos, s)) if lowest.is_finite() => out.push(format!(
             "Best position left masked: {pos} with score {s:.3} (lowest committed: {lowest:.3}), so it waits for a later step."
@@ -57,13 +70,26 @@ pub fn describe(t: &Trace, cursor: usize) -> Vec<String> {
         Some((pos, s)) => out.push(format!("Best position left masked: {pos} with score {s:.3}.")),
         None => out.push("No masked position is left in this block: it is finished.".into()),
     }
-    let revisions: Vec<&crate::trace::Commit> = e.commits.iter().filter(|c| c.previous.is_some()).collect();
+    let revisions: Vec<&crate::trace::Commit> =
+        e.commits.iter().filter(|c| c.previous.is_some()).collect();
     if !e.reopened.is_empty() {
-        let list: Vec<String> = e.reopened.iter().take(6).map(|r| format!("{:?}@{} (p {:.2})", r.text, r.pos, r.prob)).collect();
-        out.push(format!("Edit noise re-opened {} committed token(s): {}.", e.reopened.len(), list.join(", ")));
+        let list: Vec<String> = e
+            .reopened
+            .iter()
+            .take(6)
+            .map(|r| format!("{:?}@{} (p {:.2})", r.text, r.pos, r.prob))
+            .collect();
+        out.push(format!(
+            "Edit noise re-opened {} committed token(s): {}.",
+            e.reopened.len(),
+            list.join(", ")
+        ));
     }
     if !revisions.is_empty() {
-        out.push(format!("{} commit(s) revise a token that had been re-opened.", revisions.len()));
+        out.push(format!(
+            "{} commit(s) revise a token that had been re-opened.",
+            revisions.len()
+        ));
     }
     out.push(format!(
         "{} mask(s) left in the generated region · forward {:.1} ms over {} tokens · {} forwards so far.",
@@ -75,8 +101,16 @@ pub fn describe(t: &Trace, cursor: usize) -> Vec<String> {
 /// Planned vs actual commits per step of the block under the cursor.
 fn plot(ui: &mut egui::Ui, t: &Trace, e: &StepEvent) {
     let steps: Vec<&StepEvent> = t.events.iter().filter(|x| x.block == e.block).collect();
-    let max = steps.iter().map(|s| s.planned.max(s.commits.len())).max().unwrap_or(1).max(1);
-    let (rect, _) = ui.allocate_exact_size(Vec2::new(ui.available_width().min(320.0), 90.0), Sense::hover());
+    let max = steps
+        .iter()
+        .map(|s| s.planned.max(s.commits.len()))
+        .max()
+        .unwrap_or(1)
+        .max(1);
+    let (rect, _) = ui.allocate_exact_size(
+        Vec2::new(ui.available_width().min(320.0), 90.0),
+        Sense::hover(),
+    );
     let p = ui.painter_at(rect);
     p.rect_filled(rect, 2.0, ui.visuals().extreme_bg_color);
     let plot = rect.shrink2(Vec2::new(6.0, 14.0));
@@ -86,15 +120,38 @@ fn plot(ui: &mut egui::Ui, t: &Trace, e: &StepEvent) {
         let x0 = plot.left() + i as f32 * bw;
         let hp = plot.height() * s.planned as f32 / max as f32;
         let ha = plot.height() * s.commits.len() as f32 / max as f32;
-        let planned = Rect::from_min_max(egui::pos2(x0 + bw * 0.1, plot.bottom() - hp), egui::pos2(x0 + bw * 0.5, plot.bottom()));
-        let actual = Rect::from_min_max(egui::pos2(x0 + bw * 0.5, plot.bottom() - ha), egui::pos2(x0 + bw * 0.9, plot.bottom()));
+        let planned = Rect::from_min_max(
+            egui::pos2(x0 + bw * 0.1, plot.bottom() - hp),
+            egui::pos2(x0 + bw * 0.5, plot.bottom()),
+        );
+        let actual = Rect::from_min_max(
+            egui::pos2(x0 + bw * 0.5, plot.bottom() - ha),
+            egui::pos2(x0 + bw * 0.9, plot.bottom()),
+        );
         p.rect_filled(planned, 1.0, Color32::from_gray(110));
-        let c = if s.index == e.index { Color32::from_rgb(255, 214, 10) } else { Color32::from_rgb(90, 160, 255) };
+        let c = if s.index == e.index {
+            Color32::from_rgb(255, 214, 10)
+        } else {
+            Color32::from_rgb(90, 160, 255)
+        };
         p.rect_filled(actual, 1.0, c);
     }
-    p.hline(plot.x_range(), plot.bottom(), Stroke::new(1.0, Color32::GRAY));
+    p.hline(
+        plot.x_range(),
+        plot.bottom(),
+        Stroke::new(1.0, Color32::GRAY),
+    );
     let font = egui::FontId::proportional(10.0);
-    p.text(rect.left_top() + Vec2::new(4.0, 1.0), egui::Align2::LEFT_TOP, format!("block {}: planned (grey) vs committed (blue), max {max}", e.block + 1), font, ui.visuals().weak_text_color());
+    p.text(
+        rect.left_top() + Vec2::new(4.0, 1.0),
+        egui::Align2::LEFT_TOP,
+        format!(
+            "block {}: planned (grey) vs committed (blue), max {max}",
+            e.block + 1
+        ),
+        font,
+        ui.visuals().weak_text_color(),
+    );
 }
 
 pub fn show(ui: &mut egui::Ui, t: Option<&Trace>, cursor: usize) {

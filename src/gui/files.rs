@@ -11,31 +11,47 @@ pub fn open_trace(path: &Path) -> Result<Trace, String> {
 }
 
 pub fn save_trace(trace: &Trace, path: &Path) -> Result<(), String> {
-    trace.save(path).map_err(|e| format!("Could not save trace: {e}"))
+    trace
+        .save(path)
+        .map_err(|e| format!("Could not save trace: {e}"))
 }
 
 /// Writes a PNG atomically.
 pub fn save_png(img: &image::RgbaImage, path: &Path) -> Result<(), String> {
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("export.png");
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or("export.png");
     let tmp: PathBuf = dir.join(format!(".{name}.tmp-{}.png", std::process::id()));
     let fail = |e: String| {
         let _ = std::fs::remove_file(&tmp);
         format!("Could not write {}: {e}", path.display())
     };
-    img.save_with_format(&tmp, image::ImageFormat::Png).map_err(|e| fail(e.to_string()))?;
+    img.save_with_format(&tmp, image::ImageFormat::Png)
+        .map_err(|e| fail(e.to_string()))?;
     std::fs::rename(&tmp, path).map_err(|e| fail(e.to_string()))
 }
 
 /// Native dialogs; `None` when the user cancels.
 pub fn pick_open_trace() -> Option<PathBuf> {
-    rfd::FileDialog::new().add_filter("unmask trace", &["jsonl", "json"]).pick_file()
+    rfd::FileDialog::new()
+        .add_filter("unmask trace", &["jsonl", "json"])
+        .pick_file()
 }
 
 pub fn pick_save(default_name: &str, ext: &str) -> Option<PathBuf> {
-    rfd::FileDialog::new().set_file_name(default_name).add_filter(ext, &[ext]).save_file()
+    rfd::FileDialog::new()
+        .set_file_name(default_name)
+        .add_filter(ext, &[ext])
+        .save_file()
 }
 
 pub fn pick_model_folder() -> Option<PathBuf> {
-    rfd::FileDialog::new().set_title("Open a checkpoint folder").pick_folder()
+    rfd::FileDialog::new()
+        .set_title("Open a checkpoint folder")
+        .pick_folder()
 }

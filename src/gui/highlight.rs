@@ -17,17 +17,38 @@ struct Sets {
 
 fn sets() -> &'static Sets {
     static SETS: OnceLock<Sets> = OnceLock::new();
-    SETS.get_or_init(|| Sets { syntaxes: SyntaxSet::load_defaults_newlines(), themes: ThemeSet::load_defaults() })
+    SETS.get_or_init(|| Sets {
+        syntaxes: SyntaxSet::load_defaults_newlines(),
+        themes: ThemeSet::load_defaults(),
+    })
 }
 
 /// Highlights `code` as `lang` (a file extension such as `py`); unknown languages stay plain.
 pub fn job(code: &str, lang: &str, dark: bool, font: FontId) -> LayoutJob {
     let s = sets();
-    let syntax = s.syntaxes.find_syntax_by_extension(lang).unwrap_or_else(|| s.syntaxes.find_syntax_plain_text());
-    let theme_name = if dark { "base16-mocha.dark" } else { "InspiredGitHub" };
+    let syntax = s
+        .syntaxes
+        .find_syntax_by_extension(lang)
+        .unwrap_or_else(|| s.syntaxes.find_syntax_plain_text());
+    let theme_name = if dark {
+        "base16-mocha.dark"
+    } else {
+        "InspiredGitHub"
+    };
     let mut job = LayoutJob::default();
     let Some(theme) = s.themes.themes.get(theme_name) else {
-        job.append(code, 0.0, TextFormat::simple(font, if dark { Color32::LIGHT_GRAY } else { Color32::DARK_GRAY }));
+        job.append(
+            code,
+            0.0,
+            TextFormat::simple(
+                font,
+                if dark {
+                    Color32::LIGHT_GRAY
+                } else {
+                    Color32::DARK_GRAY
+                },
+            ),
+        );
         return job;
     };
     let mut h = HighlightLines::new(syntax, theme);
@@ -51,15 +72,22 @@ pub fn job(code: &str, lang: &str, dark: bool, font: FontId) -> LayoutJob {
 }
 
 /// A code editor with highlighting; memoises the last layout so typing stays cheap.
-pub fn code_editor(ui: &mut egui::Ui, text: &mut String, lang: &str, rows: usize, id: &str) -> egui::Response {
+pub fn code_editor(
+    ui: &mut egui::Ui,
+    text: &mut String,
+    lang: &str,
+    rows: usize,
+    id: &str,
+) -> egui::Response {
     let dark = ui.visuals().dark_mode;
     let lang = lang.to_string();
-    let mut layouter = move |ui: &egui::Ui, buf: &dyn egui::TextBuffer, wrap: f32| -> Arc<egui::Galley> {
-        let font = egui::TextStyle::Monospace.resolve(ui.style());
-        let mut j = job(buf.as_str(), &lang, dark, font);
-        j.wrap.max_width = wrap;
-        ui.ctx().fonts_mut(|f| f.layout_job(j))
-    };
+    let mut layouter =
+        move |ui: &egui::Ui, buf: &dyn egui::TextBuffer, wrap: f32| -> Arc<egui::Galley> {
+            let font = egui::TextStyle::Monospace.resolve(ui.style());
+            let mut j = job(buf.as_str(), &lang, dark, font);
+            j.wrap.max_width = wrap;
+            ui.ctx().fonts_mut(|f| f.layout_job(j))
+        };
     ui.add(
         egui::TextEdit::multiline(text)
             .id_salt(id)

@@ -21,9 +21,16 @@ pub use app::PlaygroundApp;
 /// Opens the window on `model` (a folder or `embedded`), optionally with a trace loaded.
 pub fn run(model: String, trace: Option<std::path::PathBuf>) -> anyhow::Result<()> {
     let options = eframe::NativeOptions {
-        viewport: egui::ViewportBuilder::default().with_title("unmask").with_inner_size([1500.0, 920.0]).with_min_inner_size([900.0, 560.0]),
+        viewport: egui::ViewportBuilder::default()
+            .with_title("unmask")
+            .with_inner_size([1500.0, 920.0])
+            .with_min_inner_size([900.0, 560.0]),
         ..Default::default()
     };
-    eframe::run_native("unmask", options, Box::new(move |cc| Ok(Box::new(PlaygroundApp::new(cc, &model, trace)))))
-        .map_err(|e| anyhow::anyhow!("could not open the window: {e}"))
+    eframe::run_native(
+        "unmask",
+        options,
+        Box::new(move |cc| Ok(Box::new(PlaygroundApp::new(cc, &model, trace)))),
+    )
+    .map_err(|e| anyhow::anyhow!("could not open the window: {e}"))
 }

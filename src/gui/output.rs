@@ -12,8 +12,19 @@ pub fn text(store: &mut Store) -> String {
             return f.text.clone();
         }
     }
-    let Some((a, b)) = store.trace().map(|t| (t.header.gen_start, t.header.gen_end)) else { return String::new() };
-    store.cells().get(a..b).unwrap_or(&[]).iter().map(|c| if c.masked { "░" } else { c.text.as_str() }).collect()
+    let Some((a, b)) = store
+        .trace()
+        .map(|t| (t.header.gen_start, t.header.gen_end))
+    else {
+        return String::new();
+    };
+    store
+        .cells()
+        .get(a..b)
+        .unwrap_or(&[])
+        .iter()
+        .map(|c| if c.masked { "░" } else { c.text.as_str() })
+        .collect()
 }
 
 pub fn show(ui: &mut egui::Ui, store: &mut Store, lang: &str) {
@@ -26,7 +37,10 @@ pub fn show(ui: &mut egui::Ui, store: &mut Store, lang: &str) {
     });
     let font = egui::TextStyle::Monospace.resolve(ui.style());
     let job = highlight::job(&code, lang, ui.visuals().dark_mode, font);
-    egui::ScrollArea::vertical().id_salt("output").max_height(260.0).show(ui, |ui| {
-        ui.add(egui::Label::new(job).selectable(true));
-    });
+    egui::ScrollArea::vertical()
+        .id_salt("output")
+        .max_height(260.0)
+        .show(ui, |ui| {
+            ui.add(egui::Label::new(job).selectable(true));
+        });
 }

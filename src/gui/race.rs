@@ -11,7 +11,10 @@ pub fn speedup(store: &Store) -> Option<f64> {
     if !done(&store.race_ar) || !done(&store.race_diffusion) {
         return None;
     }
-    let (a, d) = (store::race_end_ms(&store.race_ar), store::race_end_ms(&store.race_diffusion));
+    let (a, d) = (
+        store::race_end_ms(&store.race_ar),
+        store::race_end_ms(&store.race_diffusion),
+    );
     (d > 0.0).then(|| a / d)
 }
 
@@ -27,13 +30,27 @@ fn lane(ui: &mut egui::Ui, title: &str, l: &LaneRun, clock_ms: f64, mode: ColorM
     };
     let k = store::steps_by(t, clock_ms);
     let end = store::race_end_ms(l);
-    let masks = k.checked_sub(1).and_then(|i| t.events.get(i)).map_or(t.header.gen_end - t.header.gen_start, |e| e.masks_left);
-    ui.label(format!("{:.0} ms · step {k} of {} · {masks} masks left", clock_ms.min(end), t.len()));
+    let masks = k
+        .checked_sub(1)
+        .and_then(|i| t.events.get(i))
+        .map_or(t.header.gen_end - t.header.gen_start, |e| e.masks_left);
+    ui.label(format!(
+        "{:.0} ms · step {k} of {} · {masks} masks left",
+        clock_ms.min(end),
+        t.len()
+    ));
     if let RunStatus::Failed(e) = &l.status {
         ui.colored_label(egui::Color32::RED, e);
     }
     let cells = t.cells_at(k);
-    let v = CanvasView { trace: t, cells: &cells, cursor: k, mode, hover: None, font_size: 11.0 };
+    let v = CanvasView {
+        trace: t,
+        cells: &cells,
+        cursor: k,
+        mode,
+        hover: None,
+        font_size: 11.0,
+    };
     egui::ScrollArea::vertical().id_salt(title).show(ui, |ui| {
         canvas::show(ui, &v);
     });
@@ -43,14 +60,24 @@ fn lane(ui: &mut egui::Ui, title: &str, l: &LaneRun, clock_ms: f64, mode: ColorM
 pub fn show(ui: &mut egui::Ui, store: &mut Store, mode: ColorMode) {
     ui.horizontal(|ui| {
         let end = store::race_end_ms(&store.race_ar).max(store::race_end_ms(&store.race_diffusion));
-        if ui.button(if store.race_playing { "Pause" } else { "Replay" }).clicked() {
+        if ui
+            .button(if store.race_playing {
+                "Pause"
+            } else {
+                "Replay"
+            })
+            .clicked()
+        {
             if !store.race_playing && store.race_clock_ms >= end {
                 store.race_clock_ms = 0.0;
             }
             store.race_playing = !store.race_playing;
         }
         let mut ms = store.race_clock_ms;
-        if ui.add(egui::Slider::new(&mut ms, 0.0..=end.max(1.0)).text("ms (shared clock)")).changed() {
+        if ui
+            .add(egui::Slider::new(&mut ms, 0.0..=end.max(1.0)).text("ms (shared clock)"))
+            .changed()
+        {
             store.race_clock_ms = ms;
             store.race_playing = false;
         }
@@ -62,7 +89,19 @@ pub fn show(ui: &mut egui::Ui, store: &mut Store, mode: ColorMode) {
     ui.separator();
     let clock = store.race_clock_ms;
     ui.columns(2, |cols| {
-        lane(&mut cols[0], "autoregressive (block 1, 1 step)", &store.race_ar, clock, mode);
-        lane(&mut cols[1], "diffusion (current settings)", &store.race_diffusion, clock, mode);
+        lane(
+            &mut cols[0],
+            "autoregressive (block 1, 1 step)",
+            &store.race_ar,
+            clock,
+            mode,
+        );
+        lane(
+            &mut cols[1],
+            "diffusion (current settings)",
+            &store.race_diffusion,
+            clock,
+            mode,
+        );
     });
 }

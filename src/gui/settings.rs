@@ -59,7 +59,10 @@ pub struct Settings {
 impl Default for Settings {
     fn default() -> Self {
         Settings {
-            params: SamplerParams { gen_length: 64, ..SamplerParams::default() },
+            params: SamplerParams {
+                gen_length: 64,
+                ..SamplerParams::default()
+            },
             mode: Mode::Complete,
             prompt: "def fibonacci(n):\n".into(),
             suffix: "\n    return result\n".into(),
@@ -79,9 +82,18 @@ impl Default for Settings {
 impl Settings {
     pub fn task(&self) -> TextTask {
         match self.mode {
-            Mode::Complete => TextTask::Complete { prompt: self.prompt.clone() },
-            Mode::Infill => TextTask::Infill { prefix: self.prompt.clone(), suffix: self.suffix.clone() },
-            Mode::Repair => TextTask::Repair { prompt: self.prompt.clone(), code: self.repair_code.clone(), budget: self.repair_budget },
+            Mode::Complete => TextTask::Complete {
+                prompt: self.prompt.clone(),
+            },
+            Mode::Infill => TextTask::Infill {
+                prefix: self.prompt.clone(),
+                suffix: self.suffix.clone(),
+            },
+            Mode::Repair => TextTask::Repair {
+                prompt: self.prompt.clone(),
+                code: self.repair_code.clone(),
+                budget: self.repair_budget,
+            },
         }
     }
 

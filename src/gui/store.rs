@@ -34,7 +34,11 @@ pub struct LaneRun {
 
 impl Default for LaneRun {
     fn default() -> Self {
-        LaneRun { run: 0, trace: None, status: RunStatus::Idle }
+        LaneRun {
+            run: 0,
+            trace: None,
+            status: RunStatus::Idle,
+        }
     }
 }
 
@@ -125,7 +129,11 @@ impl Store {
     pub fn begin(&mut self, lane: Lane) -> u64 {
         let run = self.next_run;
         self.next_run += 1;
-        let fresh = LaneRun { run, trace: None, status: RunStatus::Queued };
+        let fresh = LaneRun {
+            run,
+            trace: None,
+            status: RunStatus::Queued,
+        };
         match lane {
             Lane::Main => {
                 self.main = fresh;
@@ -189,7 +197,11 @@ impl Store {
             Some(f) => RunStatus::Finished(f.reason.clone()),
             None => RunStatus::Finished(FinishReason::Cancelled),
         };
-        self.main = LaneRun { run, trace: Some(trace), status };
+        self.main = LaneRun {
+            run,
+            trace: Some(trace),
+            status,
+        };
         self.cursor = self.len();
         self.follow = false;
         self.playing = false;
@@ -217,14 +229,21 @@ impl Store {
 
     /// The canvas at the cursor, cached until the cursor or the trace changes.
     pub fn cells(&mut self) -> &[Cell] {
-        let Some(t) = self.main.trace.as_ref() else { return &[] };
+        let Some(t) = self.main.trace.as_ref() else {
+            return &[];
+        };
         let cursor = self.cursor.min(t.len());
         let fresh = match &self.cache {
             Some(c) => c.run != self.main.run || c.events != t.len() || c.cursor != cursor,
             None => true,
         };
         if fresh {
-            self.cache = Some(CellCache { run: self.main.run, events: t.len(), cursor, cells: t.cells_at(cursor) });
+            self.cache = Some(CellCache {
+                run: self.main.run,
+                events: t.len(),
+                cursor,
+                cells: t.cells_at(cursor),
+            });
         }
         self.cache.as_ref().map_or(&[], |c| c.cells.as_slice())
     }
@@ -299,7 +318,9 @@ pub fn live_metrics(t: &Trace) -> Metrics {
 pub fn race_end_ms(l: &LaneRun) -> f64 {
     let Some(t) = &l.trace else { return 0.0 };
     let last = t.events.last().map_or(0.0, |e| e.elapsed_ms);
-    t.finish.as_ref().map_or(last, |f| f.metrics.total_ms.max(last))
+    t.finish
+        .as_ref()
+        .map_or(last, |f| f.metrics.total_ms.max(last))
 }
 
 /// Steps of `t` that had ended by run time `ms`.

@@ -44,15 +44,27 @@ pub fn show(ui: &mut egui::Ui, store: &mut Store) {
         if ui.button("|<").on_hover_text("first step (Home)").clicked() {
             store.set_cursor(0);
         }
-        if ui.button("<").on_hover_text("step back (left arrow)").clicked() {
+        if ui
+            .button("<")
+            .on_hover_text("step back (left arrow)")
+            .clicked()
+        {
             store.playing = false;
             store.set_cursor(store.cursor.saturating_sub(1));
         }
         let label = if store.playing { "Pause" } else { "Play" };
-        if ui.button(label).on_hover_text("play / pause (Space)").clicked() {
+        if ui
+            .button(label)
+            .on_hover_text("play / pause (Space)")
+            .clicked()
+        {
             store.toggle_play();
         }
-        if ui.button(">").on_hover_text("step forward (right arrow)").clicked() {
+        if ui
+            .button(">")
+            .on_hover_text("step forward (right arrow)")
+            .clicked()
+        {
             store.playing = false;
             store.set_cursor(store.cursor + 1);
         }
@@ -61,15 +73,22 @@ pub fn show(ui: &mut egui::Ui, store: &mut Store) {
             store.follow = store.main.status.is_active();
         }
         let mut k = store.cursor.min(len);
-        let slider = egui::Slider::new(&mut k, 0..=len.max(1)).text(format!("step of {len}")).integer();
+        let slider = egui::Slider::new(&mut k, 0..=len.max(1))
+            .text(format!("step of {len}"))
+            .integer();
         let width = (ui.available_width() - 220.0).max(120.0);
         ui.spacing_mut().slider_width = width;
         if ui.add_enabled(len > 0, slider).changed() {
             store.playing = false;
             store.set_cursor(k);
         }
-        ui.add(egui::DragValue::new(&mut store.speed).range(0.5..=120.0).speed(0.2).suffix(" steps/s"))
-            .on_hover_text("playback speed");
+        ui.add(
+            egui::DragValue::new(&mut store.speed)
+                .range(0.5..=120.0)
+                .speed(0.2)
+                .suffix(" steps/s"),
+        )
+        .on_hover_text("playback speed");
         if store.follow && store.main.status.is_active() {
             ui.label(egui::RichText::new("LIVE").color(egui::Color32::from_rgb(230, 80, 80)));
         }
