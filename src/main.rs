@@ -17,6 +17,7 @@ fn main() {
         Command::Inspect(a) => cli::inspect(&a),
         Command::Eval(a) => cli::eval::run(&a),
         Command::Replay(a) => cli::replay(&a),
+        Command::Train(a) => cli::train::run(&a),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

@@ -3,6 +3,7 @@
 pub mod eval;
 pub mod forward;
 pub mod generate;
+pub mod train;
 
 use clap::{Args, Parser, Subcommand};
 
@@ -33,6 +34,8 @@ pub enum Command {
     Eval(eval::EvalArgs),
     /// Replay a saved trace in the terminal: the canvas after each step.
     Replay(ReplayArgs),
+    /// Train (or resume) the block-diffusion model in candle on the CPU.
+    Train(train::TrainArgs),
 }
 
 #[derive(Args, Debug, Default)]

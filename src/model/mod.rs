@@ -27,12 +27,18 @@ pub fn embedded_dir() -> PathBuf {
     }
     let crate_assets = Path::new(env!("CARGO_MANIFEST_DIR")).join("assets");
     let mut candidates = vec![crate_assets.clone()];
-    if let Some(exe_dir) = std::env::current_exe().ok().and_then(|e| e.parent().map(Path::to_path_buf)) {
+    if let Some(exe_dir) = std::env::current_exe()
+        .ok()
+        .and_then(|e| e.parent().map(Path::to_path_buf))
+    {
         candidates.push(exe_dir.join("assets"));
         candidates.push(exe_dir.join("../../assets"));
     }
     candidates.push(PathBuf::from("assets"));
-    candidates.into_iter().find(|p| p.join("config.json").exists()).unwrap_or(crate_assets)
+    candidates
+        .into_iter()
+        .find(|p| p.join("config.json").exists())
+        .unwrap_or(crate_assets)
 }
 
 /// Resolves a `--model` argument: `embedded` or a folder path.

@@ -261,7 +261,10 @@ fn check(o: &TrainOptions) -> anyhow::Result<()> {
         c.num_attention_heads,
         c.num_key_value_heads
     );
-    anyhow::ensure!(c.head_dim % 2 == 0, "head_dim must be even (rotary halves)");
+    anyhow::ensure!(
+        c.head_dim.is_multiple_of(2),
+        "head_dim must be even (rotary halves)"
+    );
     anyhow::ensure!(
         o.seq_len <= c.max_position_embeddings,
         "seq_len {} exceeds max_position_embeddings {}",
@@ -448,8 +451,8 @@ pub fn train(o: &TrainOptions) -> anyhow::Result<Vec<StepLog>> {
             ids.extend_from_slice(&bt.clean[r * l..(r + 1) * l]);
         }
         let ids = Tensor::from_vec(ids, (bt.b, 2 * l), &device)?;
-        if !biases.contains_key(&block) {
-            biases.insert(block, net::two_l_bias(l, block, &device)?);
+        if let std::collections::hash_map::Entry::Vacant(e) = biases.entry(block) {
+            e.insert(net::two_l_bias(l, block, &device)?);
         }
         let bias = &biases[&block];
         let h = model.hidden(&ids, &positions, bias)?;
