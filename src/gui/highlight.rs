@@ -1,0 +1,106 @@
+//! Syntax highlighting with syntect, as an egui layout job. The syntax and theme sets are loaded
+//! once: they take tens of milliseconds, far too long for every frame.
+
+use std::sync::{Arc, OnceLock};
+
+use egui::text::{LayoutJob, TextFormat};
+use egui::{Color32, FontId};
+use syntect::easy::HighlightLines;
+use syntect::highlighting::{FontStyle, ThemeSet};
+use syntect::parsing::SyntaxSet;
+use syntect::util::LinesWithEndings;
+
+struct Sets {
+    syntaxes: SyntaxSet,
+    themes: ThemeSet,
+}
+
+fn sets() -> &'static Sets {
+    static SETS: OnceLock<Sets> = OnceLock::new();
+    SETS.get_or_init(|| Sets {
+        syntaxes: SyntaxSet::load_defaults_newlines(),
+        themes: ThemeSet::load_defaults(),
+    })
+}
+
+/// Highlights `code` as `lang` (a file extension such as `py`); unknown languages stay plain.
+pub fn job(code: &str, lang: &str, dark: bool, font: FontId) -> LayoutJob {
+    let s = sets();
+    let syntax = s
+        .syntaxes
+        .find_syntax_by_extension(lang)
+        .unwrap_or_else(|| s.syntaxes.find_syntax_plain_text());
+    let theme_name = if dark {
+        "base16-mocha.dark"
+    } else {
+        "InspiredGitHub"
+    };
+    let mut job = LayoutJob::default();
+    let Some(theme) = s.themes.themes.get(theme_name) else {
+        job.append(
+            code,
+            0.0,
+            TextFormat::simple(
+                font,
+                if dark {
+                    Color32::LIGHT_GRAY
+                } else {
+                    Color32::DARK_GRAY
+                },
+            ),
+        );
+        return job;
+    };
+    let mut h = HighlightLines::new(syntax, theme);
+    for line in LinesWithEndings::from(code) {
+        // A line syntect cannot parse is shown plain rather than dropped.
+        let Ok(ranges) = h.highlight_line(line, &s.syntaxes) else {
+            job.append(line, 0.0, TextFormat::simple(font.clone(), Color32::GRAY));
+            continue;
+        };
+        for (style, piece) in ranges {
+            let c = style.foreground;
+            let mut fmt = TextFormat::simple(font.clone(), Color32::from_rgb(c.r, c.g, c.b));
+            fmt.italics = style.font_style.contains(FontStyle::ITALIC);
+            if style.font_style.contains(FontStyle::UNDERLINE) {
+                fmt.underline = egui::Stroke::new(1.0, fmt.color);
+            }
+            job.append(piece, 0.0, fmt);
+        }
+    }
+    job
+}
+
+/// A code editor with highlighting; memoises the last layout so typing stays cheap.
+pub fn code_editor(
+    ui: &mut egui::Ui,
+    text: &mut String,
+    lang: &str,
+    rows: usize,
+    id: &str,
+) -> egui::Response {
+    let dark = ui.visuals().dark_mode;
+    let lang = lang.to_string();
+    let mut layouter =
+        move |ui: &egui::Ui, buf: &dyn egui::TextBuffer, wrap: f32| -> Arc<egui::Galley> {
+            let font = egui::TextStyle::Monospace.resolve(ui.style());
+            let mut j = job(buf.as_str(), &lang, dark, font);
+            j.wrap.max_width = wrap;
+            ui.ctx().fonts_mut(|f| f.layout_job(j))
+        };
+    ui.add(
+        egui::TextEdit::multiline(text)
+            .id_salt(id)
+            .code_editor()
+            .desired_rows(rows)
+            .desired_width(f32::INFINITY)
+            .layouter(&mut layouter),
+    )
+}
+
+/// Warms the syntect sets on a background thread so the first frame does not wait for them.
+pub fn preload() {
+    std::thread::spawn(|| {
+        sets();
+    });
+}

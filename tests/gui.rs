@@ -1,0 +1,487 @@
+//! The playground window driven through egui_kittest: real widgets clicked, real runs on the
+//! embedded model (or the tiny SDAR fixture until the embedded model is trained), and image
+//! snapshots rendered with a wgpu software adapter.
+#![cfg(feature = "gui")]
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use egui::accesskit::Role;
+use egui_kittest::kittest::Queryable;
+use egui_kittest::Harness;
+use unmask::gui::store::RunStatus;
+use unmask::gui::PlaygroundApp;
+use unmask::sampler::SamplerParams;
+use unmask::trace::{
+    Commit, Finish, FinishReason, Metrics, Reopen, StepEvent, TaskKind, Trace, TraceHeader,
+    TRACE_VERSION,
+};
+
+/// The embedded model, or the tiny SDAR fixture while `assets/` has no trained model yet.
+fn model_dir() -> PathBuf {
+    let embedded = unmask::model::embedded_dir();
+    if embedded.join("config.json").exists() {
+        embedded
+    } else {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/sdar")
+    }
+}
+
+fn harness() -> Harness<'static, PlaygroundApp> {
+    let dir = model_dir();
+    // The model may write any character (tokens are bytes); missing glyphs must not fail a test.
+    Harness::builder()
+        .with_size([1400.0, 900.0])
+        .allow_missing_glyphs()
+        .build_eframe(move |_cc| PlaygroundApp::new_for_test(&dir))
+}
+
+/// Steps the harness (letting the engine thread work between frames) until `done` holds.
+fn step_until(
+    h: &mut Harness<'_, PlaygroundApp>,
+    what: &str,
+    timeout: Duration,
+    mut done: impl FnMut(&mut PlaygroundApp) -> bool,
+) {
+    let start = Instant::now();
+    while !done(h.state_mut()) {
+        assert!(
+            start.elapsed() < timeout,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        h.step();
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    h.step();
+}
+
+fn wait_model(h: &mut Harness<'_, PlaygroundApp>) {
+    step_until(h, "the model to load", Duration::from_secs(120), |a| {
+        assert!(
+            a.model_error().is_none(),
+            "model failed: {:?}",
+            a.model_error()
+        );
+        a.model_ready()
+    });
+}
+
+fn set_number(h: &mut Harness<'_, PlaygroundApp>, label: &str, v: f64) {
+    h.get_by_role_and_label(Role::SpinButton, label)
+        .set_value_accesskit(v);
+    h.run_steps(2);
+}
+
+/// Sets a small run with the controls, presses Generate and waits for the end.
+fn generate(h: &mut Harness<'_, PlaygroundApp>, gen: usize, block: usize, steps: usize) {
+    wait_model(h);
+    set_number(h, "gen length", gen as f64);
+    set_number(h, "block size", block as f64);
+    set_number(h, "steps per block", steps as f64);
+    // A stop token would leave later blocks masked; turn stopping off so the canvas fills up.
+    if h.state().settings.params.stop_at_eos {
+        h.get_by_label("stop at EOS").click();
+        h.run_steps(2);
+    }
+    assert!(!h.state().settings.params.stop_at_eos);
+    h.get_by_label("Generate").click();
+    h.run_steps(2);
+    step_until(h, "the run to finish", Duration::from_secs(120), |a| {
+        !a.running()
+    });
+    assert!(
+        matches!(h.state().store.main.status, RunStatus::Finished(_)),
+        "status: {:?}",
+        h.state().store.main.status
+    );
+}
+
+#[test]
+fn generate_uses_the_controls_and_fills_canvas_and_metrics() {
+    let mut h = harness();
+    generate(&mut h, 32, 8, 2);
+    let app = h.state_mut();
+    let t = app.store.trace().expect("a trace").clone();
+    assert_eq!(t.header.params.gen_length, 32);
+    assert_eq!(t.header.params.block_size, 8);
+    assert_eq!(t.header.params.steps, 2);
+    // Block-causal models align blocks to absolute positions, so the region may span one more.
+    let blocks = t.events.iter().map(|e| e.block).max().map_or(0, |b| b + 1);
+    assert!(blocks <= 32 / 8 + 1, "{blocks} blocks");
+    assert!(
+        t.len() <= blocks * 2,
+        "{} steps for {blocks} blocks of at most 2 steps",
+        t.len()
+    );
+    assert!(t
+        .events
+        .iter()
+        .all(|e| e.step < 2 && e.block_end - e.block_start == 8));
+    let cells = app.displayed_cells();
+    let region = &cells[t.header.gen_start..t.header.gen_end];
+    assert!(
+        region.iter().all(|c| !c.masked),
+        "masked tiles left at the end"
+    );
+    assert_eq!(app.store.cursor, t.len());
+    let m = app.store.metrics().expect("metrics");
+    assert!(m.tokens_per_second() > 0.0 && m.forwards > 0);
+    h.run_steps(1);
+    h.get_by_label("tokens/s");
+    let shown = format!("{:.1}", m.tokens_per_second());
+    assert!(
+        h.query_all_by_label(&shown).next().is_some(),
+        "tokens/s value {shown} not shown"
+    );
+    assert!(h.query_by_label("masks left").is_some());
+}
+
+#[test]
+fn scrubbing_shows_the_canvas_of_that_step() {
+    let mut h = harness();
+    generate(&mut h, 32, 8, 4);
+    let t = h.state().store.trace().expect("trace").clone();
+    assert!(t.len() >= 3);
+    h.key_press(egui::Key::Home);
+    h.run_steps(1);
+    assert_eq!(h.state().store.cursor, 0);
+    assert_eq!(h.state_mut().displayed_cells(), t.cells_at(0));
+    for k in 1..=3 {
+        h.key_press(egui::Key::ArrowRight);
+        h.run_steps(1);
+        assert_eq!(h.state().store.cursor, k);
+        assert_eq!(
+            h.state_mut().displayed_cells(),
+            t.cells_at(k),
+            "canvas at step {k}"
+        );
+    }
+    h.key_press(egui::Key::ArrowLeft);
+    h.run_steps(1);
+    assert_eq!(h.state_mut().displayed_cells(), t.cells_at(2));
+    h.get_by_label_contains(&format!("step 2 of {}", t.len()));
+    h.key_press(egui::Key::End);
+    h.run_steps(1);
+    assert_eq!(h.state().store.cursor, t.len());
+}
+
+#[test]
+fn a_saved_trace_reopens_with_the_same_canvas() {
+    let mut h = harness();
+    generate(&mut h, 32, 8, 2);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("run.jsonl");
+    let before = h.state().store.trace().expect("trace").clone();
+    h.state_mut().store.set_cursor(3);
+    let canvas = h.state_mut().displayed_cells();
+    h.state_mut().save_trace(&path);
+    assert!(h.state().errors().is_empty(), "{:?}", h.state().errors());
+    // A fresh window opens it through the same path the Open dialog takes.
+    let mut h2 = harness();
+    h2.state_mut().open_trace(&path);
+    h2.run_steps(2);
+    assert!(h2.state().errors().is_empty(), "{:?}", h2.state().errors());
+    // Timings pass through JSON text and may differ in the last bit; what was decoded may not.
+    let after = h2.state().store.trace().expect("trace").clone();
+    assert_eq!(after.header, before.header);
+    assert_eq!(after.len(), before.len());
+    assert_eq!(
+        after.finish.as_ref().map(|f| &f.tokens),
+        before.finish.as_ref().map(|f| &f.tokens)
+    );
+    assert_eq!(
+        h2.state_mut().displayed_cells(),
+        before.cells_at(before.len())
+    );
+    h2.state_mut().store.set_cursor(3);
+    h2.run_steps(1);
+    assert_eq!(h2.state_mut().displayed_cells(), canvas);
+}
+
+#[test]
+fn a_bad_trace_shows_an_error_and_the_app_keeps_running() {
+    let mut h = harness();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let garbage = dir.path().join("garbage.jsonl");
+    std::fs::write(&garbage, "this is not a trace\n").expect("write");
+    h.state_mut().open_trace(&garbage);
+    h.run_steps(2);
+    h.get_by_label_contains("Could not open trace");
+    h.get_by_label_contains("garbage.jsonl, line 1");
+
+    // A good trace cut in the middle of a step record.
+    let good = dir.path().join("good.jsonl");
+    synthetic_trace().save(&good).expect("save");
+    let text = std::fs::read_to_string(&good).expect("read");
+    let cut = dir.path().join("truncated.jsonl");
+    std::fs::write(&cut, &text[..text.len() * 2 / 3]).expect("write");
+    h.get_by_label("Dismiss").click();
+    h.run_steps(2);
+    assert!(h.state().errors().is_empty());
+    h.state_mut().open_trace(&cut);
+    h.run_steps(2);
+    h.get_by_label_contains("truncated.jsonl, line");
+    assert!(
+        h.state().store.trace().is_none(),
+        "a bad file must not replace the canvas"
+    );
+
+    // Still alive: the good one opens and draws.
+    h.get_by_label("Dismiss").click();
+    h.state_mut().open_trace(&good);
+    h.run_steps(3);
+    assert!(h.state().errors().is_empty());
+    assert_eq!(h.state().store.len(), synthetic_trace().len());
+}
+
+#[test]
+fn cancel_stops_a_run() {
+    let mut h = harness();
+    wait_model(&mut h);
+    set_number(&mut h, "gen length", 448.0);
+    set_number(&mut h, "block size", 1.0);
+    set_number(&mut h, "steps per block", 1.0);
+    h.state_mut().settings.params.kv_cache = false;
+    h.get_by_label("Generate").click();
+    h.run_steps(1);
+    assert!(h.state().running());
+    h.get_by_label("Cancel").click();
+    let start = Instant::now();
+    let mut frames = 0;
+    while h.state().running() {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "cancel took longer than 10 s"
+        );
+        h.step();
+        frames += 1;
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(
+        h.state().store.main.status,
+        RunStatus::Finished(FinishReason::Cancelled)
+    );
+    let t = h.state().store.trace().expect("trace kept");
+    assert!(t.len() < 448, "the run went on to the end");
+    assert!(frames < 200, "{frames} frames");
+}
+
+/// A small hand-made run: fixed numbers, so snapshots do not depend on timing.
+fn synthetic_trace() -> Trace {
+    let prompt = ["def", " inc", "(x", "):"];
+    let gen = [
+        "\n", "   ", " y", " =", " x", " +", " 1", "\n", "   ", " return", " y", "\n", "\n",
+        "print", "(inc", "(1))",
+    ];
+    let (mask, n_prompt, n_gen) = (99u32, prompt.len(), gen.len());
+    let params = SamplerParams {
+        gen_length: n_gen,
+        block_size: 8,
+        steps: 4,
+        ..SamplerParams::default()
+    };
+    let mut initial: Vec<u32> = (0..n_prompt as u32).collect();
+    initial.extend(std::iter::repeat_n(mask, n_gen));
+    let mut initial_text: Vec<String> = prompt.iter().map(|s| s.to_string()).collect();
+    initial_text.extend(std::iter::repeat_n("[MASK]".to_string(), n_gen));
+    let header = TraceHeader {
+        version: TRACE_VERSION,
+        model_id: "synthetic".into(),
+        model_hash: "0000".into(),
+        family: "sdar".into(),
+        tokenizer: "synthetic".into(),
+        params,
+        task: TaskKind::Complete,
+        prompt: prompt.concat(),
+        mask_id: mask,
+        stop_ids: vec![],
+        initial,
+        initial_text,
+        gen_start: n_prompt,
+        gen_end: n_prompt + n_gen,
+        device: "cpu".into(),
+    };
+    let mut t = Trace::new(header);
+    // Each block: steps commit 2 positions in a fixed, non-left-to-right order.
+    let order = [3usize, 0, 6, 1, 2, 7, 4, 5];
+    let mut nfe = 0;
+    for block in 0..2 {
+        for step in 0..4 {
+            let commits = order[step * 2..step * 2 + 2]
+                .iter()
+                .map(|&o| {
+                    let i = block * 8 + o;
+                    let prob = 0.35 + 0.08 * ((i * 7) % 8) as f32;
+                    Commit {
+                        pos: n_prompt + i,
+                        token: 100 + i as u32,
+                        text: gen[i].into(),
+                        prob,
+                        score: prob,
+                        top: vec![
+                            (100 + i as u32, gen[i].into(), prob),
+                            (7, " z".into(), (1.0 - prob) / 2.0),
+                        ],
+                        previous: None,
+                    }
+                })
+                .collect();
+            nfe += 1;
+            let index = block * 4 + step;
+            t.events.push(StepEvent {
+                index,
+                block,
+                step,
+                block_start: n_prompt + block * 8,
+                block_end: n_prompt + block * 8 + 8,
+                planned: 2,
+                commits,
+                reopened: if index == 6 {
+                    vec![Reopen {
+                        pos: n_prompt + 11,
+                        token: 111,
+                        text: gen[11].into(),
+                        prob: 0.2,
+                    }]
+                } else {
+                    vec![]
+                },
+                best_left: if step < 3 {
+                    Some((n_prompt + block * 8 + order[step * 2 + 2], 0.3))
+                } else {
+                    None
+                },
+                masks_left: n_gen - (index + 1) * 2,
+                in_flight: 8,
+                forward_ms: 10.0,
+                step_ms: 12.0,
+                nfe,
+                elapsed_ms: 12.0 * (index + 1) as f64,
+            });
+        }
+    }
+    // Step 7 re-opened position 11 (already committed at step 6); commit it again as a revision.
+    if let Some(e) = t.events.get_mut(7) {
+        e.commits.push(Commit {
+            pos: n_prompt + 11,
+            token: 111,
+            text: gen[11].into(),
+            prob: 0.9,
+            score: 0.9,
+            top: vec![],
+            previous: Some(111),
+        });
+    }
+    t.finish = Some(Finish {
+        reason: FinishReason::Complete,
+        tokens: (0..n_gen as u32).map(|i| 100 + i).collect(),
+        text: gen.concat(),
+        metrics: Metrics {
+            total_ms: 96.0,
+            forwards: 8,
+            tokens: n_gen,
+            steps: 8,
+            first_block_ms: 48.0,
+        },
+        repaired_distance: None,
+    });
+    t
+}
+
+/// The race's two lanes from the synthetic run: AR one token per step, diffusion as above.
+fn synthetic_race(app: &mut PlaygroundApp) {
+    let diffusion = synthetic_trace();
+    let mut ar = diffusion.clone();
+    ar.header.params.block_size = 1;
+    ar.header.params.steps = 1;
+    ar.events.clear();
+    let n = diffusion.header.gen_end - diffusion.header.gen_start;
+    for i in 0..n {
+        let c = diffusion
+            .events
+            .iter()
+            .flat_map(|e| e.commits.iter())
+            .find(|c| c.pos == diffusion.header.gen_start + i)
+            .cloned();
+        let Some(c) = c else { continue };
+        let pos = c.pos;
+        ar.events.push(StepEvent {
+            index: i,
+            block: i,
+            step: 0,
+            block_start: pos,
+            block_end: pos + 1,
+            planned: 1,
+            commits: vec![c],
+            reopened: vec![],
+            best_left: None,
+            masks_left: n - i - 1,
+            in_flight: 1,
+            forward_ms: 9.0,
+            step_ms: 10.0,
+            nfe: i + 1,
+            elapsed_ms: 10.0 * (i + 1) as f64,
+        });
+    }
+    if let Some(f) = ar.finish.as_mut() {
+        f.metrics = Metrics {
+            total_ms: 160.0,
+            forwards: n,
+            tokens: n,
+            steps: n,
+            first_block_ms: 10.0,
+        };
+    }
+    let s = &mut app.store;
+    s.begin(unmask::engine::Lane::RaceAr);
+    s.begin(unmask::engine::Lane::RaceDiffusion);
+    s.race_ar.trace = Some(ar);
+    s.race_ar.status = RunStatus::Finished(FinishReason::Complete);
+    s.race_diffusion.trace = Some(diffusion);
+    s.race_diffusion.status = RunStatus::Finished(FinishReason::Complete);
+    s.race_playing = false;
+    s.race_clock_ms = 60.0;
+}
+
+#[test]
+fn snapshots_of_the_main_views() {
+    // The software renderer (lavapipe) is the reference; without any adapter there is nothing to
+    // compare, so say so instead of failing.
+    let renderer = std::panic::catch_unwind(egui_kittest::wgpu::WgpuTestRenderer::new);
+    let Ok(renderer) = renderer else {
+        eprintln!(
+            "SKIPPED snapshots_of_the_main_views: no wgpu adapter (install mesa-vulkan-drivers)"
+        );
+        return;
+    };
+    let dir = model_dir();
+    let mut h = Harness::builder()
+        .with_size([1400.0, 900.0])
+        .allow_missing_glyphs()
+        .renderer(renderer)
+        .build_eframe(move |_cc| PlaygroundApp::new_for_test(&dir));
+    wait_model(&mut h);
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let path = tmp.path().join("synthetic.jsonl");
+    synthetic_trace().save(&path).expect("save");
+    h.state_mut().open_trace(&path);
+    h.state_mut().store.set_cursor(7);
+    h.run_steps(4);
+    assert!(h.state().errors().is_empty(), "{:?}", h.state().errors());
+    let opts = egui_kittest::SnapshotOptions::new()
+        .threshold(2.0)
+        .max_failed_pixels(3000);
+    let mut results = egui_kittest::SnapshotResults::new();
+    results.add(h.try_snapshot_options("canvas_commit_step", &opts));
+
+    h.state_mut().settings.color_mode = unmask::gui::colors::ColorMode::Probability;
+    h.state_mut().store.set_cursor(8);
+    h.run_steps(3);
+    results.add(h.try_snapshot_options("canvas_probability", &opts));
+
+    synthetic_race(h.state_mut());
+    h.state_mut().settings.view = unmask::gui::settings::View::Race;
+    h.run_steps(3);
+    results.add(h.try_snapshot_options("race", &opts));
+    results.unwrap();
+}
