@@ -43,6 +43,9 @@ pub enum Error {
     #[error("{file}, line {line}: {problem}")]
     Trace { file: PathBuf, line: usize, problem: String },
 
+    #[error(transparent)]
+    Hub(crate::hub::HubError),
+
     #[error("model computation failed: {0}")]
     Candle(#[from] candle_core::Error),
 }

@@ -3,7 +3,9 @@
 pub mod chat;
 pub mod engine;
 pub mod error;
+pub mod hub;
 pub mod model;
+pub mod presets;
 pub mod sampler;
 pub mod session;
 pub mod trace;

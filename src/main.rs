@@ -13,6 +13,10 @@ fn main() {
         Command::Forward(a) => cli::forward::run(&a),
         Command::Inspect(a) => cli::inspect(&a),
         Command::Replay(a) => cli::replay(&a),
+        Command::Models(a) => cli::models::run(&a),
+        Command::Download(a) => cli::download::run(&a),
+        Command::Bench(a) => cli::bench::run(&a),
+        Command::MakeRandomCheckpoint(a) => cli::bench::make_random_checkpoint(&a),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");
