@@ -783,13 +783,16 @@ def make_dream(out: Path, tok, ids, gen: bool):
     if gen:
         cases = []
         gprompt = plain_ids(tok, "The quick brown fox jumps")[:6]
-        for alg in ["entropy", "maskgit_plus"]:
+        for alg in ["entropy", "maskgit_plus", "topk_margin"]:
             for steps in [8, 4]:
                 settings = {"function": "DreamGenerationMixin.diffusion_generate (NVlabs/Fast-dLLM "
                                         "dream/model/generation_utils.py)",
                             "max_new_tokens": 8, "steps": steps, "temperature": 0.0, "alg": alg,
                             "alg_temp": 0.0, "top_p": None, "top_k": None, "eps": 1e-3,
-                            "mask_token_id": mask, "attention_mask": None}
+                            "mask_token_id": mask, "attention_mask": None,
+                            # transformers fills the unset top_k with its global default, so the
+                            # sampler really filters to the 50 most likely tokens.
+                            "effective_top_k": 50}
                 rec = ForwardRecorder(re)
                 with torch.no_grad():
                     res = re.diffusion_generate(torch.tensor([gprompt]), max_new_tokens=8, steps=steps,

@@ -15,10 +15,16 @@ pub struct Message {
 
 impl Message {
     pub fn user(text: &str) -> Self {
-        Message { role: "user".into(), content: text.into() }
+        Message {
+            role: "user".into(),
+            content: text.into(),
+        }
     }
     pub fn system(text: &str) -> Self {
-        Message { role: "system".into(), content: text.into() }
+        Message {
+            role: "system".into(),
+            content: text.into(),
+        }
     }
 }
 
@@ -27,18 +33,38 @@ fn raise_exception(msg: String) -> std::result::Result<String, JinjaError> {
 }
 
 /// Renders `template` for `messages`, with the special-token strings a template may use.
-pub fn render(template: &str, messages: &[Message], add_generation_prompt: bool, info: &ModelInfo) -> Result<String> {
+pub fn render(
+    template: &str,
+    messages: &[Message],
+    add_generation_prompt: bool,
+    info: &ModelInfo,
+) -> Result<String> {
     let tok_cfg = info.folder.join("tokenizer_config.json");
     let side = crate::model::tokens::SideFiles::read(&info.folder)?;
     let field = |k: &str| -> String {
         side.tokenizer_config
             .as_ref()
             .and_then(|c| c.get(k))
-            .and_then(|v| v.as_str().map(str::to_string).or_else(|| v.get("content").and_then(|c| c.as_str()).map(str::to_string)))
+            .and_then(|v| {
+                v.as_str().map(str::to_string).or_else(|| {
+                    v.get("content")
+                        .and_then(|c| c.as_str())
+                        .map(str::to_string)
+                })
+            })
             .unwrap_or_default()
     };
-    render_with(template, messages, add_generation_prompt, &field("bos_token"), &field("eos_token"))
-        .map_err(|e| Error::Tokenizer { file: tok_cfg, problem: format!("chat_template: {e}") })
+    render_with(
+        template,
+        messages,
+        add_generation_prompt,
+        &field("bos_token"),
+        &field("eos_token"),
+    )
+    .map_err(|e| Error::Tokenizer {
+        file: tok_cfg,
+        problem: format!("chat_template: {e}"),
+    })
 }
 
 /// Renders a template with explicit special-token strings.

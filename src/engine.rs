@@ -1,9 +1,10 @@
 //! The worker thread that runs the sampler: commands in, events out, cancellation through an
 //! atomic flag checked before every step. The GUI never blocks on it.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{channel, Receiver, Sender};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 use crate::model::DiffusionModel;
@@ -24,25 +25,54 @@ pub enum Lane {
 /// UI → engine.
 pub enum Command {
     /// Use this model for the next runs.
-    SetModel { model: Arc<DiffusionModel>, device: String },
-    Generate { run: u64, lane: Lane, task: TextTask, chat: bool, params: SamplerParams },
+    SetModel {
+        model: Arc<DiffusionModel>,
+        device: String,
+    },
+    Generate {
+        run: u64,
+        lane: Lane,
+        task: TextTask,
+        chat: bool,
+        params: SamplerParams,
+    },
     Shutdown,
 }
 
 /// Engine → UI.
 #[derive(Debug)]
 pub enum Event {
-    Started { run: u64, lane: Lane, header: Box<TraceHeader> },
-    Step { run: u64, lane: Lane, event: Box<StepEvent> },
-    Finished { run: u64, lane: Lane, trace: Box<Trace> },
-    Failed { run: u64, lane: Lane, error: String },
+    Started {
+        run: u64,
+        lane: Lane,
+        header: Box<TraceHeader>,
+    },
+    Step {
+        run: u64,
+        lane: Lane,
+        event: Box<StepEvent>,
+    },
+    Finished {
+        run: u64,
+        lane: Lane,
+        trace: Box<Trace>,
+    },
+    Failed {
+        run: u64,
+        lane: Lane,
+        error: String,
+    },
 }
+
+/// One cancel flag per queued or running generation, so that a Cancel followed at once by a new
+/// Generate cancels the old runs without touching the new one.
+type CancelFlags = Arc<Mutex<HashMap<u64, Arc<AtomicBool>>>>;
 
 /// Handle to the worker thread.
 pub struct Engine {
     tx: Sender<Command>,
     rx: Receiver<Event>,
-    cancel: Arc<AtomicBool>,
+    cancel: CancelFlags,
     handle: Option<JoinHandle<()>>,
 }
 
@@ -51,25 +81,36 @@ impl Engine {
     pub fn spawn(wake: impl Fn() + Send + 'static) -> Self {
         let (tx, cmd_rx) = channel::<Command>();
         let (ev_tx, rx) = channel::<Event>();
-        let cancel = Arc::new(AtomicBool::new(false));
+        let cancel: CancelFlags = Arc::default();
         let flag = cancel.clone();
         let handle = std::thread::Builder::new()
             .name("unmask-engine".into())
             .spawn(move || worker(cmd_rx, ev_tx, flag, wake))
             .expect("spawning the engine thread");
-        Engine { tx, rx, cancel, handle: Some(handle) }
+        Engine {
+            tx,
+            rx,
+            cancel,
+            handle: Some(handle),
+        }
     }
 
     pub fn send(&self, cmd: Command) {
-        if matches!(cmd, Command::Generate { .. }) {
-            self.cancel.store(false, Ordering::SeqCst);
+        if let Command::Generate { run, .. } = &cmd {
+            if let Ok(mut flags) = self.cancel.lock() {
+                flags.insert(*run, Arc::new(AtomicBool::new(false)));
+            }
         }
         let _ = self.tx.send(cmd);
     }
 
     /// Asks the running generation (and any queued ones) to stop before their next step.
     pub fn cancel(&self) {
-        self.cancel.store(true, Ordering::SeqCst);
+        if let Ok(flags) = self.cancel.lock() {
+            for f in flags.values() {
+                f.store(true, Ordering::SeqCst);
+            }
+        }
     }
 
     pub fn try_recv(&self) -> Option<Event> {
@@ -92,7 +133,7 @@ impl Drop for Engine {
     }
 }
 
-fn worker(rx: Receiver<Command>, tx: Sender<Event>, cancel: Arc<AtomicBool>, wake: impl Fn()) {
+fn worker(rx: Receiver<Command>, tx: Sender<Event>, cancel: CancelFlags, wake: impl Fn()) {
     let mut model: Option<(Arc<DiffusionModel>, String)> = None;
     let emit = |e: Event| {
         let _ = tx.send(e);
@@ -102,27 +143,82 @@ fn worker(rx: Receiver<Command>, tx: Sender<Event>, cancel: Arc<AtomicBool>, wak
         match cmd {
             Command::Shutdown => break,
             Command::SetModel { model: m, device } => model = Some((m, device)),
-            Command::Generate { run, lane, task, chat, params } => {
-                let Some((m, device)) = model.as_ref() else {
-                    emit(Event::Failed { run, lane, error: "no model is loaded".into() });
-                    continue;
-                };
-                let prepared = session::to_task(m, &task, chat)
-                    .and_then(|t| session::prepare(m, &t, &params, &task.prompt_text(), device));
-                let header = match prepared {
-                    Ok(h) => h,
-                    Err(e) => {
-                        emit(Event::Failed { run, lane, error: e.to_string() });
-                        continue;
+            Command::Generate {
+                run,
+                lane,
+                task,
+                chat,
+                params,
+            } => {
+                let flag = cancel
+                    .lock()
+                    .ok()
+                    .and_then(|f| f.get(&run).cloned())
+                    .unwrap_or_default();
+                match model.as_ref() {
+                    Some((m, device)) => {
+                        generate(m, device, run, lane, &task, chat, &params, &flag, &emit)
                     }
-                };
-                emit(Event::Started { run, lane, header: Box::new(header.clone()) });
-                let mut on_step = |e: &StepEvent| emit(Event::Step { run, lane, event: Box::new(e.clone()) });
-                match session::run(m, header, device, &cancel, &mut on_step) {
-                    Ok(trace) => emit(Event::Finished { run, lane, trace: Box::new(trace) }),
-                    Err(e) => emit(Event::Failed { run, lane, error: e.to_string() }),
+                    None => emit(Event::Failed {
+                        run,
+                        lane,
+                        error: "no model is loaded".into(),
+                    }),
+                }
+                if let Ok(mut f) = cancel.lock() {
+                    f.remove(&run);
                 }
             }
         }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn generate(
+    m: &DiffusionModel,
+    device: &str,
+    run: u64,
+    lane: Lane,
+    task: &TextTask,
+    chat: bool,
+    params: &SamplerParams,
+    cancel: &AtomicBool,
+    emit: &dyn Fn(Event),
+) {
+    let prepared = session::to_task(m, task, chat)
+        .and_then(|t| session::prepare(m, &t, params, &task.prompt_text(), device));
+    let header = match prepared {
+        Ok(h) => h,
+        Err(e) => {
+            return emit(Event::Failed {
+                run,
+                lane,
+                error: e.to_string(),
+            })
+        }
+    };
+    emit(Event::Started {
+        run,
+        lane,
+        header: Box::new(header.clone()),
+    });
+    let mut on_step = |e: &StepEvent| {
+        emit(Event::Step {
+            run,
+            lane,
+            event: Box::new(e.clone()),
+        })
+    };
+    match session::run(m, header, device, cancel, &mut on_step) {
+        Ok(trace) => emit(Event::Finished {
+            run,
+            lane,
+            trace: Box::new(trace),
+        }),
+        Err(e) => emit(Event::Failed {
+            run,
+            lane,
+            error: e.to_string(),
+        }),
     }
 }

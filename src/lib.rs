@@ -1,14 +1,15 @@
 //! unmask: watch a discrete-diffusion language model write code, step by step.
 
 pub mod chat;
+pub mod cli;
 pub mod engine;
 pub mod error;
+#[cfg(feature = "gui")]
+pub mod gui;
 pub mod hub;
 pub mod model;
 pub mod presets;
 pub mod sampler;
 pub mod session;
 pub mod trace;
-pub mod cli;
-#[cfg(feature = "gui")]
-pub mod gui;
+pub mod train;

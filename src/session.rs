@@ -13,9 +13,18 @@ use crate::trace::{StepEvent, Trace, TraceHeader};
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case", tag = "mode")]
 pub enum TextTask {
-    Complete { prompt: String },
-    Infill { prefix: String, suffix: String },
-    Repair { prompt: String, code: String, budget: usize },
+    Complete {
+        prompt: String,
+    },
+    Infill {
+        prefix: String,
+        suffix: String,
+    },
+    Repair {
+        prompt: String,
+        code: String,
+        budget: usize,
+    },
 }
 
 impl TextTask {
@@ -33,7 +42,8 @@ impl TextTask {
 pub fn encode_prompt(model: &DiffusionModel, text: &str, chat: bool) -> Result<Vec<u32>> {
     if chat {
         if let Some(tpl) = &model.info.chat_template {
-            let rendered = crate::chat::render(tpl, &[crate::chat::Message::user(text)], true, &model.info)?;
+            let rendered =
+                crate::chat::render(tpl, &[crate::chat::Message::user(text)], true, &model.info)?;
             return model.encode(&rendered);
         }
     }
@@ -43,12 +53,23 @@ pub fn encode_prompt(model: &DiffusionModel, text: &str, chat: bool) -> Result<V
 /// Converts a text task to ids.
 pub fn to_task(model: &DiffusionModel, t: &TextTask, chat: bool) -> Result<Task> {
     Ok(match t {
-        TextTask::Complete { prompt } => Task::Complete { prompt: encode_prompt(model, prompt, chat)? },
-        TextTask::Infill { prefix, suffix } => {
-            Task::Infill { prefix: encode_prompt(model, prefix, chat)?, suffix: model.encode(suffix)? }
-        }
-        TextTask::Repair { prompt, code, budget } => Task::Repair {
-            prompt: if prompt.is_empty() { Vec::new() } else { encode_prompt(model, prompt, chat)? },
+        TextTask::Complete { prompt } => Task::Complete {
+            prompt: encode_prompt(model, prompt, chat)?,
+        },
+        TextTask::Infill { prefix, suffix } => Task::Infill {
+            prefix: encode_prompt(model, prefix, chat)?,
+            suffix: model.encode(suffix)?,
+        },
+        TextTask::Repair {
+            prompt,
+            code,
+            budget,
+        } => Task::Repair {
+            prompt: if prompt.is_empty() {
+                Vec::new()
+            } else {
+                encode_prompt(model, prompt, chat)?
+            },
             original: model.encode(code)?,
             budget: *budget,
         },
@@ -66,9 +87,14 @@ pub fn with_facts<R>(model: &DiffusionModel, device: &str, f: impl FnOnce(&Model
         tokenizer: format!("{} tokens", model.info.tokenizer_size.unwrap_or(0)),
         mask_id: model.mask_id(),
         stop_ids: model.info.stops.value.clone(),
-        vocab_size: model.info.config.vocab_size.min(model.info.tokenizer_size.unwrap_or(usize::MAX)),
+        vocab_size: model
+            .info
+            .config
+            .vocab_size
+            .min(model.info.tokenizer_size.unwrap_or(usize::MAX)),
         context: model.info.config.max_position_embeddings,
         device: device.to_string(),
+        aligned_blocks: model.family().attention() == crate::model::Attention::BlockCausal,
         token_text: &text,
         decode: &decode,
     };
@@ -76,8 +102,16 @@ pub fn with_facts<R>(model: &DiffusionModel, device: &str, f: impl FnOnce(&Model
 }
 
 /// Builds the header of a run.
-pub fn prepare(model: &DiffusionModel, task: &Task, params: &SamplerParams, prompt_text: &str, device: &str) -> Result<TraceHeader> {
-    with_facts(model, device, |m| sampler::prepare(task, params, prompt_text, m))
+pub fn prepare(
+    model: &DiffusionModel,
+    task: &Task,
+    params: &SamplerParams,
+    prompt_text: &str,
+    device: &str,
+) -> Result<TraceHeader> {
+    with_facts(model, device, |m| {
+        sampler::prepare(task, params, prompt_text, m)
+    })
 }
 
 /// Decodes a prepared run on `model`.
@@ -88,8 +122,10 @@ pub fn run(
     cancel: &AtomicBool,
     on_step: &mut dyn FnMut(&StepEvent),
 ) -> Result<Trace> {
-    let mut den = ModelDenoiser::new(model, header.params.kv_cache);
-    with_facts(model, device, |m| sampler::decode(header, &mut den, m, cancel, on_step))
+    let mut den = ModelDenoiser::new(model, &header.params);
+    with_facts(model, device, |m| {
+        sampler::decode(header, &mut den, m, cancel, on_step)
+    })
 }
 
 /// Prepare and run in one go.

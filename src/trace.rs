@@ -17,8 +17,14 @@ pub const TRACE_VERSION: u32 = 1;
 #[serde(rename_all = "kebab-case", tag = "kind")]
 pub enum TaskKind {
     Complete,
-    Infill { suffix_len: usize },
-    Repair { budget: usize, original: Vec<u32>, corrupted_distance: usize },
+    Infill {
+        suffix_len: usize,
+    },
+    Repair {
+        budget: usize,
+        original: Vec<u32>,
+        corrupted_distance: usize,
+    },
 }
 
 /// Everything needed to interpret and reproduce the events.
@@ -105,7 +111,10 @@ pub struct StepEvent {
 pub enum FinishReason {
     Complete,
     /// Stopped at the end of the block that produced a stop token.
-    Eos { block: usize, token: u32 },
+    Eos {
+        block: usize,
+        token: u32,
+    },
     Cancelled,
 }
 
@@ -191,7 +200,11 @@ pub struct Cell {
 
 impl Trace {
     pub fn new(header: TraceHeader) -> Self {
-        Trace { header, events: Vec::new(), finish: None }
+        Trace {
+            header,
+            events: Vec::new(),
+            finish: None,
+        }
     }
 
     /// Number of cursor positions: 0 = before the first step, k = after k steps.
@@ -264,7 +277,10 @@ impl Trace {
 
     /// Writes the trace atomically: to a temporary file beside `path`, then renamed over it.
     pub fn save(&self, path: &Path) -> Result<()> {
-        let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        let dir = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
         let tmp = dir.join(format!(
             ".{}.tmp-{}",
             path.file_name().and_then(|n| n.to_str()).unwrap_or("trace"),
@@ -307,7 +323,11 @@ impl Trace {
     }
 
     pub fn read_from(r: impl BufRead, path: &Path) -> Result<Self> {
-        let err = |line: usize, problem: String| Error::Trace { file: path.to_path_buf(), line, problem };
+        let err = |line: usize, problem: String| Error::Trace {
+            file: path.to_path_buf(),
+            line,
+            problem,
+        };
         let mut trace: Option<Trace> = None;
         for (i, l) in r.lines().enumerate() {
             let n = i + 1;
@@ -315,13 +335,23 @@ impl Trace {
             if l.trim().is_empty() {
                 continue;
             }
-            let parsed: Line = serde_json::from_str(&l).map_err(|e| err(n, format!("not a trace record: {e}")))?;
+            let parsed: Line =
+                serde_json::from_str(&l).map_err(|e| err(n, format!("not a trace record: {e}")))?;
             match (parsed, trace.as_mut()) {
                 (Line::Header(h), None) => {
                     if h.version != TRACE_VERSION {
-                        return Err(err(n, format!("trace version {} is not supported (expected {TRACE_VERSION})", h.version)));
+                        return Err(err(
+                            n,
+                            format!(
+                                "trace version {} is not supported (expected {TRACE_VERSION})",
+                                h.version
+                            ),
+                        ));
                     }
-                    if h.initial.len() != h.initial_text.len() || h.gen_end > h.initial.len() || h.gen_start > h.gen_end {
+                    if h.initial.len() != h.initial_text.len()
+                        || h.gen_end > h.initial.len()
+                        || h.gen_start > h.gen_end
+                    {
                         return Err(err(n, "header is inconsistent (canvas lengths)".into()));
                     }
                     trace = Some(Trace::new(*h));
@@ -333,11 +363,27 @@ impl Trace {
                         return Err(err(n, "a step after the finish record".into()));
                     }
                     if e.index != t.events.len() {
-                        return Err(err(n, format!("step index {} out of order (expected {})", e.index, t.events.len())));
+                        return Err(err(
+                            n,
+                            format!(
+                                "step index {} out of order (expected {})",
+                                e.index,
+                                t.events.len()
+                            ),
+                        ));
                     }
                     let len = t.header.initial.len();
-                    if let Some(bad) = e.commits.iter().map(|c| c.pos).chain(e.reopened.iter().map(|r| r.pos)).find(|&p| p >= len) {
-                        return Err(err(n, format!("position {bad} is outside the canvas of {len}")));
+                    if let Some(bad) = e
+                        .commits
+                        .iter()
+                        .map(|c| c.pos)
+                        .chain(e.reopened.iter().map(|r| r.pos))
+                        .find(|&p| p >= len)
+                    {
+                        return Err(err(
+                            n,
+                            format!("position {bad} is outside the canvas of {len}"),
+                        ));
                     }
                     t.events.push(*e);
                 }

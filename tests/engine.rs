@@ -8,25 +8,51 @@ use candle_core::{DType, Device, Tensor};
 use unmask::model::{DiffusionModel, KvCache, Mask, ModelInfo};
 
 fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
 }
 
 fn golden(name: &str) -> HashMap<String, Tensor> {
-    candle_core::safetensors::load(fixture(name).join("golden.safetensors"), &Device::Cpu).expect("golden file")
+    candle_core::safetensors::load(fixture(name).join("golden.safetensors"), &Device::Cpu)
+        .expect("golden file")
 }
 
 fn rel_err(ours: &Tensor, reference: &Tensor) -> f32 {
-    let d = (ours - reference).unwrap().sqr().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap().sqrt();
-    let r = reference.sqr().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap().sqrt();
+    let d = (ours - reference)
+        .unwrap()
+        .sqr()
+        .unwrap()
+        .sum_all()
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap()
+        .sqrt();
+    let r = reference
+        .sqr()
+        .unwrap()
+        .sum_all()
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap()
+        .sqrt();
     d / r
 }
 
 fn ids(g: &HashMap<String, Tensor>) -> Vec<u32> {
-    g["input_ids"].to_dtype(DType::I64).unwrap().to_vec1::<i64>().unwrap().into_iter().map(|x| x as u32).collect()
+    g["input_ids"]
+        .to_dtype(DType::I64)
+        .unwrap()
+        .to_vec1::<i64>()
+        .unwrap()
+        .into_iter()
+        .map(|x| x as u32)
+        .collect()
 }
 
 fn load(name: &str) -> DiffusionModel {
-    DiffusionModel::load(&fixture(name), DType::F32, &Device::Cpu).unwrap_or_else(|e| panic!("{name}: {e}"))
+    DiffusionModel::load(&fixture(name), DType::F32, &Device::Cpu)
+        .unwrap_or_else(|e| panic!("{name}: {e}"))
 }
 
 fn check_parity(name: &str, block: usize, key: &str) {
@@ -50,7 +76,17 @@ fn dream_matches_reference_logits_with_shift() {
     // The unshifted rows are the reference model's own output.
     let m = load("dream");
     let g = golden("dream");
-    let raw = m.net.forward(&ids(&g), 0, &mut KvCache::new(), 0, Mask::Full, 0..ids(&g).len()).unwrap();
+    let raw = m
+        .net
+        .forward(
+            &ids(&g),
+            0,
+            &mut KvCache::new(),
+            0,
+            Mask::Full,
+            0..ids(&g).len(),
+        )
+        .unwrap();
     assert!(rel_err(&raw, &g["raw_logits"]) <= 1e-4);
 }
 
@@ -72,13 +108,33 @@ fn sdar_kv_cache_equals_full_forward() {
     let ids = ids(&g);
     let b = 4;
     let blocks: Vec<usize> = (0..ids.len()).map(|i| i / b).collect();
-    let full = m.net.forward(&ids, 0, &mut KvCache::new(), 0, Mask::BlockCausal(&blocks), 0..ids.len()).unwrap();
+    let full = m
+        .net
+        .forward(
+            &ids,
+            0,
+            &mut KvCache::new(),
+            0,
+            Mask::BlockCausal(&blocks),
+            0..ids.len(),
+        )
+        .unwrap();
     // Append blocks one at a time; each block's logits come from the cache plus the block itself.
     let mut cache = KvCache::new();
     let mut rows = Vec::new();
     for s in (0..ids.len()).step_by(b) {
         let e = (s + b).min(ids.len());
-        let chunk = m.net.forward(&ids[s..e], s, &mut cache, e - s, Mask::BlockCausal(&blocks), 0..e - s).unwrap();
+        let chunk = m
+            .net
+            .forward(
+                &ids[s..e],
+                s,
+                &mut cache,
+                e - s,
+                Mask::BlockCausal(&blocks),
+                0..e - s,
+            )
+            .unwrap();
         rows.push(chunk);
         assert_eq!(cache.len(), e);
     }
@@ -92,17 +148,26 @@ fn sdar_kv_cache_equals_full_forward() {
 #[test]
 fn inspect_reports_sources_of_special_ids() {
     let (info, _) = ModelInfo::inspect(&fixture("sdar")).unwrap();
-    assert!(info.mask.source.contains("<MASK>"), "sdar mask comes from the tokenizer: {}", info.mask.source);
+    assert!(
+        info.mask.source.contains("<MASK>"),
+        "sdar mask comes from the tokenizer: {}",
+        info.mask.source
+    );
     assert!(!info.stops.value.is_empty());
     let (info, _) = ModelInfo::inspect(&fixture("dream")).unwrap();
-    assert!(info.mask.source.contains("config.json"), "{}", info.mask.source);
+    assert!(
+        info.mask.source.contains("config.json"),
+        "{}",
+        info.mask.source
+    );
     let s = info.summary();
     assert!(s.contains("Dream") && s.contains("mask id"), "{s}");
 }
 
 #[test]
 fn published_sdar_4b_metadata_is_accepted() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/reference/published/SDAR-4B-Chat");
+    let dir =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/reference/published/SDAR-4B-Chat");
     if !dir.exists() {
         eprintln!("skipped: {} is not beside this checkout", dir.display());
         return;
@@ -114,11 +179,24 @@ fn published_sdar_4b_metadata_is_accepted() {
     assert_eq!(info.config.num_layers, 36);
     let tok = tok.expect("tokenizer built from vocab.json + merges.txt");
     assert_eq!(tok.token_to_id("<MASK>"), Some(151669));
-    let enc = tok.encode("def add(a, b):\n    return a + b", false).unwrap();
-    assert_eq!(tok.decode(enc.get_ids(), false).unwrap(), "def add(a, b):\n    return a + b");
-    assert!(info.chat_template.as_deref().unwrap_or("").contains("<|im_start|>"));
+    let enc = tok
+        .encode("def add(a, b):\n    return a + b", false)
+        .unwrap();
+    assert_eq!(
+        tok.decode(enc.get_ids(), false).unwrap(),
+        "def add(a, b):\n    return a + b"
+    );
+    assert!(info
+        .chat_template
+        .as_deref()
+        .unwrap_or("")
+        .contains("<|im_start|>"));
     // About 4.0 B parameters.
-    assert!((3.9e9..4.5e9).contains(&(info.parameters as f64)), "{}", info.parameters);
+    assert!(
+        (3.9e9..4.5e9).contains(&(info.parameters as f64)),
+        "{}",
+        info.parameters
+    );
 }
 
 /// A copy of a fixture in a temporary folder, to break.
@@ -133,7 +211,8 @@ fn broken_copy(name: &str) -> tempfile::TempDir {
 
 fn edit_config(dir: &Path, f: impl FnOnce(&mut serde_json::Value)) {
     let p = dir.join("config.json");
-    let mut v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();
+    let mut v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();
     f(&mut v);
     std::fs::write(&p, serde_json::to_string_pretty(&v).unwrap()).unwrap();
 }
@@ -153,7 +232,12 @@ fn unknown_architecture_lists_supported_ones() {
         v["model_type"] = serde_json::json!("mamba");
     });
     let e = load_err(d.path());
-    assert!(e.contains("config.json") && e.contains("MambaForCausalLM") && e.contains("SDARForCausalLM"), "{e}");
+    assert!(
+        e.contains("config.json")
+            && e.contains("MambaForCausalLM")
+            && e.contains("SDARForCausalLM"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -163,7 +247,10 @@ fn missing_config_field_is_named() {
         v.as_object_mut().unwrap().remove("hidden_size");
     });
     let e = load_err(d.path());
-    assert!(e.contains("config.json") && e.contains("hidden_size") && e.contains("missing"), "{e}");
+    assert!(
+        e.contains("config.json") && e.contains("hidden_size") && e.contains("missing"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -178,7 +265,10 @@ fn missing_and_truncated_weights_name_the_file() {
     let bytes = std::fs::read(&p).unwrap();
     std::fs::write(&p, &bytes[..bytes.len() / 2]).unwrap();
     let e = load_err(d.path());
-    assert!(e.contains("model.safetensors") && e.contains("safetensors"), "{e}");
+    assert!(
+        e.contains("model.safetensors") && e.contains("safetensors"),
+        "{e}"
+    );
 
     let d = broken_copy("sdar");
     std::fs::remove_file(d.path().join("model-00002-of-00002.safetensors")).unwrap();
@@ -186,7 +276,11 @@ fn missing_and_truncated_weights_name_the_file() {
     assert!(e.contains("model-00002-of-00002.safetensors"), "{e}");
 
     let d = broken_copy("sdar");
-    std::fs::write(d.path().join("model-00001-of-00002.safetensors"), b"\x08\x00\x00\x00\x00\x00\x00\x00{}").unwrap();
+    std::fs::write(
+        d.path().join("model-00001-of-00002.safetensors"),
+        b"\x08\x00\x00\x00\x00\x00\x00\x00{}",
+    )
+    .unwrap();
     let e = load_err(d.path());
     assert!(e.contains("model-00001-of-00002.safetensors"), "{e}");
 }
@@ -203,7 +297,10 @@ fn wrong_shape_and_missing_tensor_are_named() {
     let d = broken_copy("llada");
     let name = "model.transformer.blocks.1.q_proj.weight";
     rewrite_weights(d.path(), |m| {
-        m.insert(name.into(), Tensor::zeros((3, 5), DType::F32, &Device::Cpu).unwrap());
+        m.insert(
+            name.into(),
+            Tensor::zeros((3, 5), DType::F32, &Device::Cpu).unwrap(),
+        );
     });
     let e = load_err(d.path());
     assert!(e.contains(name) && e.contains("[3, 5]"), "{e}");
@@ -233,4 +330,351 @@ fn tokenizer_problems_are_named() {
     std::fs::write(d.path().join("tokenizer.json"), "{ not json").unwrap();
     let e = load_err(d.path());
     assert!(e.contains("tokenizer.json"), "{e}");
+}
+
+/// The published samplers' token outputs on the tiny checkpoints, reproduced by our sampler with
+/// the corresponding settings (see tests/fixtures/README.md for how they were recorded).
+mod reference_samplers {
+    use super::*;
+    use std::sync::atomic::AtomicBool;
+    use unmask::sampler::{SamplerParams, Schedule, Task, UnmaskRule};
+
+    fn cases(name: &str) -> Vec<serde_json::Value> {
+        let text = std::fs::read_to_string(fixture(name).join("golden_generate.json")).unwrap();
+        serde_json::from_str(&text).unwrap()
+    }
+
+    fn u32s(v: &serde_json::Value) -> Vec<u32> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_u64().unwrap() as u32)
+            .collect()
+    }
+
+    fn decode(m: &DiffusionModel, prompt: Vec<u32>, params: SamplerParams) -> Vec<u32> {
+        let header = unmask::session::prepare(
+            m,
+            &Task::Complete {
+                prompt: prompt.clone(),
+            },
+            &params,
+            "",
+            "cpu",
+        )
+        .unwrap();
+        let trace =
+            unmask::session::run(m, header, "cpu", &AtomicBool::new(false), &mut |_| {}).unwrap();
+        let mut out = prompt;
+        out.extend(trace.finish.unwrap().tokens);
+        out
+    }
+
+    #[test]
+    fn llada_generate() {
+        let m = load("llada");
+        for c in cases("llada") {
+            let s = &c["settings"];
+            let gen = s["gen_length"].as_u64().unwrap() as usize;
+            let block = s["block_length"].as_u64().unwrap() as usize;
+            let steps = s["steps"].as_u64().unwrap() as usize / (gen / block);
+            let params = SamplerParams {
+                gen_length: gen,
+                block_size: block,
+                steps,
+                rule: UnmaskRule::LowConfidence,
+                schedule: Schedule::Uniform,
+                stop_at_eos: false,
+                kv_cache: false,
+                ..Default::default()
+            };
+            assert_eq!(
+                decode(&m, u32s(&c["prompt_ids"]), params),
+                u32s(&c["output_ids"]),
+                "{s}"
+            );
+        }
+    }
+
+    #[test]
+    fn dream_diffusion_generate() {
+        let m = load("dream");
+        for c in cases("dream") {
+            let s = &c["settings"];
+            let gen = s["max_new_tokens"].as_u64().unwrap() as usize;
+            let rule = match s["alg"].as_str().unwrap() {
+                "entropy" => UnmaskRule::Entropy,
+                "maskgit_plus" => UnmaskRule::LowConfidence,
+                "topk_margin" => UnmaskRule::Margin,
+                other => panic!("unexpected alg {other}"),
+            };
+            // `top_k: None` reaches Dream's sampler as 50: transformers fills unset generation
+            // fields with its global defaults, so the reference filters to the top 50 tokens.
+            let params = SamplerParams {
+                gen_length: gen,
+                block_size: gen,
+                steps: s["steps"].as_u64().unwrap() as usize,
+                rule,
+                top_k: s["effective_top_k"].as_u64().unwrap_or(50) as usize,
+                schedule: Schedule::Timestep,
+                stop_at_eos: false,
+                kv_cache: false,
+                ..Default::default()
+            };
+            assert_eq!(
+                decode(&m, u32s(&c["prompt_ids"]), params),
+                u32s(&c["output_ids"]),
+                "{s}"
+            );
+        }
+    }
+
+    #[test]
+    fn sdar_block_diffusion_generate_with_and_without_cache() {
+        let m = load("sdar");
+        let mask = m.mask_id();
+        for c in cases("sdar")
+            .into_iter()
+            .filter(|c| c["portable"].as_bool() == Some(true))
+        {
+            let s = &c["settings"];
+            let rule = match s["remasking_strategy"].as_str().unwrap() {
+                "sequential" => UnmaskRule::LeftToRight,
+                "low_confidence_static" => UnmaskRule::LowConfidence,
+                "low_confidence_dynamic" => UnmaskRule::Threshold,
+                other => panic!("unexpected strategy {other}"),
+            };
+            let want: Vec<u32> = u32s(&c["output_ids"])
+                .into_iter()
+                .take_while(|&t| t != mask)
+                .collect();
+            for kv_cache in [true, false] {
+                let params = SamplerParams {
+                    gen_length: s["gen_length"].as_u64().unwrap() as usize,
+                    block_size: s["block_length"].as_u64().unwrap() as usize,
+                    steps: s["denoising_steps"].as_u64().unwrap() as usize,
+                    rule,
+                    threshold: s["confidence_threshold"].as_f64().unwrap() as f32,
+                    schedule: Schedule::Uniform,
+                    stop_at_eos: true,
+                    kv_cache,
+                    ..Default::default()
+                };
+                assert_eq!(
+                    decode(&m, u32s(&c["prompt_ids"]), params),
+                    want,
+                    "{s} kv_cache={kv_cache}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn dream_margin_cases_are_recorded() {
+    let text = std::fs::read_to_string(fixture("dream").join("golden_generate.json")).unwrap();
+    assert!(
+        text.contains("topk_margin"),
+        "regenerate the fixtures: the margin rule needs its golden ids"
+    );
+}
+
+#[test]
+fn bidirectional_prefix_cache_is_opt_in_and_starts_like_the_exact_path() {
+    use std::sync::atomic::AtomicBool;
+    use unmask::sampler::{SamplerParams, Task};
+    let m = load("dream");
+    let run = |approx_cache: bool| {
+        let params = SamplerParams {
+            gen_length: 8,
+            block_size: 4,
+            steps: 4,
+            stop_at_eos: false,
+            approx_cache,
+            ..Default::default()
+        };
+        let header = unmask::session::prepare(
+            &m,
+            &Task::Complete {
+                prompt: vec![376, 220, 80, 84, 72, 307],
+            },
+            &params,
+            "",
+            "cpu",
+        )
+        .unwrap();
+        unmask::session::run(&m, header, "cpu", &AtomicBool::new(false), &mut |_| {}).unwrap()
+    };
+    let exact = run(false);
+    let approx = run(true);
+    // The first step of each block comes from the full refresh forward: identical to the exact path.
+    assert_eq!(exact.events[0].commits, approx.events[0].commits);
+    // Later steps feed only the block and what follows it, on top of the cached prefix.
+    assert!(approx.events[1].in_flight < exact.events[1].in_flight);
+    assert!(!approx.tokens_at(approx.len()).contains(&m.mask_id()));
+}
+
+#[test]
+fn infill_keeps_prefix_and_suffix() {
+    use std::sync::atomic::AtomicBool;
+    use unmask::sampler::{SamplerParams, Task};
+    let m = load("dream");
+    let (prefix, suffix) = (vec![376u32, 220, 80], vec![84u32, 72, 307]);
+    let params = SamplerParams {
+        gen_length: 4,
+        block_size: 4,
+        steps: 2,
+        stop_at_eos: false,
+        ..Default::default()
+    };
+    let header = unmask::session::prepare(
+        &m,
+        &Task::Infill {
+            prefix: prefix.clone(),
+            suffix: suffix.clone(),
+        },
+        &params,
+        "",
+        "cpu",
+    )
+    .unwrap();
+    assert_eq!((header.gen_start, header.gen_end), (3, 7));
+    let t = unmask::session::run(&m, header, "cpu", &AtomicBool::new(false), &mut |_| {}).unwrap();
+    let fin = t.tokens_at(t.len());
+    assert_eq!(&fin[..3], &prefix[..]);
+    assert_eq!(&fin[7..], &suffix[..]);
+    assert!(!fin.contains(&m.mask_id()));
+    // The bidirectional model saw the suffix: changing it changes the infill's logits.
+    let a = m
+        .forward_all(&[376, 220, 80, 399, 399, 84, 72, 307], 4)
+        .unwrap();
+    let b = m
+        .forward_all(&[376, 220, 80, 399, 399, 5, 6, 7], 4)
+        .unwrap();
+    let diff = (a.narrow(0, 3, 2).unwrap() - b.narrow(0, 3, 2).unwrap())
+        .unwrap()
+        .abs()
+        .unwrap()
+        .sum_all()
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap();
+    assert!(diff > 1e-3);
+}
+
+#[test]
+fn block_one_step_one_is_greedy_autoregressive_decoding() {
+    use std::sync::atomic::AtomicBool;
+    use unmask::sampler::{SamplerParams, Task};
+    let m = load("sdar");
+    let mask = m.mask_id();
+    let prompt = vec![376u32, 220, 80, 84, 72];
+    // By hand: append one mask, take the most likely non-mask token there, repeat.
+    let mut ids = prompt.clone();
+    for _ in 0..10 {
+        let mut x = ids.clone();
+        x.push(mask);
+        let logits = m.forward_all(&x, 1).unwrap();
+        let mut row = logits.get(x.len() - 1).unwrap().to_vec1::<f32>().unwrap();
+        row[mask as usize] = f32::NEG_INFINITY;
+        ids.push(unmask::sampler::propose::argmax(&row).0 as u32);
+    }
+    for kv_cache in [true, false] {
+        let params = SamplerParams {
+            gen_length: 10,
+            block_size: 1,
+            steps: 1,
+            stop_at_eos: false,
+            kv_cache,
+            ..Default::default()
+        };
+        let header = unmask::session::prepare(
+            &m,
+            &Task::Complete {
+                prompt: prompt.clone(),
+            },
+            &params,
+            "",
+            "cpu",
+        )
+        .unwrap();
+        let t =
+            unmask::session::run(&m, header, "cpu", &AtomicBool::new(false), &mut |_| {}).unwrap();
+        assert_eq!(t.tokens_at(t.len()), ids, "kv_cache={kv_cache}");
+    }
+}
+
+#[test]
+fn worker_thread_cancels_the_old_run_and_not_the_next() {
+    use std::sync::Arc;
+    use std::time::Duration;
+    use unmask::engine::{Command, Engine, Event, Lane};
+    use unmask::sampler::SamplerParams;
+    use unmask::session::TextTask;
+    let engine = Engine::spawn(|| {});
+    engine.send(Command::SetModel {
+        model: Arc::new(load("sdar")),
+        device: "cpu".into(),
+    });
+    let task = TextTask::Complete {
+        prompt: "fn".into(),
+    };
+    let long = SamplerParams {
+        gen_length: 400,
+        block_size: 1,
+        steps: 1,
+        stop_at_eos: false,
+        ..Default::default()
+    };
+    let short = SamplerParams {
+        gen_length: 8,
+        block_size: 4,
+        steps: 2,
+        stop_at_eos: false,
+        ..Default::default()
+    };
+    engine.send(Command::Generate {
+        run: 1,
+        lane: Lane::Main,
+        task: task.clone(),
+        chat: false,
+        params: long,
+    });
+    // Wait for the first step, then cancel and queue the next run straight away.
+    loop {
+        match engine
+            .recv_timeout(Duration::from_secs(30))
+            .expect("engine answers")
+        {
+            Event::Step { run: 1, .. } => break,
+            Event::Failed { error, .. } => panic!("{error}"),
+            _ => {}
+        }
+    }
+    engine.cancel();
+    engine.send(Command::Generate {
+        run: 2,
+        lane: Lane::Main,
+        task,
+        chat: false,
+        params: short,
+    });
+    let mut finished = Vec::new();
+    while finished.len() < 2 {
+        if let Event::Finished { run, trace, .. } = engine
+            .recv_timeout(Duration::from_secs(30))
+            .expect("engine answers")
+        {
+            finished.push((run, trace.finish.unwrap().reason, trace.events.len()));
+        }
+    }
+    assert_eq!(finished[0].0, 1);
+    assert_eq!(finished[0].1, unmask::trace::FinishReason::Cancelled);
+    assert!(
+        finished[0].2 < 400,
+        "stopped early, after {} steps",
+        finished[0].2
+    );
+    assert_eq!(finished[1].0, 2);
+    assert_eq!(finished[1].1, unmask::trace::FinishReason::Complete);
 }

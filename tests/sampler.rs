@@ -8,7 +8,9 @@ use unmask::sampler::denoiser::BlockLogits;
 use unmask::sampler::noise;
 use unmask::sampler::propose::{filtered_probs, propose, top_n};
 use unmask::sampler::schedule::{planned, select, Candidate};
-use unmask::sampler::{self, Denoiser, Layout, ModelFacts, SamplerParams, Schedule, Task, UnmaskRule};
+use unmask::sampler::{
+    self, Denoiser, Layout, ModelFacts, SamplerParams, Schedule, Task, UnmaskRule,
+};
 use unmask::trace::{FinishReason, Trace};
 
 use rand::SeedableRng;
@@ -27,7 +29,11 @@ struct Scripted {
 
 impl Scripted {
     fn new() -> Self {
-        Scripted { forwards: 0, eos_at: None, calls: Vec::new() }
+        Scripted {
+            forwards: 0,
+            eos_at: None,
+            calls: Vec::new(),
+        }
     }
     fn want(&self, pos: usize) -> u32 {
         if Some(pos) == self.eos_at {
@@ -49,7 +55,13 @@ impl Denoiser for Scripted {
         for (r, pos) in block.clone().enumerate() {
             data[r * V + self.want(pos) as usize] = 8.0 - pos as f32 * 0.1;
         }
-        Ok(BlockLogits { data, vocab: V, in_flight: block.len(), forward_ms: 0.0 })
+        Ok(BlockLogits {
+            data,
+            vocab: V,
+            in_flight: block.len(),
+            forward_ms: 0.0,
+            stats: None,
+        })
     }
     fn end_block(&mut self, _block: Range<usize>) {}
     fn forwards(&self) -> usize {
@@ -59,7 +71,12 @@ impl Denoiser for Scripted {
 
 fn with_facts<R>(f: impl FnOnce(&ModelFacts) -> R) -> R {
     let text = |t: u32| format!("t{t}");
-    let decode = |ids: &[u32]| ids.iter().map(|t| format!("t{t}")).collect::<Vec<_>>().join(" ");
+    let decode = |ids: &[u32]| {
+        ids.iter()
+            .map(|t| format!("t{t}"))
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
     let facts = ModelFacts {
         model_id: "scripted".into(),
         model_hash: "0".into(),
@@ -70,6 +87,7 @@ fn with_facts<R>(f: impl FnOnce(&ModelFacts) -> R) -> R {
         vocab_size: 14,
         context: 4096,
         device: "cpu".into(),
+        aligned_blocks: false,
         token_text: &text,
         decode: &decode,
     };
@@ -78,7 +96,15 @@ fn with_facts<R>(f: impl FnOnce(&ModelFacts) -> R) -> R {
 
 fn run(params: &SamplerParams, den: &mut Scripted, prompt: &[u32]) -> Trace {
     with_facts(|m| {
-        let header = sampler::prepare(&Task::Complete { prompt: prompt.to_vec() }, params, "p", m).unwrap();
+        let header = sampler::prepare(
+            &Task::Complete {
+                prompt: prompt.to_vec(),
+            },
+            params,
+            "p",
+            m,
+        )
+        .unwrap();
         sampler::decode(header, den, m, &AtomicBool::new(false), &mut |_| {}).unwrap()
     })
 }
@@ -115,10 +141,20 @@ fn timestep_schedule_floors_and_finishes() {
 
 #[test]
 fn selection_ranks_by_score_and_breaks_ties_by_position() {
-    let c = |pos, score: f32| Candidate { pos, score, prob: score };
+    let c = |pos, score: f32| Candidate {
+        pos,
+        score,
+        prob: score,
+    };
     let cands = [c(5, 0.5), c(2, 0.9), c(7, 0.9), c(3, 0.1)];
-    assert_eq!(select(UnmaskRule::LowConfidence, &cands, 2, 0.0), vec![2, 7]);
-    assert_eq!(select(UnmaskRule::LowConfidence, &cands, 3, 0.0), vec![2, 5, 7]);
+    assert_eq!(
+        select(UnmaskRule::LowConfidence, &cands, 2, 0.0),
+        vec![2, 7]
+    );
+    assert_eq!(
+        select(UnmaskRule::LowConfidence, &cands, 3, 0.0),
+        vec![2, 5, 7]
+    );
     // Never more than there are.
     assert_eq!(select(UnmaskRule::LowConfidence, &cands, 99, 0.0).len(), 4);
     // Threshold: everything above τ, at least one.
@@ -139,8 +175,18 @@ fn filters_and_proposals() {
     assert!(p50[0] > 0.99, "the top token alone covers half the mass");
     assert_eq!(top_n(&[0.1, 0.4, 0.4, 0.05], 2), vec![(1, 0.4), (2, 0.4)]);
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
-    let params = SamplerParams { temperature: 0.0, ..Default::default() };
-    let prop = propose(&logits, &params, &mut rng);
+    let params = SamplerParams {
+        temperature: 0.0,
+        ..Default::default()
+    };
+    let prop = propose(&logits, &params, 99, None, &mut rng);
+    // The greedy shortcut with precomputed softmax statistics gives the same proposal.
+    let t = candle_core::Tensor::from_slice(&logits, (1, 4), &candle_core::Device::Cpu).unwrap();
+    let st = unmask::sampler::denoiser::row_stats(&t).unwrap()[0];
+    let fast = propose(&logits, &params, 99, Some(st), &mut rng);
+    assert_eq!(fast.token, prop.token);
+    assert!((fast.prob - prop.prob).abs() < 1e-6 && (fast.margin - prop.margin).abs() < 1e-6);
+    assert!((fast.neg_entropy - prop.neg_entropy).abs() < 1e-5);
     assert_eq!(prop.token, 0);
     assert!((prop.margin - (p[0] - p[1])).abs() < 1e-6);
     assert!(prop.neg_entropy < 0.0);
@@ -148,13 +194,29 @@ fn filters_and_proposals() {
 
 #[test]
 fn block_loop_commits_every_position_with_planned_counts() {
-    let params = SamplerParams { gen_length: 16, block_size: 8, steps: 4, stop_at_eos: false, ..Default::default() };
+    let params = SamplerParams {
+        gen_length: 16,
+        block_size: 8,
+        steps: 4,
+        stop_at_eos: false,
+        ..Default::default()
+    };
     let mut den = Scripted::new();
     let trace = run(&params, &mut den, &[1, 2, 3]);
     assert_eq!(trace.events.len(), 8, "two blocks × four steps");
-    assert!(trace.events.iter().all(|e| e.commits.len() == 2 && e.planned == 2));
+    assert!(trace
+        .events
+        .iter()
+        .all(|e| e.commits.len() == 2 && e.planned == 2));
     // Confidence falls with position, so each block fills left to right two at a time.
-    assert_eq!(trace.events[0].commits.iter().map(|c| c.pos).collect::<Vec<_>>(), vec![3, 4]);
+    assert_eq!(
+        trace.events[0]
+            .commits
+            .iter()
+            .map(|c| c.pos)
+            .collect::<Vec<_>>(),
+        vec![3, 4]
+    );
     let fin = trace.finish.as_ref().unwrap();
     assert_eq!(fin.reason, FinishReason::Complete);
     let want: Vec<u32> = (3..19).map(|p| den.want(p)).collect();
@@ -165,7 +227,13 @@ fn block_loop_commits_every_position_with_planned_counts() {
 
 #[test]
 fn autoregressive_setting_is_one_token_per_forward() {
-    let params = SamplerParams { gen_length: 6, block_size: 1, steps: 1, stop_at_eos: false, ..Default::default() };
+    let params = SamplerParams {
+        gen_length: 6,
+        block_size: 1,
+        steps: 1,
+        stop_at_eos: false,
+        ..Default::default()
+    };
     let mut den = Scripted::new();
     let trace = run(&params, &mut den, &[1]);
     assert_eq!(den.forwards, 6);
@@ -188,20 +256,39 @@ fn threshold_rule_commits_at_least_one_and_all_above_tau() {
     // Every position's top token has p ≈ e^8 / (e^8 + 15) > 0.5: one step commits the block.
     assert_eq!(trace.events.len(), 1);
     assert_eq!(trace.events[0].commits.len(), 8);
-    let strict = SamplerParams { threshold: 0.9999, ..params };
+    let strict = SamplerParams {
+        threshold: 0.9999,
+        ..params
+    };
     let mut den = Scripted::new();
     let trace = run(&strict, &mut den, &[1]);
-    assert_eq!(trace.events.len(), 8, "nothing passes τ: one forced commit per step");
+    assert_eq!(
+        trace.events.len(),
+        8,
+        "nothing passes τ: one forced commit per step"
+    );
 }
 
 #[test]
 fn stops_at_the_end_of_the_block_with_eos() {
-    let params = SamplerParams { gen_length: 16, block_size: 4, steps: 2, stop_at_eos: true, ..Default::default() };
+    let params = SamplerParams {
+        gen_length: 16,
+        block_size: 4,
+        steps: 2,
+        stop_at_eos: true,
+        ..Default::default()
+    };
     let mut den = Scripted::new();
     den.eos_at = Some(1 + 5); // second block
     let trace = run(&params, &mut den, &[1]);
     let fin = trace.finish.unwrap();
-    assert_eq!(fin.reason, FinishReason::Eos { block: 1, token: EOS });
+    assert_eq!(
+        fin.reason,
+        FinishReason::Eos {
+            block: 1,
+            token: EOS
+        }
+    );
     assert_eq!(fin.tokens.len(), 8);
     assert!(!fin.text.contains("t14"), "text is cut at the stop token");
 }
@@ -221,9 +308,21 @@ fn same_seed_same_trace_and_replay_reproduces_canvases() {
     };
     let a = run(&params, &mut Scripted::new(), &[1, 2]);
     let b = run(&params, &mut Scripted::new(), &[1, 2]);
-    let strip = |t: &Trace| t.events.iter().map(|e| (e.commits.clone(), e.reopened.clone())).collect::<Vec<_>>();
+    let strip = |t: &Trace| {
+        t.events
+            .iter()
+            .map(|e| (e.commits.clone(), e.reopened.clone()))
+            .collect::<Vec<_>>()
+    };
     assert_eq!(strip(&a), strip(&b));
-    let c = run(&SamplerParams { seed: 8, ..params.clone() }, &mut Scripted::new(), &[1, 2]);
+    let c = run(
+        &SamplerParams {
+            seed: 8,
+            ..params.clone()
+        },
+        &mut Scripted::new(),
+        &[1, 2],
+    );
     assert_ne!(strip(&a), strip(&c), "another seed draws differently");
     // Replaying the events reaches the final canvas, with no mask left.
     let fin = a.tokens_at(a.len());
@@ -253,9 +352,17 @@ fn edit_noise_reopens_and_records_revisions() {
     let reopened: usize = trace.events.iter().map(|e| e.reopened.len()).sum();
     assert!(reopened > 0, "noise 1.0 re-opens committed tokens");
     // Every re-opened position is committed again with its previous token recorded.
-    let revisions: usize = trace.events.iter().flat_map(|e| &e.commits).filter(|c| c.previous.is_some()).count();
+    let revisions: usize = trace
+        .events
+        .iter()
+        .flat_map(|e| &e.commits)
+        .filter(|c| c.previous.is_some())
+        .count();
     assert_eq!(revisions, reopened);
-    assert!(trace.events.last().unwrap().reopened.is_empty(), "no noise at a block's last step");
+    assert!(
+        trace.events.last().unwrap().reopened.is_empty(),
+        "no noise at a block's last step"
+    );
     assert!(!trace.tokens_at(trace.len()).contains(&MASK));
     // Re-open weights favour unlikely tokens.
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
@@ -282,22 +389,49 @@ fn corruption_respects_the_budget() {
 
 #[test]
 fn bad_parameters_are_named() {
-    let p = SamplerParams { gen_length: 30, block_size: 8, ..Default::default() };
+    let p = SamplerParams {
+        gen_length: 30,
+        block_size: 8,
+        ..Default::default()
+    };
     let probs = p.problems(0, None);
     assert_eq!(probs[0].field, "block_size");
-    assert!(probs[0].message.contains("does not divide"), "{}", probs[0].message);
-    let p = SamplerParams { gen_length: 64, ..Default::default() };
+    assert!(
+        probs[0].message.contains("does not divide"),
+        "{}",
+        probs[0].message
+    );
+    let p = SamplerParams {
+        gen_length: 64,
+        ..Default::default()
+    };
     let probs = p.problems(100, Some(128));
-    assert!(probs.iter().any(|x| x.field == "gen_length" && x.message.contains("context")));
+    assert!(probs
+        .iter()
+        .any(|x| x.field == "gen_length" && x.message.contains("context")));
     with_facts(|m| {
-        let err = sampler::prepare(&Task::Complete { prompt: vec![1; 5000] }, &SamplerParams::default(), "", m).unwrap_err();
+        let err = sampler::prepare(
+            &Task::Complete {
+                prompt: vec![1; 5000],
+            },
+            &SamplerParams::default(),
+            "",
+            m,
+        )
+        .unwrap_err();
         assert!(err.to_string().contains("context"), "{err}");
     });
 }
 
 #[test]
 fn cancel_stops_before_the_next_step() {
-    let params = SamplerParams { gen_length: 16, block_size: 4, steps: 4, stop_at_eos: false, ..Default::default() };
+    let params = SamplerParams {
+        gen_length: 16,
+        block_size: 4,
+        steps: 4,
+        stop_at_eos: false,
+        ..Default::default()
+    };
     let cancel = AtomicBool::new(false);
     let trace = with_facts(|m| {
         let header = sampler::prepare(&Task::Complete { prompt: vec![1] }, &params, "", m).unwrap();
@@ -316,14 +450,25 @@ fn cancel_stops_before_the_next_step() {
 
 #[test]
 fn corrupt_traces_name_the_line() {
-    let params = SamplerParams { gen_length: 8, block_size: 4, steps: 2, stop_at_eos: false, ..Default::default() };
+    let params = SamplerParams {
+        gen_length: 8,
+        block_size: 4,
+        steps: 2,
+        stop_at_eos: false,
+        ..Default::default()
+    };
     let t = run(&params, &mut Scripted::new(), &[1]);
     let mut buf = Vec::new();
     t.write_to(&mut buf).unwrap();
     let text = String::from_utf8(buf).unwrap();
     let dir = tempfile::tempdir().unwrap();
     // Truncated in the middle of line 3.
-    let cut = text.lines().take(2).map(|l| format!("{l}\n")).collect::<String>() + &text.lines().nth(2).unwrap()[..20];
+    let cut = text
+        .lines()
+        .take(2)
+        .map(|l| format!("{l}\n"))
+        .collect::<String>()
+        + &text.lines().nth(2).unwrap()[..20];
     let p = dir.path().join("cut.jsonl");
     std::fs::write(&p, cut).unwrap();
     let e = Trace::load(&p).unwrap_err().to_string();
@@ -334,5 +479,8 @@ fn corrupt_traces_name_the_line() {
     assert!(e.contains("line 1"), "{e}");
     let p = dir.path().join("empty.jsonl");
     std::fs::write(&p, "").unwrap();
-    assert!(Trace::load(&p).unwrap_err().to_string().contains("no header"));
+    assert!(Trace::load(&p)
+        .unwrap_err()
+        .to_string()
+        .contains("no header"));
 }

@@ -39,10 +39,14 @@ pub fn run(args: &ForwardArgs) -> anyhow::Result<()> {
     }
     let logits = m.forward_all(&args.ids, block)?;
     let mut map = HashMap::new();
-    map.insert("logits".to_string(), logits.to_device(&candle_core::Device::Cpu)?);
+    map.insert(
+        "logits".to_string(),
+        logits.to_device(&candle_core::Device::Cpu)?,
+    );
     let tmp = args.out.with_extension("safetensors.tmp");
-    candle_core::safetensors::save(&map, &tmp).with_context(|| format!("writing {}", tmp.display()))?;
+    candle_core::safetensors::save(&map, &tmp)
+        .with_context(|| format!("writing {}", tmp.display()))?;
     std::fs::rename(&tmp, &args.out).with_context(|| format!("writing {}", args.out.display()))?;
-    eprintln!("wrote logits [{}, {}] to {}", args.ids.len(), m.info.config.vocab_size, args.out.display());
+    eprintln!("wrote logits {:?} to {}", logits.dims(), args.out.display());
     Ok(())
 }

@@ -55,51 +55,141 @@ pub fn run(args: &GenerateArgs) -> anyhow::Result<()> {
     let (info, _) = model::ModelInfo::inspect(&folder)?;
     let dtype = model::parse_dtype(&args.dtype, &device, info.config.torch_dtype.as_deref())?;
     let m = DiffusionModel::load(&folder, dtype, &device)?;
-    let params = args.sampler.params();
+    let params = args.sampler.params(m.family(), m.info.config.block_size);
     let prompt_text = args.prompt.clone().unwrap_or_default();
     let task = if let Some(ids) = &args.prompt_ids {
-        Task::Complete { prompt: ids.clone() }
+        Task::Complete {
+            prompt: ids.clone(),
+        }
     } else if let Some(path) = &args.repair {
-        let code = std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-        session::to_task(&m, &session::TextTask::Repair { prompt: prompt_text.clone(), code, budget: args.budget }, args.chat)?
+        let code = std::fs::read_to_string(path)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        session::to_task(
+            &m,
+            &session::TextTask::Repair {
+                prompt: prompt_text.clone(),
+                code,
+                budget: args.budget,
+            },
+            args.chat,
+        )?
     } else if let Some(suffix) = &args.suffix {
-        session::to_task(&m, &session::TextTask::Infill { prefix: prompt_text.clone(), suffix: suffix.clone() }, args.chat)?
+        session::to_task(
+            &m,
+            &session::TextTask::Infill {
+                prefix: prompt_text.clone(),
+                suffix: suffix.clone(),
+            },
+            args.chat,
+        )?
     } else {
-        session::to_task(&m, &session::TextTask::Complete { prompt: prompt_text.clone() }, args.chat)?
+        session::to_task(
+            &m,
+            &session::TextTask::Complete {
+                prompt: prompt_text.clone(),
+            },
+            args.chat,
+        )?
     };
     let header = session::prepare(&m, &task, &params, &prompt_text, &args.device)?;
     let cancel = AtomicBool::new(false);
     let verbose = args.verbose;
+    let stream = !args.json;
+    // Streaming: print the generated text as blocks finish (each time the masks before the
+    // first unfinished position are all resolved, the newly settled text is printed).
+    let mut canvas = header.initial.clone();
+    let (gen_start, gen_end, mask) = (header.gen_start, header.gen_end, header.mask_id);
+    let stops = m.info.stops.value.clone();
+    let mut printed = String::new();
+    let mut stopped = false;
     let mut on_step = |e: &crate::trace::StepEvent| {
+        for r in &e.reopened {
+            canvas[r.pos] = mask;
+        }
+        for c in &e.commits {
+            canvas[c.pos] = c.token;
+        }
         if verbose {
-            let toks: Vec<String> = e.commits.iter().map(|c| format!("{}:{:?}", c.pos, c.text)).collect();
-            eprintln!("block {} step {}: {} committed {}, {} masks left", e.block, e.step, e.commits.len(), toks.join(" "), e.masks_left);
+            let toks: Vec<String> = e
+                .commits
+                .iter()
+                .map(|c| format!("{}:{:?}", c.pos, c.text))
+                .collect();
+            eprintln!(
+                "block {} step {}: {} committed {}, {} masks left",
+                e.block,
+                e.step,
+                e.commits.len(),
+                toks.join(" "),
+                e.masks_left
+            );
+        }
+        if stream && !stopped {
+            let settled = canvas[gen_start..gen_end]
+                .iter()
+                .position(|&t| t == mask)
+                .map_or(gen_end, |i| gen_start + i);
+            let mut ids: Vec<u32> = canvas[gen_start..settled].to_vec();
+            if let Some(cut) = ids.iter().position(|t| stops.contains(t)) {
+                ids.truncate(cut);
+                stopped = true;
+            }
+            let text = m.decode(&ids);
+            if text.len() > printed.len()
+                && text.starts_with(&printed)
+                && text.is_char_boundary(printed.len())
+            {
+                print!("{}", &text[printed.len()..]);
+                let _ = std::io::Write::flush(&mut std::io::stdout());
+                printed = text;
+            }
         }
     };
-    let mut den = ModelDenoiser::new(&m, params.kv_cache);
-    let trace = session::with_facts(&m, &args.device, |f| sampler::decode(header, &mut den, f, &cancel, &mut on_step))?;
+    let mut den = ModelDenoiser::new(&m, &params);
+    let trace = session::with_facts(&m, &args.device, |f| {
+        sampler::decode(header, &mut den, f, &cancel, &mut on_step)
+    })?;
     if let Some(path) = &args.trace {
         trace.save(path)?;
     }
-    let fin = trace.finish.as_ref().expect("a finished run has a finish record");
+    let fin = trace
+        .finish
+        .as_ref()
+        .expect("a finished run has a finish record");
+    let corrupted = match &trace.header.task {
+        crate::trace::TaskKind::Repair {
+            corrupted_distance, ..
+        } => Some(*corrupted_distance),
+        _ => None,
+    };
     if args.json {
         let out = serde_json::json!({
+            "ids": fin.tokens,
             "text": fin.text,
-            "tokens": fin.tokens,
-            "reason": fin.reason,
             "steps": fin.metrics.steps,
             "forwards": fin.metrics.forwards,
             "tokens_per_second": fin.metrics.tokens_per_second(),
+            "stop_reason": fin.reason,
             "tokens_per_forward": fin.metrics.tokens_per_forward(),
             "total_ms": fin.metrics.total_ms,
             "first_block_ms": fin.metrics.first_block_ms,
-            "repaired_distance": fin.repaired_distance,
-            "corrupted_distance": match &trace.header.task { crate::trace::TaskKind::Repair { corrupted_distance, .. } => Some(*corrupted_distance), _ => None },
+            "distance_before": corrupted,
+            "distance_after": fin.repaired_distance,
             "params": trace.header.params,
         });
         println!("{}", serde_json::to_string_pretty(&out)?);
     } else {
-        println!("{}", fin.text);
+        // Whatever streaming could not print as a clean extension (e.g. after a revision).
+        if fin.text != printed {
+            if !printed.is_empty() {
+                println!("\n--- final text ---");
+            }
+            print!("{}", fin.text);
+        }
+        println!();
+        if let (Some(b), Some(a)) = (corrupted, fin.repaired_distance) {
+            eprintln!("repair: Levenshtein distance to the original {b} → {a} tokens");
+        }
         eprintln!(
             "{} tokens in {:.0} ms ({:.1} tokens/s), {} forwards ({:.2} tokens/forward), {:?}",
             fin.metrics.tokens,

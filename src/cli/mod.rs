@@ -2,16 +2,22 @@
 
 pub mod bench;
 pub mod download;
+pub mod eval;
 pub mod forward;
 pub mod generate;
 pub mod models;
+pub mod train;
 
 use clap::{Args, Parser, Subcommand};
 
 use crate::sampler::{SamplerParams, Schedule, UnmaskRule};
 
 #[derive(Parser, Debug)]
-#[command(name = "unmask", version, about = "Watch a discrete-diffusion language model write code, step by step")]
+#[command(
+    name = "unmask",
+    version,
+    about = "Watch a discrete-diffusion language model write code, step by step"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Option<Command>,
@@ -27,6 +33,8 @@ pub enum Command {
     Forward(forward::ForwardArgs),
     /// Describe a checkpoint folder: family, size, special ids and where they came from.
     Inspect(InspectArgs),
+    /// Quality and speed on the held-out split (masked accuracy, validity, repair, tokens/s).
+    Eval(eval::EvalArgs),
     /// Replay a saved trace in the terminal: the canvas after each step.
     Replay(ReplayArgs),
     /// List the published models unmask knows, with size, memory and recommended settings.
@@ -37,6 +45,8 @@ pub enum Command {
     Bench(bench::BenchArgs),
     /// Write random weights with a published model's shapes (for benchmarks without downloads).
     MakeRandomCheckpoint(bench::MakeRandomArgs),
+    /// Train (or resume) the block-diffusion model in candle on the CPU.
+    Train(train::TrainArgs),
 }
 
 #[derive(Args, Debug, Default)]
@@ -67,45 +77,57 @@ pub struct ReplayArgs {
     pub step: Option<usize>,
 }
 
-/// Sampler flags shared by the commands that decode.
-#[derive(Args, Debug, Clone)]
+/// Sampler flags shared by the commands that decode; a flag left out takes the model family's
+/// default (`SamplerParams::for_family`).
+#[derive(Args, Debug, Clone, Default)]
 pub struct SamplerFlags {
-    #[arg(long, default_value_t = 64)]
-    pub gen_length: usize,
-    #[arg(long, default_value_t = 8)]
-    pub block_size: usize,
+    /// Tokens to generate [default: 64]
+    #[arg(long)]
+    pub gen_length: Option<usize>,
+    #[arg(long)]
+    pub block_size: Option<usize>,
     /// Denoising steps per block.
-    #[arg(long, default_value_t = 4)]
-    pub steps: usize,
+    #[arg(long)]
+    pub steps: Option<usize>,
     /// low-confidence | margin | entropy | random | left-to-right | threshold
-    #[arg(long, default_value = "low-confidence", value_parser = parse_rule)]
-    pub rule: UnmaskRule,
-    #[arg(long, default_value_t = 0.9)]
-    pub threshold: f32,
+    #[arg(long, value_parser = parse_rule)]
+    pub rule: Option<UnmaskRule>,
+    #[arg(long)]
+    pub threshold: Option<f32>,
     /// uniform | timestep
-    #[arg(long, default_value = "uniform", value_parser = parse_schedule)]
-    pub schedule: Schedule,
-    #[arg(long, default_value_t = 0.0)]
-    pub temperature: f32,
-    #[arg(long, default_value_t = 0)]
-    pub top_k: usize,
-    #[arg(long, default_value_t = 1.0)]
-    pub top_p: f32,
-    #[arg(long, default_value_t = 0)]
-    pub seed: u64,
-    #[arg(long, default_value_t = 0.0)]
-    pub edit_noise: f32,
+    #[arg(long, value_parser = parse_schedule)]
+    pub schedule: Option<Schedule>,
+    #[arg(long)]
+    pub temperature: Option<f32>,
+    #[arg(long)]
+    pub top_k: Option<usize>,
+    #[arg(long)]
+    pub top_p: Option<f32>,
+    #[arg(long)]
+    pub seed: Option<u64>,
+    #[arg(long)]
+    pub edit_noise: Option<f32>,
     /// Decode the full length even after an end-of-text token.
     #[arg(long)]
     pub no_stop: bool,
-    /// Disable the key/value cache.
+    /// Disable the exact key/value cache of block-causal models.
     #[arg(long)]
     pub no_cache: bool,
+    /// Bidirectional models: use the approximate prefix cache (Fast-dLLM), refreshed per block.
+    #[arg(long)]
+    pub approx_cache: bool,
 }
 
 fn parse_rule(s: &str) -> Result<UnmaskRule, String> {
     UnmaskRule::parse(s).ok_or_else(|| {
-        format!("unknown rule `{s}`; one of: {}", UnmaskRule::ALL.iter().map(|r| r.name()).collect::<Vec<_>>().join(", "))
+        format!(
+            "unknown rule `{s}`; one of: {}",
+            UnmaskRule::ALL
+                .iter()
+                .map(|r| r.name())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
     })
 }
 
@@ -114,22 +136,50 @@ fn parse_schedule(s: &str) -> Result<Schedule, String> {
 }
 
 impl SamplerFlags {
-    pub fn params(&self) -> SamplerParams {
-        SamplerParams {
-            gen_length: self.gen_length,
-            block_size: self.block_size,
-            steps: self.steps,
-            rule: self.rule,
-            threshold: self.threshold,
-            schedule: self.schedule,
-            temperature: self.temperature,
-            top_k: self.top_k,
-            top_p: self.top_p,
-            seed: self.seed,
-            stop_at_eos: !self.no_stop,
-            edit_noise: self.edit_noise,
-            kv_cache: !self.no_cache,
+    /// The family's defaults with every given flag applied.
+    pub fn params(
+        &self,
+        family: crate::model::Family,
+        trained_block: Option<usize>,
+    ) -> SamplerParams {
+        let mut p = SamplerParams::for_family(family, trained_block, self.gen_length.unwrap_or(64));
+        if let Some(v) = self.block_size {
+            p.block_size = v;
+            if self.steps.is_none() {
+                p.steps = v;
+            }
         }
+        if let Some(v) = self.steps {
+            p.steps = v;
+        }
+        if let Some(v) = self.rule {
+            p.rule = v;
+        }
+        if let Some(v) = self.threshold {
+            p.threshold = v;
+        }
+        if let Some(v) = self.schedule {
+            p.schedule = v;
+        }
+        if let Some(v) = self.temperature {
+            p.temperature = v;
+        }
+        if let Some(v) = self.top_k {
+            p.top_k = v;
+        }
+        if let Some(v) = self.top_p {
+            p.top_p = v;
+        }
+        if let Some(v) = self.seed {
+            p.seed = v;
+        }
+        if let Some(v) = self.edit_noise {
+            p.edit_noise = v;
+        }
+        p.stop_at_eos = !self.no_stop;
+        p.kv_cache = !self.no_cache;
+        p.approx_cache = self.approx_cache;
+        p
     }
 }
 
@@ -149,11 +199,23 @@ pub fn replay(args: &ReplayArgs) -> anyhow::Result<()> {
     let h = &trace.header;
     let show = |k: usize| {
         let cells = trace.cells_at(k);
-        let text: String = cells[h.gen_start..h.gen_end].iter().map(|c| if c.masked { "░".to_string() } else { c.text.clone() }).collect();
+        let text: String = cells[h.gen_start..h.gen_end]
+            .iter()
+            .map(|c| {
+                if c.masked {
+                    "░".to_string()
+                } else {
+                    c.text.clone()
+                }
+            })
+            .collect();
         println!("── step {k}/{} ──\n{text}", trace.len());
     };
     match args.step {
-        Some(k) if k > trace.len() => anyhow::bail!("the trace has {} steps; --step {k} is past its end", trace.len()),
+        Some(k) if k > trace.len() => anyhow::bail!(
+            "the trace has {} steps; --step {k} is past its end",
+            trace.len()
+        ),
         Some(k) => show(k),
         None => (0..=trace.len()).for_each(show),
     }

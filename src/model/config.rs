@@ -94,15 +94,30 @@ struct Fields<'a> {
 impl Fields<'_> {
     fn usize(&self, key: &str) -> Result<usize> {
         match self.v.get(key) {
-            Some(x) => x.as_u64().map(|n| n as usize).ok_or_else(|| self.bad(key, "a non-negative integer")),
-            None => Err(Error::ConfigField { file: self.file.to_path_buf(), field: key.into(), problem: "missing".into() }),
+            Some(x) => x
+                .as_u64()
+                .map(|n| n as usize)
+                .ok_or_else(|| self.bad(key, "a non-negative integer")),
+            None => Err(Error::ConfigField {
+                file: self.file.to_path_buf(),
+                field: key.into(),
+                problem: "missing".into(),
+            }),
         }
     }
     fn usize_or(&self, key: &str, default: usize) -> Result<usize> {
-        if self.v.get(key).is_none_or(Value::is_null) { Ok(default) } else { self.usize(key) }
+        if self.v.get(key).is_none_or(Value::is_null) {
+            Ok(default)
+        } else {
+            self.usize(key)
+        }
     }
     fn opt_usize(&self, key: &str) -> Result<Option<usize>> {
-        if self.v.get(key).is_none_or(Value::is_null) { Ok(None) } else { self.usize(key).map(Some) }
+        if self.v.get(key).is_none_or(Value::is_null) {
+            Ok(None)
+        } else {
+            self.usize(key).map(Some)
+        }
     }
     fn f64_or(&self, key: &str, default: f64) -> Result<f64> {
         match self.v.get(key) {
@@ -126,7 +141,10 @@ impl Fields<'_> {
         Error::ConfigField {
             file: self.file.to_path_buf(),
             field: key.into(),
-            problem: format!("expected {expected}, found {}", self.v.get(key).map(|x| x.to_string()).unwrap_or_default()),
+            problem: format!(
+                "expected {expected}, found {}",
+                self.v.get(key).map(|x| x.to_string()).unwrap_or_default()
+            ),
         }
     }
 }
@@ -145,7 +163,10 @@ impl ModelConfig {
     /// Reads and validates `config.json` from a checkpoint folder.
     pub fn from_file(file: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(file).map_err(|e| Error::io(file, e))?;
-        let v: Value = serde_json::from_str(&text).map_err(|e| Error::Parse { file: file.to_path_buf(), problem: e.to_string() })?;
+        let v: Value = serde_json::from_str(&text).map_err(|e| Error::Parse {
+            file: file.to_path_buf(),
+            problem: e.to_string(),
+        })?;
         Self::from_value(&v, file)
     }
 
@@ -168,7 +189,11 @@ impl ModelConfig {
             _ => {
                 return Err(Error::UnknownArchitecture {
                     file: file.to_path_buf(),
-                    found: format!("architectures {:?}, model_type {:?}", arch, f.str("model_type").unwrap_or("")),
+                    found: format!(
+                        "architectures {:?}, model_type {:?}",
+                        arch,
+                        f.str("model_type").unwrap_or("")
+                    ),
                     supported: SUPPORTED_ARCHITECTURES.join(", "),
                 })
             }
@@ -188,7 +213,10 @@ impl ModelConfig {
                 let mlp = f.usize("mlp_hidden_size")?;
                 if let Some(bt) = f.str("block_type") {
                     if bt != "llama" {
-                        return Err(f.bad("block_type", "\"llama\" (the only LLaDA block type published)"));
+                        return Err(f.bad(
+                            "block_type",
+                            "\"llama\" (the only LLaDA block type published)",
+                        ));
                     }
                 }
                 if f.bool_or("include_bias", false)? || f.bool_or("include_qkv_bias", false)? {
@@ -261,7 +289,11 @@ impl ModelConfig {
     }
 
     fn validate(&self, file: &Path) -> Result<()> {
-        let bad = |field: &str, problem: String| Error::ConfigField { file: file.to_path_buf(), field: field.into(), problem };
+        let bad = |field: &str, problem: String| Error::ConfigField {
+            file: file.to_path_buf(),
+            field: field.into(),
+            problem,
+        };
         for (name, n) in [
             ("vocab_size", self.vocab_size),
             ("hidden_size", self.hidden_size),
@@ -274,17 +306,32 @@ impl ModelConfig {
                 return Err(bad(name, "must be positive".into()));
             }
         }
-        if self.num_heads % self.num_kv_heads != 0 {
+        if !self.num_heads.is_multiple_of(self.num_kv_heads) {
             return Err(bad(
                 "num_key_value_heads",
-                format!("{} query heads are not a multiple of {} key/value heads", self.num_heads, self.num_kv_heads),
+                format!(
+                    "{} query heads are not a multiple of {} key/value heads",
+                    self.num_heads, self.num_kv_heads
+                ),
             ));
         }
-        if self.head_dim % 2 != 0 {
-            return Err(bad("head_dim", format!("{} is odd; rotary embeddings need an even head size", self.head_dim)));
+        if !self.head_dim.is_multiple_of(2) {
+            return Err(bad(
+                "head_dim",
+                format!(
+                    "{} is odd; rotary embeddings need an even head size",
+                    self.head_dim
+                ),
+            ));
         }
         if self.embedding_size < self.vocab_size {
-            return Err(bad("embedding_size", format!("{} is smaller than vocab_size {}", self.embedding_size, self.vocab_size)));
+            return Err(bad(
+                "embedding_size",
+                format!(
+                    "{} is smaller than vocab_size {}",
+                    self.embedding_size, self.vocab_size
+                ),
+            ));
         }
         Ok(())
     }

@@ -17,10 +17,16 @@ pub fn open(name: &str) -> Result<Device> {
                     "this unmask binary was built without CUDA; rebuild with `--features cuda` (see scripts/build-cuda.sh)".into(),
                 ));
             }
-            let ordinal: usize = n.strip_prefix("cuda:").map(|s| s.parse().unwrap_or(0)).unwrap_or(0);
-            Device::new_cuda(ordinal).map_err(|e| Error::Invalid(format!("no usable CUDA device {ordinal}: {e}")))
+            let ordinal: usize = n
+                .strip_prefix("cuda:")
+                .map(|s| s.parse().unwrap_or(0))
+                .unwrap_or(0);
+            Device::new_cuda(ordinal)
+                .map_err(|e| Error::Invalid(format!("no usable CUDA device {ordinal}: {e}")))
         }
-        other => Err(Error::Invalid(format!("unknown device `{other}`: use cpu or cuda"))),
+        other => Err(Error::Invalid(format!(
+            "unknown device `{other}`: use cpu or cuda"
+        ))),
     }
 }
 

@@ -18,20 +18,26 @@ pub use transformer::{KvCache, Mask, Transformer};
 use crate::error::{Error, Result};
 use tokens::{Resolved, SideFiles};
 
-/// Where the embedded default model lives: `$UNMASK_EMBEDDED_DIR`, else the crate's `assets/`,
-/// else `assets/` beside the executable.
+/// Where the embedded default model lives: `$UNMASK_EMBEDDED_DIR`; else the crate's `assets/`
+/// (a checkout); else `assets/` beside the executable or two folders up (`target/release/`);
+/// else `./assets`.
 pub fn embedded_dir() -> PathBuf {
     if let Ok(d) = std::env::var("UNMASK_EMBEDDED_DIR") {
         return PathBuf::from(d);
     }
     let crate_assets = Path::new(env!("CARGO_MANIFEST_DIR")).join("assets");
-    if crate_assets.join("config.json").exists() {
-        return crate_assets;
-    }
-    std::env::current_exe()
+    let mut candidates = vec![crate_assets.clone()];
+    if let Some(exe_dir) = std::env::current_exe()
         .ok()
-        .and_then(|e| e.parent().map(|p| p.join("assets")))
-        .filter(|p| p.join("config.json").exists())
+        .and_then(|e| e.parent().map(Path::to_path_buf))
+    {
+        candidates.push(exe_dir.join("assets"));
+        candidates.push(exe_dir.join("../../assets"));
+    }
+    candidates.push(PathBuf::from("assets"));
+    candidates
+        .into_iter()
+        .find(|p| p.join("config.json").exists())
         .unwrap_or(crate_assets)
 }
 
@@ -69,13 +75,22 @@ impl ModelInfo {
     pub fn inspect(folder: &Path) -> Result<(Self, Option<Tokenizer>)> {
         let cfg_file = folder.join("config.json");
         if !cfg_file.exists() {
-            return Err(Error::io(&cfg_file, std::io::Error::new(std::io::ErrorKind::NotFound, "missing: not a checkpoint folder")));
+            return Err(Error::io(
+                &cfg_file,
+                std::io::Error::new(
+                    std::io::ErrorKind::NotFound,
+                    "missing: not a checkpoint folder",
+                ),
+            ));
         }
         let config = ModelConfig::from_file(&cfg_file)?;
         let side = SideFiles::read(folder)?;
         let tok = match tokens::load_tokenizer(folder) {
             Ok(t) => Some(t),
-            Err(e @ Error::Tokenizer { .. }) if !folder.join("tokenizer.json").exists() && !folder.join("vocab.json").exists() => {
+            Err(e @ Error::Tokenizer { .. })
+                if !folder.join("tokenizer.json").exists()
+                    && !folder.join("vocab.json").exists() =>
+            {
                 return Err(e)
             }
             Err(e) => return Err(e),
@@ -98,7 +113,10 @@ impl ModelInfo {
             return Err(Error::ConfigField {
                 file: cfg_file.clone(),
                 field: "mask_token_id".into(),
-                problem: format!("mask id {} (from {}) is outside the embedding ({} rows)", mask.value, mask.source, config.embedding_size),
+                problem: format!(
+                    "mask id {} (from {}) is outside the embedding ({} rows)",
+                    mask.value, mask.source, config.embedding_size
+                ),
             });
         }
         let stops = tokens::resolve_stops(&config, tok.as_ref(), &side, mask.value);
@@ -107,12 +125,28 @@ impl ModelInfo {
         let (weight_files, stored_dtype) = match weights::weight_files(folder) {
             Ok(files) => {
                 let present: Vec<PathBuf> = files.into_iter().filter(|f| f.exists()).collect();
-                (present, config.torch_dtype.clone().unwrap_or_else(|| "unknown".into()))
+                (
+                    present,
+                    config
+                        .torch_dtype
+                        .clone()
+                        .unwrap_or_else(|| "unknown".into()),
+                )
             }
-            Err(_) => (Vec::new(), config.torch_dtype.clone().unwrap_or_else(|| "unknown".into())),
+            Err(_) => (
+                Vec::new(),
+                config
+                    .torch_dtype
+                    .clone()
+                    .unwrap_or_else(|| "unknown".into()),
+            ),
         };
         check_index(folder, &config)?;
-        let weight_bytes_on_disk = weight_files.iter().filter_map(|f| std::fs::metadata(f).ok()).map(|m| m.len()).sum();
+        let weight_bytes_on_disk = weight_files
+            .iter()
+            .filter_map(|f| std::fs::metadata(f).ok())
+            .map(|m| m.len())
+            .sum();
         let hash = identity_hash(folder, &weight_files)?;
         let parameters = config.parameter_count();
         Ok((
@@ -158,7 +192,11 @@ impl ModelInfo {
             c.family.name(),
             c.architecture,
             c.family.attention(),
-            if c.family.shifts_logits() { ", logits shifted by one" } else { ", same-position logits" },
+            if c.family.shifts_logits() {
+                ", logits shifted by one"
+            } else {
+                ", same-position logits"
+            },
             self.parameters,
             p / 1e6,
             c.num_layers,
@@ -169,7 +207,9 @@ impl ModelInfo {
             c.intermediate_size,
             c.vocab_size,
             c.embedding_size,
-            self.tokenizer_size.map(|n| n.to_string()).unwrap_or_else(|| "absent".into()),
+            self.tokenizer_size
+                .map(|n| n.to_string())
+                .unwrap_or_else(|| "absent".into()),
             c.max_position_embeddings,
             self.stored_dtype,
             self.weight_files.len(),
@@ -180,7 +220,11 @@ impl ModelInfo {
             self.mask.source,
             self.stops.value,
             self.stops.source,
-            if self.chat_template.is_some() { "yes" } else { "no" },
+            if self.chat_template.is_some() {
+                "yes"
+            } else {
+                "no"
+            },
             self.hash,
         )
     }
@@ -189,14 +233,26 @@ impl ModelInfo {
 /// Checks that a shard index names every tensor the architecture needs (works without weights).
 fn check_index(folder: &Path, cfg: &ModelConfig) -> Result<()> {
     let index = folder.join("model.safetensors.index.json");
-    let Ok(text) = std::fs::read_to_string(&index) else { return Ok(()) };
-    let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| Error::Parse { file: index.clone(), problem: e.to_string() })?;
+    let Ok(text) = std::fs::read_to_string(&index) else {
+        return Ok(());
+    };
+    let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| Error::Parse {
+        file: index.clone(),
+        problem: e.to_string(),
+    })?;
     let Some(map) = v.get("weight_map").and_then(|m| m.as_object()) else {
-        return Err(Error::ConfigField { file: index, field: "weight_map".into(), problem: "missing or not an object".into() });
+        return Err(Error::ConfigField {
+            file: index,
+            field: "weight_map".into(),
+            problem: "missing or not an object".into(),
+        });
     };
     for (name, _) in transformer::expected_tensors(cfg) {
         if !map.contains_key(&name) {
-            return Err(Error::MissingTensor { name, files: index.display().to_string() });
+            return Err(Error::MissingTensor {
+                name,
+                files: index.display().to_string(),
+            });
         }
     }
     Ok(())
@@ -225,12 +281,17 @@ fn identity_hash(folder: &Path, weight_files: &[PathBuf]) -> Result<String> {
             let mut buf = vec![0u8; 1 << 20];
             file.read_exact(&mut buf).map_err(|e| Error::io(f, e))?;
             h.update(&buf);
-            file.seek(SeekFrom::End(-(1 << 20))).map_err(|e| Error::io(f, e))?;
+            file.seek(SeekFrom::End(-(1 << 20)))
+                .map_err(|e| Error::io(f, e))?;
             file.read_exact(&mut buf).map_err(|e| Error::io(f, e))?;
             h.update(&buf);
         }
     }
-    Ok(h.finalize().iter().take(8).map(|b| format!("{b:02x}")).collect())
+    Ok(h.finalize()
+        .iter()
+        .take(8)
+        .map(|b| format!("{b:02x}"))
+        .collect())
 }
 
 /// A model ready to denoise: network, tokenizer and resolved special ids.
@@ -244,10 +305,17 @@ impl DiffusionModel {
     /// Loads a checkpoint folder as published on the Hugging Face hub.
     pub fn load(folder: &Path, dtype: DType, device: &Device) -> Result<Self> {
         let (info, tok) = ModelInfo::inspect(folder)?;
-        let tokenizer = tok.ok_or_else(|| Error::Tokenizer { file: folder.join("tokenizer.json"), problem: "missing".into() })?;
+        let tokenizer = tok.ok_or_else(|| Error::Tokenizer {
+            file: folder.join("tokenizer.json"),
+            problem: "missing".into(),
+        })?;
         let w = weights::Weights::open(folder)?;
         let net = Transformer::new(info.config.clone(), &w, dtype, device)?;
-        Ok(DiffusionModel { info, net, tokenizer })
+        Ok(DiffusionModel {
+            info,
+            net,
+            tokenizer,
+        })
     }
 
     pub fn family(&self) -> Family {
@@ -263,7 +331,10 @@ impl DiffusionModel {
         let enc = self
             .tokenizer
             .encode(text, false)
-            .map_err(|e| Error::Tokenizer { file: self.info.folder.join("tokenizer.json"), problem: e.to_string() })?;
+            .map_err(|e| Error::Tokenizer {
+                file: self.info.folder.join("tokenizer.json"),
+                problem: e.to_string(),
+            })?;
         Ok(enc.get_ids().to_vec())
     }
 
@@ -279,7 +350,10 @@ impl DiffusionModel {
         }
         match self.tokenizer.decode(&[id], false) {
             Ok(s) if !s.is_empty() => s,
-            _ => self.tokenizer.id_to_token(id).unwrap_or_else(|| format!("<{id}>")),
+            _ => self
+                .tokenizer
+                .id_to_token(id)
+                .unwrap_or_else(|| format!("<{id}>")),
         }
     }
 
@@ -292,7 +366,9 @@ impl DiffusionModel {
             Attention::Bidirectional => Mask::Full,
             Attention::BlockCausal => Mask::BlockCausal(&blocks),
         };
-        let raw = self.net.forward(ids, 0, &mut KvCache::new(), 0, mask, 0..n)?;
+        let raw = self
+            .net
+            .forward(ids, 0, &mut KvCache::new(), 0, mask, 0..n)?;
         if self.family().shifts_logits() {
             Ok(shift_logits(&raw)?)
         } else {
@@ -325,6 +401,10 @@ pub fn parse_dtype(name: &str, device: &Device, torch_dtype: Option<&str>) -> Re
                 DType::BF16
             }
         }
-        other => return Err(Error::Invalid(format!("unknown dtype `{other}`: use f32, f16, bf16 or auto"))),
+        other => {
+            return Err(Error::Invalid(format!(
+                "unknown dtype `{other}`: use f32, f16, bf16 or auto"
+            )))
+        }
     })
 }

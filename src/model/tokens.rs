@@ -26,7 +26,10 @@ pub struct Resolved<T> {
 pub fn load_tokenizer(folder: &Path) -> Result<Tokenizer> {
     let json = folder.join("tokenizer.json");
     if json.exists() {
-        return Tokenizer::from_file(&json).map_err(|e| Error::Tokenizer { file: json, problem: e.to_string() });
+        return Tokenizer::from_file(&json).map_err(|e| Error::Tokenizer {
+            file: json,
+            problem: e.to_string(),
+        });
     }
     let vocab = folder.join("vocab.json");
     let merges = folder.join("merges.txt");
@@ -47,7 +50,10 @@ fn bpe_from_parts(folder: &Path, vocab: &Path, merges: &Path) -> Result<Tokenize
     let m = merges.to_string_lossy().to_string();
     let bpe = BPE::from_file(&v, &m)
         .build()
-        .map_err(|e| Error::Tokenizer { file: vocab.to_path_buf(), problem: format!("with merges.txt: {e}") })?;
+        .map_err(|e| Error::Tokenizer {
+            file: vocab.to_path_buf(),
+            problem: format!("with merges.txt: {e}"),
+        })?;
     let mut tok = Tokenizer::new(bpe);
     tok.with_pre_tokenizer(Some(ByteLevel::new(false, true, false)));
     tok.with_decoder(Some(ByteLevel::default()));
@@ -55,10 +61,16 @@ fn bpe_from_parts(folder: &Path, vocab: &Path, merges: &Path) -> Result<Tokenize
     if added.exists() {
         let text = std::fs::read_to_string(&added).map_err(|e| Error::io(&added, e))?;
         let map: std::collections::BTreeMap<String, u32> =
-            serde_json::from_str(&text).map_err(|e| Error::Parse { file: added.clone(), problem: e.to_string() })?;
+            serde_json::from_str(&text).map_err(|e| Error::Parse {
+                file: added.clone(),
+                problem: e.to_string(),
+            })?;
         let mut by_id: Vec<(u32, String)> = map.into_iter().map(|(k, v)| (v, k)).collect();
         by_id.sort();
-        let tokens: Vec<AddedToken> = by_id.into_iter().map(|(_, s)| AddedToken::from(s, true)).collect();
+        let tokens: Vec<AddedToken> = by_id
+            .into_iter()
+            .map(|(_, s)| AddedToken::from(s, true))
+            .collect();
         tok.add_special_tokens(&tokens);
     }
     Ok(tok)
@@ -69,7 +81,12 @@ fn read_json(file: &Path) -> Result<Option<Value>> {
         return Ok(None);
     }
     let text = std::fs::read_to_string(file).map_err(|e| Error::io(file, e))?;
-    serde_json::from_str(&text).map(Some).map_err(|e| Error::Parse { file: file.to_path_buf(), problem: e.to_string() })
+    serde_json::from_str(&text)
+        .map(Some)
+        .map_err(|e| Error::Parse {
+            file: file.to_path_buf(),
+            problem: e.to_string(),
+        })
 }
 
 /// The optional JSON side files of a checkpoint.
@@ -88,7 +105,11 @@ impl SideFiles {
 
     /// The chat template, from `tokenizer_config.json` or a `chat_template.jinja` beside it.
     pub fn chat_template(&self, folder: &Path) -> Option<String> {
-        if let Some(t) = self.tokenizer_config.as_ref().and_then(|c| c.get("chat_template")) {
+        if let Some(t) = self
+            .tokenizer_config
+            .as_ref()
+            .and_then(|c| c.get("chat_template"))
+        {
             if let Some(s) = t.as_str() {
                 return Some(s.to_string());
             }
@@ -96,7 +117,10 @@ impl SideFiles {
             if let Some(arr) = t.as_array() {
                 for item in arr {
                     if item.get("name").and_then(Value::as_str) == Some("default") {
-                        return item.get("template").and_then(Value::as_str).map(str::to_string);
+                        return item
+                            .get("template")
+                            .and_then(Value::as_str)
+                            .map(str::to_string);
                     }
                 }
             }
@@ -126,36 +150,65 @@ fn family_default_mask(family: Family) -> u32 {
 /// family's published default.
 pub fn resolve_mask(cfg: &ModelConfig, tok: Option<&Tokenizer>, side: &SideFiles) -> Resolved<u32> {
     if let Some(id) = cfg.mask_token_id {
-        return Resolved { value: id, source: "config.json mask_token_id".into() };
+        return Resolved {
+            value: id,
+            source: "config.json mask_token_id".into(),
+        };
     }
-    if let Some(id) = side.generation_config.as_ref().and_then(|g| g.get("mask_token_id")).and_then(Value::as_u64) {
-        return Resolved { value: id as u32, source: "generation_config.json mask_token_id".into() };
+    if let Some(id) = side
+        .generation_config
+        .as_ref()
+        .and_then(|g| g.get("mask_token_id"))
+        .and_then(Value::as_u64)
+    {
+        return Resolved {
+            value: id as u32,
+            source: "generation_config.json mask_token_id".into(),
+        };
     }
     if let Some(tok) = tok {
         if let Some(name) = side.token_field("mask_token") {
             if let Some(id) = tok.token_to_id(&name) {
-                return Resolved { value: id, source: format!("tokenizer_config.json mask_token {name}") };
+                return Resolved {
+                    value: id,
+                    source: format!("tokenizer_config.json mask_token {name}"),
+                };
             }
         }
         for name in MASK_TOKENS {
             if let Some(id) = tok.token_to_id(name) {
-                return Resolved { value: id, source: format!("tokenizer token {name}") };
+                return Resolved {
+                    value: id,
+                    source: format!("tokenizer token {name}"),
+                };
             }
         }
     }
-    Resolved { value: family_default_mask(cfg.family), source: format!("{} default", cfg.family.name()) }
+    Resolved {
+        value: family_default_mask(cfg.family),
+        source: format!("{} default", cfg.family.name()),
+    }
 }
 
 /// Stop ids: EOS from config.json and generation_config.json, plus end-of-turn tokens the
 /// tokenizer defines. The mask id is never a stop id.
-pub fn resolve_stops(cfg: &ModelConfig, tok: Option<&Tokenizer>, side: &SideFiles, mask: u32) -> Resolved<Vec<u32>> {
+pub fn resolve_stops(
+    cfg: &ModelConfig,
+    tok: Option<&Tokenizer>,
+    side: &SideFiles,
+    mask: u32,
+) -> Resolved<Vec<u32>> {
     let mut ids: Vec<u32> = Vec::new();
     let mut sources = Vec::new();
     if !cfg.eos_token_ids.is_empty() {
         ids.extend(&cfg.eos_token_ids);
         sources.push("config.json eos_token_id".to_string());
     }
-    if let Some(g) = ids_of(side.generation_config.as_ref().and_then(|g| g.get("eos_token_id"))) {
+    if let Some(g) = ids_of(
+        side.generation_config
+            .as_ref()
+            .and_then(|g| g.get("eos_token_id")),
+    ) {
         if !g.is_empty() {
             ids.extend(g);
             sources.push("generation_config.json eos_token_id".into());
@@ -187,5 +240,8 @@ pub fn resolve_stops(cfg: &ModelConfig, tok: Option<&Tokenizer>, side: &SideFile
     }
     let mut seen = std::collections::HashSet::new();
     ids.retain(|id| *id != mask && seen.insert(*id));
-    Resolved { value: ids, source: sources.join(" + ") }
+    Resolved {
+        value: ids,
+        source: sources.join(" + "),
+    }
 }

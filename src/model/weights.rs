@@ -24,13 +24,18 @@ pub fn weight_files(folder: &Path) -> Result<Vec<PathBuf>> {
     let index = folder.join("model.safetensors.index.json");
     if index.exists() {
         let text = std::fs::read_to_string(&index).map_err(|e| Error::io(&index, e))?;
-        let v: serde_json::Value =
-            serde_json::from_str(&text).map_err(|e| Error::Parse { file: index.clone(), problem: e.to_string() })?;
-        let map = v.get("weight_map").and_then(|m| m.as_object()).ok_or_else(|| Error::ConfigField {
+        let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| Error::Parse {
             file: index.clone(),
-            field: "weight_map".into(),
-            problem: "missing or not an object".into(),
+            problem: e.to_string(),
         })?;
+        let map = v
+            .get("weight_map")
+            .and_then(|m| m.as_object())
+            .ok_or_else(|| Error::ConfigField {
+                file: index.clone(),
+                field: "weight_map".into(),
+                problem: "missing or not an object".into(),
+            })?;
         let mut files: Vec<PathBuf> = Vec::new();
         for (tensor, shard) in map {
             let shard = shard.as_str().ok_or_else(|| Error::ConfigField {
@@ -50,7 +55,9 @@ pub fn weight_files(folder: &Path) -> Result<Vec<PathBuf>> {
     if single.exists() {
         return Ok(vec![single]);
     }
-    Err(Error::NoWeights { folder: folder.to_path_buf() })
+    Err(Error::NoWeights {
+        folder: folder.to_path_buf(),
+    })
 }
 
 impl Weights {
@@ -65,14 +72,21 @@ impl Weights {
             bytes_on_disk += meta.len();
             // SAFETY: the file is mapped read-only; unmask never writes to checkpoint files while
             // they are open, and a file truncated underneath us is a user error we cannot detect.
-            let map = unsafe { MmapedSafetensors::new(file) }
-                .map_err(|e| Error::Safetensors { file: file.clone(), problem: clean_candle_error(&e) })?;
+            let map = unsafe { MmapedSafetensors::new(file) }.map_err(|e| Error::Safetensors {
+                file: file.clone(),
+                problem: clean_candle_error(&e),
+            })?;
             for (name, _) in map.tensors() {
                 location.insert(name, i);
             }
             maps.push(map);
         }
-        Ok(Weights { files, maps, location, bytes_on_disk })
+        Ok(Weights {
+            files,
+            maps,
+            location,
+            bytes_on_disk,
+        })
     }
 
     pub fn files(&self) -> &[PathBuf] {
@@ -90,15 +104,30 @@ impl Weights {
     }
 
     /// Loads `name`, checks its shape, and converts it to `dtype` on `device`.
-    pub fn get(&self, name: &str, shape: &[usize], dtype: DType, device: &Device) -> Result<Tensor> {
-        let i = *self.location.get(name).ok_or_else(|| Error::MissingTensor {
-            name: name.into(),
-            files: self.files.iter().map(|f| f.display().to_string()).collect::<Vec<_>>().join(", "),
-        })?;
-        let file = &self.files[i];
-        let view = self.maps[i]
+    pub fn get(
+        &self,
+        name: &str,
+        shape: &[usize],
+        dtype: DType,
+        device: &Device,
+    ) -> Result<Tensor> {
+        let i = *self
+            .location
             .get(name)
-            .map_err(|e| Error::Safetensors { file: file.clone(), problem: clean_candle_error(&e) })?;
+            .ok_or_else(|| Error::MissingTensor {
+                name: name.into(),
+                files: self
+                    .files
+                    .iter()
+                    .map(|f| f.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            })?;
+        let file = &self.files[i];
+        let view = self.maps[i].get(name).map_err(|e| Error::Safetensors {
+            file: file.clone(),
+            problem: clean_candle_error(&e),
+        })?;
         if view.shape() != shape {
             return Err(Error::TensorShape {
                 file: file.clone(),
@@ -109,16 +138,27 @@ impl Weights {
         }
         use safetensors::Dtype as S;
         if !matches!(view.dtype(), S::F32 | S::F16 | S::BF16) {
-            return Err(Error::TensorDtype { file: file.clone(), name: name.into(), found: format!("{:?}", view.dtype()) });
+            return Err(Error::TensorDtype {
+                file: file.clone(),
+                name: name.into(),
+                found: format!("{:?}", view.dtype()),
+            });
         }
         let t = self.maps[i]
             .load(name, device)
-            .map_err(|e| Error::Safetensors { file: file.clone(), problem: format!("tensor `{name}`: {}", clean_candle_error(&e)) })?;
+            .map_err(|e| Error::Safetensors {
+                file: file.clone(),
+                problem: format!("tensor `{name}`: {}", clean_candle_error(&e)),
+            })?;
         Ok(t.to_dtype(dtype)?)
     }
 }
 
 fn clean_candle_error(e: &candle_core::Error) -> String {
     // candle wraps errors with backtraces and context lines; the first line says what happened.
-    e.to_string().lines().next().unwrap_or("unknown error").to_string()
+    e.to_string()
+        .lines()
+        .next()
+        .unwrap_or("unknown error")
+        .to_string()
 }

@@ -7,23 +7,45 @@ use std::time::Instant;
 use crate::error::Result;
 use crate::model::{shift_logits, Attention, DiffusionModel, KvCache, Mask};
 
-/// How canvas positions are grouped into attention blocks.
+/// How canvas positions are grouped into blocks.
 #[derive(Clone, Debug)]
 pub struct Layout {
     /// Generated region.
     pub gen: Range<usize>,
-    /// Blocks of the generated region, left to right.
+    /// Blocks left to right; each holds some generated positions (and, when aligned, possibly the
+    /// prompt's last few tokens).
     pub blocks: Vec<Range<usize>>,
-    /// Attention-block id of every canvas position: prompt blocks of `block_size` from 0, then one
-    /// id per generated block, then the suffix (infill) after them all.
+    /// Attention-block id of every canvas position.
     pub block_of: Vec<usize>,
 }
 
 impl Layout {
-    pub fn new(len: usize, gen: Range<usize>, block_size: usize) -> Self {
+    /// `aligned`: blocks at absolute multiples of `block_size` from position 0, as block-causal
+    /// models are trained (SDAR, the embedded model); the prompt's trailing partial block is
+    /// decoded together with the first generated tokens, and the last block may be partial.
+    /// Otherwise (LLaDA, Dream) blocks start at the first generated position.
+    pub fn new(len: usize, gen: Range<usize>, block_size: usize, aligned: bool) -> Self {
         let b = block_size.max(1);
-        let blocks: Vec<Range<usize>> =
-            (gen.start..gen.end).step_by(b).map(|s| s..(s + b).min(gen.end)).collect();
+        if aligned {
+            let first = (gen.start / b) * b;
+            let blocks: Vec<Range<usize>> = (first..gen.end)
+                .step_by(b)
+                .map(|s| s..(s + b).min(gen.end))
+                .collect();
+            let suffix_id = gen.end.div_ceil(b);
+            let block_of = (0..len)
+                .map(|i| if i < gen.end { i / b } else { suffix_id })
+                .collect();
+            return Layout {
+                gen,
+                blocks,
+                block_of,
+            };
+        }
+        let blocks: Vec<Range<usize>> = (gen.start..gen.end)
+            .step_by(b)
+            .map(|s| s..(s + b).min(gen.end))
+            .collect();
         let prompt_blocks = gen.start.div_ceil(b);
         let block_of = (0..len)
             .map(|i| {
@@ -36,7 +58,11 @@ impl Layout {
                 }
             })
             .collect();
-        Layout { gen, blocks, block_of }
+        Layout {
+            gen,
+            blocks,
+            block_of,
+        }
     }
 }
 
@@ -46,12 +72,43 @@ pub struct BlockLogits {
     pub vocab: usize,
     pub in_flight: usize,
     pub forward_ms: f64,
+    /// Per row, computed where the logits were (the GPU for CUDA models): log-sum-exp and
+    /// Σ p log p of the plain softmax. With them a greedy proposal needs no exponential over the
+    /// vocabulary on the host (a 152k-token vocabulary made host-side softmax the bottleneck).
+    pub stats: Option<Vec<RowStats>>,
+}
+
+/// Softmax statistics of one row of logits.
+#[derive(Clone, Copy, Debug)]
+pub struct RowStats {
+    pub lse: f32,
+    pub neg_entropy: f32,
 }
 
 impl BlockLogits {
     pub fn row(&self, i: usize) -> &[f32] {
         &self.data[i * self.vocab..(i + 1) * self.vocab]
     }
+
+    pub fn row_stats(&self, i: usize) -> Option<RowStats> {
+        self.stats.as_ref().map(|s| s[i])
+    }
+}
+
+/// Log-sum-exp and negative entropy of every row of `[rows, vocab]` logits, on their device.
+pub fn row_stats(t: &candle_core::Tensor) -> candle_core::Result<Vec<RowStats>> {
+    let max = t.max_keepdim(1)?;
+    let e = t.broadcast_sub(&max)?.exp()?;
+    let sum = e.sum_keepdim(1)?;
+    let lse = (max + sum.log()?)?;
+    let neg_entropy = (e.broadcast_div(&sum)? * t.broadcast_sub(&lse)?)?.sum(1)?;
+    let lse = lse.flatten_all()?.to_vec1::<f32>()?;
+    let ne = neg_entropy.to_vec1::<f32>()?;
+    Ok(lse
+        .into_iter()
+        .zip(ne)
+        .map(|(lse, neg_entropy)| RowStats { lse, neg_entropy })
+        .collect())
 }
 
 /// What the sampler needs from a model.
@@ -80,8 +137,22 @@ pub struct ModelDenoiser<'a> {
 }
 
 impl<'a> ModelDenoiser<'a> {
-    pub fn new(model: &'a DiffusionModel, kv_cache: bool) -> Self {
-        ModelDenoiser { model, kv_cache, cache: KvCache::new(), layout: None, pending: None, prefix_for: None, forwards: 0 }
+    /// Uses the exact cache of block-causal models when `params.kv_cache`, the approximate prefix
+    /// cache of bidirectional models only when `params.approx_cache`.
+    pub fn new(model: &'a DiffusionModel, params: &crate::sampler::SamplerParams) -> Self {
+        let kv_cache = match model.family().attention() {
+            Attention::BlockCausal => params.kv_cache,
+            Attention::Bidirectional => params.approx_cache,
+        };
+        ModelDenoiser {
+            model,
+            kv_cache,
+            cache: KvCache::new(),
+            layout: None,
+            pending: None,
+            prefix_for: None,
+            forwards: 0,
+        }
     }
 
     fn shift(&self) -> bool {
@@ -97,13 +168,30 @@ impl<'a> ModelDenoiser<'a> {
         }
     }
 
-    fn finish(&mut self, raw: candle_core::Tensor, block: &Range<usize>, in_flight: usize, t0: Instant) -> Result<BlockLogits> {
+    fn finish(
+        &mut self,
+        raw: candle_core::Tensor,
+        block: &Range<usize>,
+        in_flight: usize,
+        t0: Instant,
+    ) -> Result<BlockLogits> {
         // A shifted block at position 0 predicts position 0 from itself (as the references do).
-        let t = if self.shift() && block.start == 0 { shift_logits(&raw)? } else { raw };
+        let t = if self.shift() && block.start == 0 {
+            shift_logits(&raw)?
+        } else {
+            raw
+        };
         let vocab = t.dim(1)?;
+        let stats = Some(row_stats(&t)?);
         let data = t.flatten_all()?.to_vec1::<f32>()?;
         self.forwards += 1;
-        Ok(BlockLogits { data, vocab, in_flight, forward_ms: t0.elapsed().as_secs_f64() * 1e3 })
+        Ok(BlockLogits {
+            data,
+            vocab,
+            in_flight,
+            forward_ms: t0.elapsed().as_secs_f64() * 1e3,
+            stats,
+        })
     }
 }
 
@@ -115,10 +203,21 @@ impl Denoiser for ModelDenoiser<'_> {
         self.forwards = 0;
         self.layout = Some(layout.clone());
         let block_causal = self.model.family().attention() == Attention::BlockCausal;
-        if block_causal && self.kv_cache && layout.gen.start > 0 {
-            // Prefill: the prompt's keys and values are exact and final.
-            let p = layout.gen.start;
-            self.model.net.forward(&canvas[..p], 0, &mut self.cache, p, Mask::BlockCausal(&layout.block_of), p - 1..p)?;
+        let p = layout
+            .blocks
+            .first()
+            .map(|b| b.start)
+            .unwrap_or(layout.gen.start);
+        if block_causal && self.kv_cache && p > 0 {
+            // Prefill: the complete prompt blocks' keys and values are exact and final.
+            self.model.net.forward(
+                &canvas[..p],
+                0,
+                &mut self.cache,
+                p,
+                Mask::BlockCausal(&layout.block_of),
+                p - 1..p,
+            )?;
             self.forwards += 1;
         }
         Ok(())
@@ -126,23 +225,42 @@ impl Denoiser for ModelDenoiser<'_> {
 
     fn logits(&mut self, canvas: &[u32], block: Range<usize>) -> Result<BlockLogits> {
         let t0 = Instant::now();
-        let layout = self.layout.clone().expect("begin() is called before logits()");
+        let layout = self
+            .layout
+            .clone()
+            .expect("begin() is called before logits()");
         let net = &self.model.net;
         match (self.model.family().attention(), self.kv_cache) {
             (Attention::BlockCausal, true) => {
                 let (start, append) = match self.pending.take() {
-                    Some(p) if p.end == block.start && self.cache.len() == p.start => (p.start, p.len()),
+                    Some(p) if p.end == block.start && self.cache.len() == p.start => {
+                        (p.start, p.len())
+                    }
                     _ => (self.cache.len(), 0),
                 };
                 let chunk = &canvas[start..block.end];
                 let rows = self.rows_for(&block, start);
-                let raw = net.forward(chunk, start, &mut self.cache, append, Mask::BlockCausal(&layout.block_of), rows)?;
+                let raw = net.forward(
+                    chunk,
+                    start,
+                    &mut self.cache,
+                    append,
+                    Mask::BlockCausal(&layout.block_of),
+                    rows,
+                )?;
                 self.finish(raw, &block, chunk.len(), t0)
             }
             (Attention::BlockCausal, false) => {
                 let chunk = &canvas[..block.end];
                 let rows = self.rows_for(&block, 0);
-                let raw = net.forward(chunk, 0, &mut KvCache::new(), 0, Mask::BlockCausal(&layout.block_of), rows)?;
+                let raw = net.forward(
+                    chunk,
+                    0,
+                    &mut KvCache::new(),
+                    0,
+                    Mask::BlockCausal(&layout.block_of),
+                    rows,
+                )?;
                 self.finish(raw, &block, chunk.len(), t0)
             }
             (Attention::Bidirectional, false) => {
@@ -153,7 +271,11 @@ impl Denoiser for ModelDenoiser<'_> {
             (Attention::Bidirectional, true) => {
                 // Approximate prefix cache (Fast-dLLM v1): refreshed by a full forward at each block
                 // start, whose logits also serve the block's first step.
-                let keep = if self.shift() { block.start.saturating_sub(1) } else { block.start };
+                let keep = if self.shift() {
+                    block.start.saturating_sub(1)
+                } else {
+                    block.start
+                };
                 if self.prefix_for != Some(block.start) {
                     self.cache.clear();
                     let rows = self.rows_for(&block, 0);

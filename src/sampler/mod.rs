@@ -19,7 +19,9 @@ pub use denoiser::{Denoiser, Layout, ModelDenoiser};
 pub use params::{ParamProblem, SamplerParams, Schedule, UnmaskRule};
 
 use crate::error::{Error, Result};
-use crate::trace::{Commit, Finish, FinishReason, Metrics, Reopen, StepEvent, TaskKind, Trace, TraceHeader};
+use crate::trace::{
+    Commit, Finish, FinishReason, Metrics, Reopen, StepEvent, TaskKind, Trace, TraceHeader,
+};
 
 /// What to decode, in token ids.
 #[derive(Clone, Debug, PartialEq)]
@@ -30,12 +32,18 @@ pub enum Task {
     Infill { prefix: Vec<u32>, suffix: Vec<u32> },
     /// Prompt, then `original` corrupted by `budget` random edits; the sampler re-opens the
     /// tokens the model finds unlikely and denoises them.
-    Repair { prompt: Vec<u32>, original: Vec<u32>, budget: usize },
+    Repair {
+        prompt: Vec<u32>,
+        original: Vec<u32>,
+        budget: usize,
+    },
 }
 
 /// A repair-mode position is re-opened when the model gives its token less than this fraction
-/// of the probability of its preferred token.
-pub const REPAIR_RATIO: f32 = 0.1;
+/// of the probability of its preferred token. Chosen on the first 30 held-out repair snippets
+/// (ratios 0.1 … 5e-5): looser ratios re-open correct tokens the small model is merely unsure of
+/// and make the code worse; 1e-3 re-opens only what it is confident is wrong.
+pub const REPAIR_RATIO: f32 = 1e-3;
 
 /// What the sampler needs to know about the model besides its logits.
 pub struct ModelFacts<'a> {
@@ -48,6 +56,8 @@ pub struct ModelFacts<'a> {
     pub vocab_size: usize,
     pub context: usize,
     pub device: String,
+    /// Blocks at absolute multiples of the block size (block-causal models), see [`Layout::new`].
+    pub aligned_blocks: bool,
     /// Text of one token.
     pub token_text: &'a dyn Fn(u32) -> String,
     /// Text of a token sequence (special tokens dropped).
@@ -55,34 +65,57 @@ pub struct ModelFacts<'a> {
 }
 
 /// Builds the trace header: the initial canvas and everything needed to replay the run.
-pub fn prepare(task: &Task, params: &SamplerParams, prompt_text: &str, m: &ModelFacts) -> Result<TraceHeader> {
+pub fn prepare(
+    task: &Task,
+    params: &SamplerParams,
+    prompt_text: &str,
+    m: &ModelFacts,
+) -> Result<TraceHeader> {
     let (initial, gen_start, gen_end, kind) = match task {
         Task::Complete { prompt } => {
             check(params, prompt.len(), m)?;
+            let n = padded_len(prompt.len(), params, m);
             let mut c = prompt.clone();
-            c.extend(std::iter::repeat_n(m.mask_id, params.gen_length));
-            (c, prompt.len(), prompt.len() + params.gen_length, TaskKind::Complete)
+            c.extend(std::iter::repeat_n(m.mask_id, n));
+            (c, prompt.len(), prompt.len() + n, TaskKind::Complete)
         }
         Task::Infill { prefix, suffix } => {
             check(params, prefix.len() + suffix.len(), m)?;
+            let n = padded_len(prefix.len(), params, m);
             let mut c = prefix.clone();
-            c.extend(std::iter::repeat_n(m.mask_id, params.gen_length));
+            c.extend(std::iter::repeat_n(m.mask_id, n));
             c.extend(suffix);
-            (c, prefix.len(), prefix.len() + params.gen_length, TaskKind::Infill { suffix_len: suffix.len() })
+            (
+                c,
+                prefix.len(),
+                prefix.len() + n,
+                TaskKind::Infill {
+                    suffix_len: suffix.len(),
+                },
+            )
         }
-        Task::Repair { prompt, original, budget } => {
+        Task::Repair {
+            prompt,
+            original,
+            budget,
+        } => {
             if original.is_empty() {
                 return Err(Error::Invalid("repair mode needs code to repair".into()));
             }
             // Special tokens are never inserted: draw replacements from ordinary ids below the mask
             // and stop ids' range where possible.
-            let vocab: Vec<u32> =
-                (0..m.vocab_size as u32).filter(|t| *t != m.mask_id && !m.stop_ids.contains(t)).collect();
+            let vocab: Vec<u32> = (0..m.vocab_size as u32)
+                .filter(|t| *t != m.mask_id && !m.stop_ids.contains(t))
+                .collect();
             let mut rng = ChaCha8Rng::seed_from_u64(params.seed ^ 0x5eed_ed17);
             let corrupted = noise::corrupt(original, *budget, &vocab, &mut rng);
             let mut p = params.clone();
             p.gen_length = corrupted.len();
-            let problems: Vec<_> = p.problems(prompt.len(), Some(m.context)).into_iter().filter(|x| x.field != "block_size").collect();
+            let problems: Vec<_> = p
+                .problems(prompt.len(), Some(m.context))
+                .into_iter()
+                .filter(|x| x.field != "block_size")
+                .collect();
             if let Some(first) = problems.first() {
                 return Err(Error::Invalid(first.to_string()));
             }
@@ -90,7 +123,16 @@ pub fn prepare(task: &Task, params: &SamplerParams, prompt_text: &str, m: &Model
             let mut c = prompt.clone();
             c.extend(&corrupted);
             let end = c.len();
-            (c, prompt.len(), end, TaskKind::Repair { budget: *budget, original: original.clone(), corrupted_distance: d })
+            (
+                c,
+                prompt.len(),
+                end,
+                TaskKind::Repair {
+                    budget: *budget,
+                    original: original.clone(),
+                    corrupted_distance: d,
+                },
+            )
         }
     };
     let initial_text = initial.iter().map(|&t| (m.token_text)(t)).collect();
@@ -111,6 +153,16 @@ pub fn prepare(task: &Task, params: &SamplerParams, prompt_text: &str, m: &Model
         gen_end,
         device: m.device.clone(),
     })
+}
+
+/// Masks to append after `fixed` tokens: `gen_length`, extended for aligned (block-causal) layouts
+/// so the canvas ends on a block boundary, as SDAR's reference sampler pads it.
+fn padded_len(fixed: usize, params: &SamplerParams, m: &ModelFacts) -> usize {
+    if m.aligned_blocks && params.block_size > 0 {
+        (fixed + params.gen_length).div_ceil(params.block_size) * params.block_size - fixed
+    } else {
+        params.gen_length
+    }
 }
 
 fn check(params: &SamplerParams, fixed: usize, m: &ModelFacts) -> Result<()> {
@@ -134,7 +186,12 @@ pub fn decode(
     let ms = |t: Instant| t.elapsed().as_secs_f64() * 1e3;
     let mut rng = ChaCha8Rng::seed_from_u64(params.seed);
     let mut canvas = header.initial.clone();
-    let layout = Layout::new(canvas.len(), header.gen_start..header.gen_end, params.block_size);
+    let layout = Layout::new(
+        canvas.len(),
+        header.gen_start..header.gen_end,
+        params.block_size,
+        m.aligned_blocks,
+    );
     let repair = matches!(header.task, TaskKind::Repair { .. });
     let mut trace = Trace::new(header);
     let mask = m.mask_id;
@@ -171,9 +228,19 @@ pub fn decode(
             let mut cands = Vec::with_capacity(masked.len());
             let mut props = HashMap::with_capacity(masked.len());
             for &pos in &masked {
-                let prop = propose::propose(logits.row(pos - block.start), &params, &mut rng);
+                let prop = propose::propose(
+                    logits.row(pos - block.start),
+                    &params,
+                    mask,
+                    logits.row_stats(pos - block.start),
+                    &mut rng,
+                );
                 let s = propose::score(params.rule, &prop, pos, &mut rng);
-                cands.push(schedule::Candidate { pos, score: s, prob: prop.prob });
+                cands.push(schedule::Candidate {
+                    pos,
+                    score: s,
+                    prob: prop.prob,
+                });
                 props.insert(pos, (prop, s));
             }
             let chosen = schedule::select(params.rule, &cands, planned, params.threshold);
@@ -184,7 +251,8 @@ pub fn decode(
                 .map(|c| (c.pos, c.score));
 
             // Re-open: repair mode's likelihood test at a block's first step, edit noise otherwise.
-            let fixed_ok = |p: usize| p >= layout.gen.start && p < layout.gen.end && canvas[p] != mask;
+            let fixed_ok =
+                |p: usize| p >= layout.gen.start && p < layout.gen.end && canvas[p] != mask;
             let mut reopen_pos: Vec<usize> = Vec::new();
             if repair_pending {
                 for p in block.clone().filter(|&p| fixed_ok(p)) {
@@ -226,11 +294,18 @@ pub fn decode(
                     text: (m.token_text)(prop.token),
                     prob: prop.prob,
                     score: *s,
-                    top: prop.top.iter().map(|&(t, p)| (t, (m.token_text)(t), p)).collect(),
+                    top: prop
+                        .top
+                        .iter()
+                        .map(|&(t, p)| (t, (m.token_text)(t), p))
+                        .collect(),
                     previous: reopened_from.remove(&pos),
                 });
             }
-            let masks_left = canvas[layout.gen.clone()].iter().filter(|&&t| t == mask).count();
+            let masks_left = canvas[layout.gen.clone()]
+                .iter()
+                .filter(|&&t| t == mask)
+                .count();
             let ev = StepEvent {
                 index: trace.events.len(),
                 block: b,
@@ -257,17 +332,37 @@ pub fn decode(
             first_block_ms = ms(t0);
         }
         if params.stop_at_eos {
-            if let Some(&tok) = canvas[block.clone()].iter().find(|t| m.stop_ids.contains(t)) {
-                stop = Some((block.end, FinishReason::Eos { block: b, token: tok }));
+            let generated = block.start.max(layout.gen.start)..block.end;
+            if let Some(&tok) = canvas[generated].iter().find(|t| m.stop_ids.contains(t)) {
+                stop = Some((
+                    block.end,
+                    FinishReason::Eos {
+                        block: b,
+                        token: tok,
+                    },
+                ));
                 break;
             }
         }
     }
     let (end, reason) = stop.unwrap_or((layout.gen.end, FinishReason::Complete));
-    let end = if matches!(reason, FinishReason::Cancelled) { end.max(layout.gen.start) } else { end };
+    let end = if matches!(reason, FinishReason::Cancelled) {
+        end.max(layout.gen.start)
+    } else {
+        end
+    };
     let tokens: Vec<u32> = canvas[layout.gen.start..end].to_vec();
-    let cut = tokens.iter().position(|t| m.stop_ids.contains(t)).unwrap_or(tokens.len());
-    let text = (m.decode)(&tokens[..cut].iter().copied().filter(|&t| t != mask).collect::<Vec<_>>());
+    let cut = tokens
+        .iter()
+        .position(|t| m.stop_ids.contains(t))
+        .unwrap_or(tokens.len());
+    let text = (m.decode)(
+        &tokens[..cut]
+            .iter()
+            .copied()
+            .filter(|&t| t != mask)
+            .collect::<Vec<_>>(),
+    );
     let repaired_distance = match &trace.header.task {
         TaskKind::Repair { original, .. } => Some(noise::levenshtein(original, &tokens)),
         _ => None,
@@ -279,6 +374,12 @@ pub fn decode(
         steps: trace.events.len(),
         first_block_ms,
     };
-    trace.finish = Some(Finish { reason, tokens, text, metrics, repaired_distance });
+    trace.finish = Some(Finish {
+        reason,
+        tokens,
+        text,
+        metrics,
+        repaired_distance,
+    });
     Ok(trace)
 }

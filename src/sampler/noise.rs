@@ -18,7 +18,11 @@ pub fn reopen(edit_noise: f32, committed: &[(usize, f32)], rng: &mut impl Rng) -
     let mean = w.iter().sum::<f32>() / w.len() as f32;
     let mut out = Vec::new();
     for (i, &(pos, _)) in committed.iter().enumerate() {
-        let r = if mean > 0.0 { (edit_noise * w[i] / mean).min(1.0) } else { 0.0 };
+        let r = if mean > 0.0 {
+            (edit_noise * w[i] / mean).min(1.0)
+        } else {
+            0.0
+        };
         let u: f32 = rng.random();
         if u < r {
             out.push(pos);
@@ -70,5 +74,6 @@ pub fn corrupt(tokens: &[u32], budget: usize, vocab: &[u32], rng: &mut impl Rng)
 
 /// Token-level Levenshtein distance.
 pub fn levenshtein(a: &[u32], b: &[u32]) -> usize {
+    let (a, b) = (a.to_vec(), b.to_vec());
     strsim::generic_levenshtein(&a, &b)
 }

@@ -105,9 +105,11 @@ pub struct SamplerParams {
     pub stop_at_eos: bool,
     /// Probability of re-opening a committed token at a non-final step (see `noise.rs`).
     pub edit_noise: f32,
-    /// Reuse keys/values of finished blocks (exact for block-causal models; an approximate prefix
-    /// cache refreshed per block for bidirectional ones).
+    /// Reuse the exact keys/values of finished blocks (block-causal models).
     pub kv_cache: bool,
+    /// Bidirectional models only: Fast-dLLM's approximate prefix cache, refreshed at each block.
+    /// Off by default; the exact path recomputes the whole canvas every step.
+    pub approx_cache: bool,
 }
 
 impl Default for SamplerParams {
@@ -126,6 +128,7 @@ impl Default for SamplerParams {
             stop_at_eos: true,
             edit_noise: 0.0,
             kv_cache: true,
+            approx_cache: false,
         }
     }
 }
@@ -144,6 +147,54 @@ impl std::fmt::Display for ParamProblem {
 }
 
 impl SamplerParams {
+    /// The family's reference defaults (dllm-inference.md §2.7, §3.5, §4.4), greedy, for
+    /// `gen_length` tokens; `trained_block` is the checkpoint's `block_size` when it has one.
+    pub fn for_family(
+        family: crate::model::Family,
+        trained_block: Option<usize>,
+        gen_length: usize,
+    ) -> Self {
+        use crate::model::Family;
+        let base = SamplerParams {
+            gen_length,
+            ..Default::default()
+        };
+        match family {
+            // LLaDA: semi-autoregressive blocks of 32, one token per step (best quality).
+            Family::Llada => {
+                let b = if gen_length.is_multiple_of(32) {
+                    32
+                } else {
+                    gen_length
+                };
+                SamplerParams {
+                    block_size: b,
+                    steps: b,
+                    ..base
+                }
+            }
+            // Dream: one block over the whole length, entropy ordering, Dream's schedule,
+            // steps = tokens (the README's recommendation), top-p 0.95.
+            Family::Dream => SamplerParams {
+                block_size: gen_length,
+                steps: gen_length,
+                rule: UnmaskRule::Entropy,
+                schedule: Schedule::Timestep,
+                top_p: 0.95,
+                ..base
+            },
+            // SDAR: the trained block size (4 for the published chats), as many steps.
+            Family::Sdar => {
+                let b = trained_block.unwrap_or(4);
+                SamplerParams {
+                    block_size: b,
+                    steps: b,
+                    ..base
+                }
+            }
+        }
+    }
+
     /// Checks the combination; `fixed_len` is the number of prompt (and suffix) tokens and
     /// `context` the model's context length, when known.
     pub fn problems(&self, fixed_len: usize, context: Option<usize>) -> Vec<ParamProblem> {
@@ -154,7 +205,7 @@ impl SamplerParams {
         }
         if self.block_size == 0 {
             p("block_size", "must be at least 1".into());
-        } else if self.gen_length % self.block_size != 0 {
+        } else if !self.gen_length.is_multiple_of(self.block_size) {
             p(
                 "block_size",
                 format!(
@@ -168,8 +219,17 @@ impl SamplerParams {
         }
         if self.steps == 0 {
             p("steps", "must be at least 1".into());
-        } else if self.block_size > 0 && self.steps > self.block_size && self.rule != UnmaskRule::Threshold {
-            p("steps", format!("{} steps for a block of {} tokens: at most {} can commit anything", self.steps, self.block_size, self.block_size));
+        } else if self.block_size > 0
+            && self.steps > self.block_size
+            && self.rule != UnmaskRule::Threshold
+        {
+            p(
+                "steps",
+                format!(
+                    "{} steps for a block of {} tokens: at most {} can commit anything",
+                    self.steps, self.block_size, self.block_size
+                ),
+            );
         }
         if !(0.0..=1.0).contains(&self.threshold) {
             p("threshold", "must be within [0, 1]".into());
@@ -198,5 +258,8 @@ impl SamplerParams {
 }
 
 fn largest_divisor_at_most(n: usize, k: usize) -> usize {
-    (1..=k.min(n)).rev().find(|d| n % d == 0).unwrap_or(1)
+    (1..=k.min(n))
+        .rev()
+        .find(|d| n.is_multiple_of(*d))
+        .unwrap_or(1)
 }

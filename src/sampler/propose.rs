@@ -25,9 +25,22 @@ pub struct Proposal {
 /// Softmax of `logits / t` with top-k / top-p filtering; returns probabilities (zeros where
 /// filtered) in f32, computed in f64 for stability.
 pub fn filtered_probs(logits: &[f32], temperature: f32, top_k: usize, top_p: f32) -> Vec<f32> {
-    let t = if temperature > 0.0 { temperature as f64 } else { 1.0 };
+    let t = if temperature > 0.0 {
+        temperature as f64
+    } else {
+        1.0
+    };
     let max = logits.iter().cloned().fold(f32::NEG_INFINITY, f32::max) as f64;
-    let mut p: Vec<f64> = logits.iter().map(|&l| ((l as f64 - max) / t).exp()).collect();
+    let mut p: Vec<f64> = logits
+        .iter()
+        .map(|&l| {
+            if l == f32::NEG_INFINITY {
+                0.0
+            } else {
+                ((l as f64 - max) / t).exp()
+            }
+        })
+        .collect();
     let sum: f64 = p.iter().sum();
     p.iter_mut().for_each(|x| *x /= sum);
     let filter_k = top_k > 0 && top_k < p.len();
@@ -82,15 +95,36 @@ pub fn top_n(xs: &[f32], n: usize) -> Vec<(u32, f32)> {
     top
 }
 
-/// Proposes a token for one position. Draws from `rng` only when temperature > 0.
-pub fn propose(logits: &[f32], params: &SamplerParams, rng: &mut impl Rng) -> Proposal {
+/// Proposes a token for one position. Draws from `rng` only when temperature > 0. The mask id
+/// is never proposed (a trained model gives it ~0 probability; random test weights might not),
+/// but it stays in the distribution the scores are computed from, as in the references.
+pub fn propose(
+    logits: &[f32],
+    params: &SamplerParams,
+    mask: u32,
+    stats: Option<super::denoiser::RowStats>,
+    rng: &mut impl Rng,
+) -> Proposal {
+    if let Some(st) = stats {
+        if params.temperature <= 0.0 && params.top_k == 0 && params.top_p >= 1.0 {
+            return greedy_from_stats(logits, mask, st);
+        }
+    }
     let probs = filtered_probs(logits, params.temperature, params.top_k, params.top_p);
+    let mask = mask as usize;
+    let allowed = |i: usize| i != mask;
     let token = if params.temperature > 0.0 {
-        let u: f64 = rng.random();
+        let total: f64 = probs
+            .iter()
+            .enumerate()
+            .filter(|&(i, _)| allowed(i))
+            .map(|(_, &p)| p as f64)
+            .sum();
+        let u: f64 = rng.random::<f64>() * total;
         let mut acc = 0.0f64;
         let mut chosen = None;
         for (i, &p) in probs.iter().enumerate() {
-            if p <= 0.0 {
+            if p <= 0.0 || !allowed(i) {
                 continue;
             }
             acc += p as f64;
@@ -99,15 +133,58 @@ pub fn propose(logits: &[f32], params: &SamplerParams, rng: &mut impl Rng) -> Pr
                 break;
             }
         }
-        chosen.unwrap_or_else(|| argmax(&probs).0)
+        chosen.unwrap_or_else(|| argmax_except(logits, mask).0)
     } else {
-        argmax(logits).0
+        argmax_except(logits, mask).0
     };
     let top = top_n(&probs, 5);
     let p1 = top.first().map(|t| t.1).unwrap_or(0.0);
     let p2 = top.get(1).map(|t| t.1).unwrap_or(0.0);
-    let neg_entropy: f32 = probs.iter().filter(|&&p| p > 0.0).map(|&p| p * (p + 1e-10).ln()).sum();
-    Proposal { token: token as u32, prob: probs[token], margin: p1 - p2, neg_entropy, top }
+    let neg_entropy: f32 = probs
+        .iter()
+        .filter(|&&p| p > 0.0)
+        .map(|&p| p * (p + 1e-10).ln())
+        .sum();
+    Proposal {
+        token: token as u32,
+        prob: probs[token],
+        margin: p1 - p2,
+        neg_entropy,
+        top,
+    }
+}
+
+/// The greedy proposal with the softmax's normaliser and entropy precomputed: only comparisons
+/// over the vocabulary, and a handful of exponentials. Same values as the full path.
+fn greedy_from_stats(logits: &[f32], mask: u32, st: super::denoiser::RowStats) -> Proposal {
+    let token = argmax_except(logits, mask as usize).0;
+    let p = |l: f32| ((l as f64) - (st.lse as f64)).exp() as f32;
+    let top: Vec<(u32, f32)> = top_n(logits, 5)
+        .into_iter()
+        .map(|(t, l)| (t, p(l)))
+        .collect();
+    let p1 = top.first().map(|t| t.1).unwrap_or(0.0);
+    let p2 = top.get(1).map(|t| t.1).unwrap_or(0.0);
+    Proposal {
+        token: token as u32,
+        prob: p(logits[token]),
+        margin: p1 - p2,
+        neg_entropy: st.neg_entropy,
+        top,
+    }
+}
+
+fn argmax_except(xs: &[f32], skip: usize) -> (usize, f32) {
+    let mut best = (
+        if skip == 0 && xs.len() > 1 { 1 } else { 0 },
+        f32::NEG_INFINITY,
+    );
+    for (i, &x) in xs.iter().enumerate() {
+        if i != skip && x > best.1 {
+            best = (i, x);
+        }
+    }
+    best
 }
 
 /// The score a rule ranks a proposal at `pos` on (higher commits first).

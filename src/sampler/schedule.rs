@@ -40,13 +40,21 @@ pub fn select(rule: UnmaskRule, candidates: &[Candidate], k: usize, threshold: f
     order.sort_by(|a, b| b.score.total_cmp(&a.score).then(a.pos.cmp(&b.pos)));
     let chosen: Vec<usize> = match rule {
         UnmaskRule::Threshold => {
-            let mut v: Vec<usize> = order.iter().filter(|c| c.prob > threshold).map(|c| c.pos).collect();
+            let mut v: Vec<usize> = order
+                .iter()
+                .filter(|c| c.prob > threshold)
+                .map(|c| c.pos)
+                .collect();
             if v.is_empty() {
                 v.extend(order.first().map(|c| c.pos));
             }
             v
         }
-        _ => order.iter().take(k.min(candidates.len())).map(|c| c.pos).collect(),
+        _ => order
+            .iter()
+            .take(k.min(candidates.len()))
+            .map(|c| c.pos)
+            .collect(),
     };
     let mut chosen = chosen;
     chosen.sort_unstable();

@@ -1,0 +1,535 @@
+//! `unmask eval`: quality and speed of a model on the held-out split.
+//!
+//! * masked-token accuracy and NLL at mask ratios 0.15 / 0.5 / 0.9, each block masked with clean
+//!   earlier blocks as context (the block-diffusion training condition);
+//! * syntactic validity of completions of held-out prompts, judged by CPython's own parser
+//!   (`python3`, `ast.parse`) on prompt + completion cut at its last complete line, for
+//!   autoregressive decoding and several diffusion settings, with tokens/s for each;
+//! * repair: held-out snippets corrupted by random edits, then repaired; token Levenshtein distance
+//!   to the original before and after, for this model and optionally a second one (stage 1).
+
+use std::io::{BufRead, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+
+use anyhow::Context;
+use candle_core::{DType, Device};
+use clap::Args;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde::Serialize;
+
+use crate::model::{self, DiffusionModel, KvCache, Mask};
+use crate::sampler::{SamplerParams, UnmaskRule};
+use crate::session::{self, TextTask};
+
+#[derive(Args, Debug)]
+pub struct EvalArgs {
+    #[arg(long, default_value = "embedded")]
+    pub model: String,
+    /// A second model for the repair comparison (e.g. the stage-1 checkpoint).
+    #[arg(long)]
+    pub compare: Option<String>,
+    /// Held-out split: JSON Lines with a `text` field per file.
+    #[arg(long, default_value = "data/corpus/heldout.jsonl")]
+    pub heldout: PathBuf,
+    /// Held-out prompts: JSON Lines with a `prefix` field.
+    #[arg(long, default_value = "assets/eval_prompts.jsonl")]
+    pub prompts: PathBuf,
+    /// Prompts to complete per setting.
+    #[arg(long, default_value_t = 100)]
+    pub n_prompts: usize,
+    /// Tokens generated per completion.
+    #[arg(long, default_value_t = 64)]
+    pub gen_length: usize,
+    /// Held-out sequences for the masked-token metrics.
+    #[arg(long, default_value_t = 64)]
+    pub n_sequences: usize,
+    /// Snippets to repair.
+    #[arg(long, default_value_t = 50)]
+    pub n_repair: usize,
+    /// Random edits per repair snippet.
+    #[arg(long, default_value_t = 4)]
+    pub repair_budget: usize,
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    /// Write the full results as JSON here.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    /// Skip sections: any of masked, validity, repair.
+    #[arg(long, value_delimiter = ',')]
+    pub skip: Vec<String>,
+}
+
+#[derive(Serialize, Debug)]
+pub struct MaskedResult {
+    pub ratio: f32,
+    pub accuracy: f64,
+    pub nll: f64,
+    pub tokens: usize,
+}
+
+#[derive(Serialize, Debug)]
+pub struct SettingResult {
+    pub name: String,
+    pub block_size: usize,
+    pub steps: usize,
+    pub rule: String,
+    pub valid: usize,
+    pub total: usize,
+    pub validity: f64,
+    pub tokens: usize,
+    pub seconds: f64,
+    pub tokens_per_second: f64,
+    pub forwards: usize,
+    pub tokens_per_forward: f64,
+}
+
+#[derive(Serialize, Debug)]
+pub struct RepairResult {
+    pub model: String,
+    pub snippets: usize,
+    pub budget: usize,
+    pub distance_before: f64,
+    pub distance_after: f64,
+    pub fully_repaired: usize,
+}
+
+#[derive(Serialize, Debug, Default)]
+pub struct EvalReport {
+    pub model: String,
+    pub masked: Vec<MaskedResult>,
+    pub settings: Vec<SettingResult>,
+    pub repair: Vec<RepairResult>,
+}
+
+/// The decoding settings compared: autoregressive first.
+pub fn settings(gen_length: usize) -> Vec<(String, SamplerParams)> {
+    let base = SamplerParams {
+        gen_length,
+        stop_at_eos: true,
+        temperature: 0.0,
+        ..Default::default()
+    };
+    let mut v = vec![(
+        "AR (block 1, 1 step)".to_string(),
+        SamplerParams {
+            block_size: 1,
+            steps: 1,
+            ..base.clone()
+        },
+    )];
+    for steps in [8, 4, 2] {
+        v.push((
+            format!("block 8, {steps} steps"),
+            SamplerParams {
+                block_size: 8,
+                steps,
+                ..base.clone()
+            },
+        ));
+    }
+    v.push((
+        "block 32, threshold 0.9".to_string(),
+        SamplerParams {
+            block_size: 32,
+            steps: 32,
+            rule: UnmaskRule::Threshold,
+            threshold: 0.9,
+            ..base.clone()
+        },
+    ));
+    v.push((
+        "block 32, threshold 0.7".to_string(),
+        SamplerParams {
+            block_size: 32,
+            steps: 32,
+            rule: UnmaskRule::Threshold,
+            threshold: 0.7,
+            ..base
+        },
+    ));
+    v
+}
+
+fn read_jsonl(path: &Path, field: &str) -> anyhow::Result<Vec<String>> {
+    let f = std::fs::File::open(path).with_context(|| {
+        format!(
+            "{}: cannot open (run the corpus scripts first)",
+            path.display()
+        )
+    })?;
+    let mut out = Vec::new();
+    for (i, line) in std::io::BufReader::new(f).lines().enumerate() {
+        let line = line.with_context(|| format!("{}: line {}", path.display(), i + 1))?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let v: serde_json::Value = serde_json::from_str(&line)
+            .with_context(|| format!("{}: line {} is not JSON", path.display(), i + 1))?;
+        let s = v
+            .get(field)
+            .and_then(|x| x.as_str())
+            .with_context(|| format!("{}: line {} has no `{field}`", path.display(), i + 1))?;
+        out.push(s.to_string());
+    }
+    Ok(out)
+}
+
+pub fn run(args: &EvalArgs) -> anyhow::Result<()> {
+    let device = model::device::open(&args.device)?;
+    let m = DiffusionModel::load(&model::resolve_model_arg(&args.model), DType::F32, &device)?;
+    let mut report = EvalReport {
+        model: args.model.clone(),
+        ..Default::default()
+    };
+    let skip = |s: &str| args.skip.iter().any(|x| x == s);
+    if !skip("masked") {
+        let texts = read_jsonl(&args.heldout, "text")?;
+        for ratio in [0.15f32, 0.5, 0.9] {
+            let r = masked_metrics(&m, &texts, ratio, args.n_sequences, &device)?;
+            eprintln!(
+                "masked ratio {ratio}: accuracy {:.3}, NLL {:.3} over {} tokens",
+                r.accuracy, r.nll, r.tokens
+            );
+            report.masked.push(r);
+        }
+    }
+    if !skip("validity") {
+        let prompts: Vec<String> = read_jsonl(&args.prompts, "prefix")?
+            .into_iter()
+            .take(args.n_prompts)
+            .collect();
+        for (name, params) in settings(args.gen_length) {
+            let r = validity(&m, &prompts, &name, &params, &args.device)?;
+            eprintln!(
+                "{name}: valid {}/{} ({:.0}%), {:.1} tokens/s, {:.2} tokens/forward",
+                r.valid,
+                r.total,
+                r.validity * 100.0,
+                r.tokens_per_second,
+                r.tokens_per_forward
+            );
+            report.settings.push(r);
+        }
+    }
+    if !skip("repair") {
+        let texts = read_jsonl(&args.heldout, "text")?;
+        let snippets = repair_snippets(&texts, args.n_repair);
+        let mut models = vec![(args.model.clone(), m)];
+        if let Some(other) = &args.compare {
+            models.push((
+                other.clone(),
+                DiffusionModel::load(&model::resolve_model_arg(other), DType::F32, &device)?,
+            ));
+        }
+        for (name, mm) in &models {
+            let r = repair(mm, name, &snippets, args.repair_budget, &args.device)?;
+            eprintln!(
+                "repair {name}: distance {:.2} → {:.2}, fully repaired {}/{}",
+                r.distance_before, r.distance_after, r.fully_repaired, r.snippets
+            );
+            report.repair.push(r);
+        }
+    }
+    println!("{}", markdown(&report));
+    if let Some(p) = &args.json {
+        std::fs::write(p, serde_json::to_string_pretty(&report)?)
+            .with_context(|| p.display().to_string())?;
+    }
+    Ok(())
+}
+
+/// Accuracy and NLL of masked positions: each block masked at `ratio` (at least one position)
+/// with clean earlier blocks as context; sequences of 256 tokens from the held-out files.
+pub fn masked_metrics(
+    m: &DiffusionModel,
+    texts: &[String],
+    ratio: f32,
+    n: usize,
+    _dev: &Device,
+) -> anyhow::Result<MaskedResult> {
+    let b = m.info.config.block_size.unwrap_or(8);
+    let len = 256.min(m.info.config.max_position_embeddings);
+    let mask = m.mask_id();
+    let mut rng = ChaCha8Rng::seed_from_u64(1234 + (ratio * 100.0) as u64);
+    let (mut correct, mut total, mut nll) = (0usize, 0usize, 0f64);
+    let mut seqs = 0;
+    for t in texts {
+        if seqs >= n {
+            break;
+        }
+        let ids = m.encode(t)?;
+        if ids.len() < len {
+            continue;
+        }
+        let ids = &ids[..len];
+        seqs += 1;
+        let blocks: Vec<usize> = (0..len).map(|i| i / b).collect();
+        let bidir = m.family().attention() == model::Attention::Bidirectional;
+        let mut cache = KvCache::new();
+        for s in (0..len).step_by(b) {
+            let e = (s + b).min(len);
+            let mut noisy = ids[s..e].to_vec();
+            let mut masked: Vec<usize> = (0..noisy.len())
+                .filter(|_| rng.random::<f32>() < ratio)
+                .collect();
+            if masked.is_empty() {
+                masked.push(rng.random_range(0..noisy.len()));
+            }
+            for &i in &masked {
+                noisy[i] = mask;
+            }
+            let logits = if bidir {
+                // Bidirectional models: the whole clean prefix plus the noisy block, no cache.
+                let mut all = ids[..s].to_vec();
+                all.extend(&noisy);
+                let full = m.forward_all(&all, b)?;
+                full.narrow(0, s, e - s)?
+            } else {
+                m.net.forward(
+                    &noisy,
+                    s,
+                    &mut cache,
+                    0,
+                    Mask::BlockCausal(&blocks),
+                    0..e - s,
+                )?
+            };
+            let rows = logits.to_vec2::<f32>()?;
+            for &i in &masked {
+                let row = &rows[i];
+                let target = ids[s + i] as usize;
+                let (arg, _) = crate::sampler::propose::argmax(row);
+                correct += (arg == target) as usize;
+                let p = crate::sampler::propose::prob_of(row, target as u32).max(1e-30);
+                nll -= (p as f64).ln();
+                total += 1;
+            }
+            if !bidir {
+                m.net.forward(
+                    &ids[s..e],
+                    s,
+                    &mut cache,
+                    e - s,
+                    Mask::BlockCausal(&blocks),
+                    0..1,
+                )?;
+            }
+        }
+    }
+    if total == 0 {
+        anyhow::bail!("no held-out sequence of {len} tokens found");
+    }
+    Ok(MaskedResult {
+        ratio,
+        accuracy: correct as f64 / total as f64,
+        nll: nll / total as f64,
+        tokens: total,
+    })
+}
+
+/// Completes every prompt with `params` and judges the results with Python's parser.
+pub fn validity(
+    m: &DiffusionModel,
+    prompts: &[String],
+    name: &str,
+    params: &SamplerParams,
+    device: &str,
+) -> anyhow::Result<SettingResult> {
+    let cancel = AtomicBool::new(false);
+    let mut cases = Vec::new();
+    let (mut tokens, mut ms, mut forwards) = (0usize, 0f64, 0usize);
+    for p in prompts {
+        let trace = session::generate(
+            m,
+            &TextTask::Complete { prompt: p.clone() },
+            false,
+            params,
+            device,
+            &cancel,
+            &mut |_| {},
+        )?;
+        let fin = trace.finish.context("run without finish")?;
+        tokens += fin.tokens.len();
+        ms += fin.metrics.total_ms;
+        forwards += fin.metrics.forwards;
+        let stopped = matches!(fin.reason, crate::trace::FinishReason::Eos { .. });
+        cases.push(serde_json::json!({"prompt": p, "completion": fin.text, "stopped": stopped}));
+    }
+    let verdicts = judge(&cases)?;
+    let valid = verdicts.iter().filter(|&&v| v).count();
+    Ok(SettingResult {
+        name: name.to_string(),
+        block_size: params.block_size,
+        steps: params.steps,
+        rule: params.rule.name().to_string(),
+        valid,
+        total: prompts.len(),
+        validity: valid as f64 / prompts.len().max(1) as f64,
+        tokens,
+        seconds: ms / 1e3,
+        tokens_per_second: tokens as f64 * 1e3 / ms.max(1e-9),
+        forwards,
+        tokens_per_forward: tokens as f64 / forwards.max(1) as f64,
+    })
+}
+
+/// The validity rule, run by CPython: the completion is cut after its last newline (unless the
+/// model ended it with end-of-text); valid when prompt + cut completion parses, or parses once
+/// its last line is dropped (a compound statement whose body the length limit cut off) — and at
+/// least one complete generated line remains.
+const JUDGE: &str = r#"
+import ast, json, sys
+def parses(s):
+    try:
+        ast.parse(s); return True
+    except Exception:
+        return False
+out = []
+for c in json.load(sys.stdin):
+    comp = c["completion"]
+    if not c["stopped"]:
+        comp = comp[: comp.rfind("\n") + 1] if "\n" in comp else ""
+    lines = comp.splitlines(keepends=True)
+    ok = False
+    if any(l.strip() for l in lines):
+        if parses(c["prompt"] + comp):
+            ok = True
+        elif len(lines) > 1 and any(l.strip() for l in lines[:-1]) and parses(c["prompt"] + "".join(lines[:-1])):
+            ok = True
+    out.append(ok)
+json.dump(out, sys.stdout)
+"#;
+
+fn judge(cases: &[serde_json::Value]) -> anyhow::Result<Vec<bool>> {
+    let mut child = std::process::Command::new("python3")
+        .arg("-c")
+        .arg(JUDGE)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .context("running python3 (the validity judge needs CPython)")?;
+    child
+        .stdin
+        .take()
+        .context("python3 stdin")?
+        .write_all(serde_json::to_string(cases)?.as_bytes())?;
+    let out = child.wait_with_output()?;
+    if !out.status.success() {
+        anyhow::bail!("the python3 judge failed");
+    }
+    Ok(serde_json::from_slice(&out.stdout)?)
+}
+
+/// Snippets of 6–12 whole lines from held-out files.
+fn repair_snippets(texts: &[String], n: usize) -> Vec<String> {
+    let mut rng = ChaCha8Rng::seed_from_u64(99);
+    let mut out = Vec::new();
+    for t in texts {
+        if out.len() >= n {
+            break;
+        }
+        let lines: Vec<&str> = t.lines().filter(|l| !l.trim().is_empty()).collect();
+        if lines.len() < 14 {
+            continue;
+        }
+        let k = rng.random_range(6..=12);
+        let s = rng.random_range(0..lines.len() - k);
+        out.push(lines[s..s + k].join("\n") + "\n");
+    }
+    out
+}
+
+/// Repair mode on each snippet; mean token Levenshtein distance before and after.
+pub fn repair(
+    m: &DiffusionModel,
+    name: &str,
+    snippets: &[String],
+    budget: usize,
+    device: &str,
+) -> anyhow::Result<RepairResult> {
+    let cancel = AtomicBool::new(false);
+    let params = SamplerParams {
+        block_size: 8,
+        steps: 4,
+        stop_at_eos: false,
+        ..Default::default()
+    };
+    let (mut before, mut after, mut full) = (0usize, 0usize, 0usize);
+    for (i, s) in snippets.iter().enumerate() {
+        let p = SamplerParams {
+            seed: i as u64,
+            ..params.clone()
+        };
+        let task = TextTask::Repair {
+            prompt: String::new(),
+            code: s.clone(),
+            budget,
+        };
+        let trace = session::generate(m, &task, false, &p, device, &cancel, &mut |_| {})?;
+        if let crate::trace::TaskKind::Repair {
+            corrupted_distance, ..
+        } = trace.header.task
+        {
+            before += corrupted_distance;
+        }
+        let d = trace.finish.and_then(|f| f.repaired_distance).unwrap_or(0);
+        after += d;
+        full += (d == 0) as usize;
+    }
+    let n = snippets.len().max(1) as f64;
+    Ok(RepairResult {
+        model: name.to_string(),
+        snippets: snippets.len(),
+        budget,
+        distance_before: before as f64 / n,
+        distance_after: after as f64 / n,
+        fully_repaired: full,
+    })
+}
+
+pub fn markdown(r: &EvalReport) -> String {
+    let mut s = String::new();
+    if !r.masked.is_empty() {
+        s += "| mask ratio | accuracy | NLL | tokens |\n|---|---|---|---|\n";
+        for x in &r.masked {
+            s += &format!(
+                "| {} | {:.3} | {:.3} | {} |\n",
+                x.ratio, x.accuracy, x.nll, x.tokens
+            );
+        }
+        s += "\n";
+    }
+    if !r.settings.is_empty() {
+        s += "| setting | valid | tokens/s | tokens/forward | forwards |\n|---|---|---|---|---|\n";
+        for x in &r.settings {
+            s += &format!(
+                "| {} | {}/{} ({:.0}%) | {:.1} | {:.2} | {} |\n",
+                x.name,
+                x.valid,
+                x.total,
+                x.validity * 100.0,
+                x.tokens_per_second,
+                x.tokens_per_forward,
+                x.forwards
+            );
+        }
+        s += "\n";
+    }
+    if !r.repair.is_empty() {
+        s += "| model | snippets | edits | distance before | distance after | fully repaired |\n|---|---|---|---|---|---|\n";
+        for x in &r.repair {
+            s += &format!(
+                "| {} | {} | {} | {:.2} | {:.2} | {} |\n",
+                x.model,
+                x.snippets,
+                x.budget,
+                x.distance_before,
+                x.distance_after,
+                x.fully_repaired
+            );
+        }
+    }
+    s
+}

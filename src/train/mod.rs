@@ -1,0 +1,522 @@
+//! Training the block-causal SDAR layout in candle, with the two-stage objective of
+//! scripts/train_embedded.py:
+//!
+//! * stage 1, mask-based block diffusion in the 2L formulation: the input is `[x_t ; x]` at
+//!   positions `[0..L, 0..L]`; a noisy block attends to itself and to the clean blocks before
+//!   it, a clean block to the clean blocks up to itself. Each block is masked at its own ratio
+//!   `t ~ U(eps, 1)`; the loss is the plain mean cross-entropy over masked positions.
+//! * stage 2, edit-based: each block is, with probability `edit_prob`, corrupted by
+//!   `sampler::noise::corrupt` at a Levenshtein budget `~ U(0, edit_rate_max)·B`, re-cut to `B`
+//!   and partly masked; the loss covers every position of such blocks. Other blocks stay
+//!   mask-based.
+//!
+//! Checkpoints are ordinary model folders (`model.safetensors`, `config.json`, tokenizer) plus
+//! `train_state.json` and `optimizer.safetensors`, so a run resumes exactly where it stopped.
+
+pub mod batch;
+pub mod net;
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::Context;
+use candle_core::{DType, Device, Tensor, Var};
+use candle_nn::VarMap;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+
+pub use net::NetConfig;
+
+pub const EOS_ID: u32 = 0;
+pub const MASK_ID: u32 = 1;
+pub const PAD_ID: u32 = 2;
+/// Ids below this are special (`<|endoftext|>`, `<|mask|>`, `<|pad|>`).
+pub const FIRST_NORMAL: u32 = 3;
+
+/// Everything a run needs. Defaults follow scripts/train_embedded.py.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct TrainOptions {
+    pub net: NetConfig,
+    /// `.u16` files, folders with `train.u16`, or text files / folders of text.
+    pub data: Vec<PathBuf>,
+    pub tokenizer: PathBuf,
+    pub out: PathBuf,
+    /// A checkpoint folder written by an earlier run.
+    pub resume: Option<PathBuf>,
+    /// Mask-based steps, then edit-based steps.
+    pub stage1_steps: usize,
+    pub stage2_steps: usize,
+    pub seed: u64,
+    pub seq_len: usize,
+    /// Clean tokens per step (the batch is `batch_tokens / seq_len` rows).
+    pub batch_tokens: usize,
+    pub blocks: Vec<usize>,
+    pub block_weights: Vec<f64>,
+    pub lr1: f64,
+    pub lr2: f64,
+    pub warmup1: usize,
+    pub warmup2: usize,
+    pub min_lr_frac: f64,
+    pub weight_decay: f64,
+    /// Global gradient-norm clip (0 = off).
+    pub clip: f64,
+    pub edit_prob: f64,
+    pub edit_rate_max: f64,
+    pub edit_mask_max: f64,
+    /// Checkpoint every this many steps (and always at the end).
+    pub save_every: usize,
+    /// Stop (and checkpoint) after this many steps in all, keeping the full schedule: a long
+    /// run can be done in pieces with `resume`.
+    pub stop_at: Option<usize>,
+    /// No per-step line on stdout (the JSONL log is still written).
+    pub quiet: bool,
+}
+
+impl Default for TrainOptions {
+    fn default() -> Self {
+        TrainOptions {
+            net: NetConfig::real(),
+            data: vec![PathBuf::from(".device/tokens")],
+            tokenizer: PathBuf::from("assets/tokenizer.json"),
+            out: PathBuf::from("data/runs/candle"),
+            resume: None,
+            stage1_steps: 1000,
+            stage2_steps: 0,
+            seed: 0,
+            seq_len: 512,
+            batch_tokens: 8192,
+            blocks: vec![1, 2, 4, 8, 16, 32],
+            block_weights: vec![1.0, 1.0, 2.0, 2.0, 1.0, 1.0],
+            lr1: 2e-3,
+            lr2: 6e-4,
+            warmup1: 200,
+            warmup2: 50,
+            min_lr_frac: 0.1,
+            weight_decay: 0.1,
+            clip: 1.0,
+            edit_prob: 0.25,
+            edit_rate_max: 0.3,
+            edit_mask_max: 0.5,
+            save_every: 200,
+            stop_at: None,
+            quiet: false,
+        }
+    }
+}
+
+/// One logged step.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct StepLog {
+    pub step: usize,
+    pub stage: u8,
+    pub loss: f32,
+    pub mask_loss: Option<f32>,
+    pub edit_loss: Option<f32>,
+    pub lr: f64,
+    pub grad_norm: f32,
+    pub block: usize,
+    pub seq_len: usize,
+    pub tokens: u64,
+    pub tok_per_s: f64,
+}
+
+/// What `train_state.json` holds.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct TrainState {
+    /// Steps done (the next step has this index).
+    pub step: usize,
+    pub tokens: u64,
+    pub seed: u64,
+    pub net: NetConfig,
+    /// Optimizer steps taken (Adam's bias correction).
+    pub adam_t: usize,
+}
+
+/// AdamW with the PyTorch script's settings: betas (0.9, 0.95), decay only on matrices. Written
+/// here rather than `candle_nn::AdamW` because that one keeps its moments private, so they could
+/// be neither checkpointed (exact resume) nor given per-parameter decay.
+struct AdamW {
+    vars: Vec<(String, Var)>,
+    m: HashMap<String, Tensor>,
+    v: HashMap<String, Tensor>,
+    t: usize,
+    wd: f64,
+}
+
+impl AdamW {
+    const B1: f64 = 0.9;
+    const B2: f64 = 0.95;
+    const EPS: f64 = 1e-8;
+
+    fn new(vm: &VarMap, wd: f64) -> anyhow::Result<Self> {
+        let data = vm
+            .data()
+            .lock()
+            .map_err(|_| anyhow::anyhow!("parameter map lock poisoned"))?;
+        let mut vars: Vec<(String, Var)> =
+            data.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        // A fixed order keeps the gradient-norm sum (and so a resumed run) reproducible.
+        vars.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut m = HashMap::new();
+        let mut v = HashMap::new();
+        for (name, var) in &vars {
+            m.insert(name.clone(), var.zeros_like()?);
+            v.insert(name.clone(), var.zeros_like()?);
+        }
+        Ok(AdamW {
+            vars,
+            m,
+            v,
+            t: 0,
+            wd,
+        })
+    }
+
+    /// One update with learning rate `lr`, gradients scaled by `gscale` (clipping).
+    fn step(
+        &mut self,
+        grads: &candle_core::backprop::GradStore,
+        lr: f64,
+        gscale: f64,
+    ) -> candle_core::Result<()> {
+        self.t += 1;
+        let bc1 = 1.0 - Self::B1.powi(self.t as i32);
+        let bc2 = 1.0 - Self::B2.powi(self.t as i32);
+        for (name, var) in &self.vars {
+            let Some(g) = grads.get(var) else { continue };
+            let g = (g * gscale)?;
+            let m = ((&self.m[name] * Self::B1)? + (&g * (1.0 - Self::B1))?)?;
+            let v = ((&self.v[name] * Self::B2)? + (g.sqr()? * (1.0 - Self::B2))?)?;
+            let upd = ((&m / bc1)? / ((&v / bc2)?.sqrt()? + Self::EPS)?)?;
+            let decay = if var.rank() >= 2 { self.wd } else { 0.0 };
+            let theta = ((var.as_tensor() * (1.0 - lr * decay))? - (upd * lr)?)?;
+            var.set(&theta)?;
+            self.m.insert(name.clone(), m);
+            self.v.insert(name.clone(), v);
+        }
+        Ok(())
+    }
+
+    fn save(&self, file: &Path) -> candle_core::Result<()> {
+        let mut all = HashMap::new();
+        for (k, t) in &self.m {
+            all.insert(format!("m.{k}"), t.clone());
+        }
+        for (k, t) in &self.v {
+            all.insert(format!("v.{k}"), t.clone());
+        }
+        candle_core::safetensors::save(&all, file)
+    }
+
+    fn load(&mut self, file: &Path, device: &Device) -> anyhow::Result<()> {
+        let all = candle_core::safetensors::load(file, device)
+            .with_context(|| format!("{}: reading optimizer moments", file.display()))?;
+        for (name, var) in &self.vars {
+            for (prefix, map) in [("m", &mut self.m), ("v", &mut self.v)] {
+                let key = format!("{prefix}.{name}");
+                let t = all
+                    .get(&key)
+                    .with_context(|| format!("{}: missing tensor `{key}`", file.display()))?;
+                anyhow::ensure!(
+                    t.dims() == var.dims(),
+                    "{}: tensor `{key}` has shape {:?}, the model needs {:?}",
+                    file.display(),
+                    t.dims(),
+                    var.dims()
+                );
+                map.insert(name.clone(), t.clone());
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Linear warmup, then cosine from `peak` to `peak·min_frac` over `total` steps.
+fn lr_at(peak: f64, step: usize, warmup: usize, total: usize, min_frac: f64) -> f64 {
+    let w = ((step + 1) as f64 / warmup.max(1) as f64).min(1.0);
+    let prog = (step as f64 / total.max(1) as f64).clamp(0.0, 1.0);
+    peak * w * (min_frac + (1.0 - min_frac) * 0.5 * (1.0 + (std::f64::consts::PI * prog).cos()))
+}
+
+fn check(o: &TrainOptions) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        !o.blocks.is_empty() && o.blocks.len() == o.block_weights.len(),
+        "blocks and block weights must be non-empty lists of the same length"
+    );
+    for &b in &o.blocks {
+        anyhow::ensure!(
+            b > 0 && o.seq_len.is_multiple_of(b),
+            "block size {b} must divide the sequence length {}",
+            o.seq_len
+        );
+    }
+    anyhow::ensure!(o.seq_len > 0, "the sequence length must be positive");
+    let c = &o.net;
+    anyhow::ensure!(
+        c.num_key_value_heads > 0 && c.num_attention_heads.is_multiple_of(c.num_key_value_heads),
+        "attention heads ({}) must be a multiple of key/value heads ({})",
+        c.num_attention_heads,
+        c.num_key_value_heads
+    );
+    anyhow::ensure!(c.head_dim % 2 == 0, "head_dim must be even (rotary halves)");
+    anyhow::ensure!(
+        o.seq_len <= c.max_position_embeddings,
+        "seq_len {} exceeds max_position_embeddings {}",
+        o.seq_len,
+        c.max_position_embeddings
+    );
+    Ok(())
+}
+
+/// Writes `dir` as a loadable model folder plus the resume files.
+fn save_checkpoint(
+    dir: &Path,
+    vm: &VarMap,
+    opt: &AdamW,
+    state: &TrainState,
+    o: &TrainOptions,
+) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("{}: creating", dir.display()))?;
+    let tmp = dir.join("model.safetensors.tmp");
+    vm.save(&tmp)
+        .with_context(|| format!("{}: writing weights", tmp.display()))?;
+    std::fs::rename(&tmp, dir.join("model.safetensors"))?;
+    let tmp = dir.join("optimizer.safetensors.tmp");
+    opt.save(&tmp)
+        .with_context(|| format!("{}: writing optimizer moments", tmp.display()))?;
+    std::fs::rename(&tmp, dir.join("optimizer.safetensors"))?;
+    let block = o
+        .blocks
+        .iter()
+        .copied()
+        .find(|&b| b == 8)
+        .unwrap_or(o.blocks[0]);
+    std::fs::write(
+        dir.join("config.json"),
+        serde_json::to_string_pretty(&state.net.to_hf_json(block))?,
+    )?;
+    // The folder must carry its tokenizer to load like a downloaded checkpoint.
+    if let Some(src_dir) = o.tokenizer.parent() {
+        for name in ["tokenizer_config.json", "generation_config.json"] {
+            let f = src_dir.join(name);
+            if f.is_file() && f != dir.join(name) {
+                std::fs::copy(&f, dir.join(name)).with_context(|| format!("{}", f.display()))?;
+            }
+        }
+    }
+    if o.tokenizer != dir.join("tokenizer.json") {
+        std::fs::copy(&o.tokenizer, dir.join("tokenizer.json"))
+            .with_context(|| format!("{}: copying the tokenizer", o.tokenizer.display()))?;
+    }
+    std::fs::write(
+        dir.join("train_state.json"),
+        serde_json::to_string_pretty(state)?,
+    )?;
+    Ok(())
+}
+
+/// Redraws every matrix from N(0, 0.02) with a seeded RNG (candle's CPU RNG cannot be seeded),
+/// so that a run repeats exactly; norm weights keep their initial ones.
+fn init_weights(vm: &VarMap, seed: u64) -> anyhow::Result<()> {
+    let data = vm
+        .data()
+        .lock()
+        .map_err(|_| anyhow::anyhow!("parameter map lock poisoned"))?;
+    let mut names: Vec<&String> = data.keys().collect();
+    names.sort();
+    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x5eed_1217);
+    for name in names {
+        let var = &data[name];
+        if var.rank() < 2 {
+            continue;
+        }
+        // Box–Muller: two uniforms give one standard normal.
+        let vals: Vec<f32> = (0..var.elem_count())
+            .map(|_| {
+                let u1: f64 = rng.random::<f64>().max(1e-12);
+                let u2: f64 = rng.random();
+                (0.02 * (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()) as f32
+            })
+            .collect();
+        var.set(&Tensor::from_vec(vals, var.dims(), var.device())?)?;
+    }
+    Ok(())
+}
+
+fn pick_block(o: &TrainOptions, rng: &mut impl Rng) -> usize {
+    let total: f64 = o.block_weights.iter().sum();
+    let mut u = rng.random::<f64>() * total;
+    for (b, w) in o.blocks.iter().zip(&o.block_weights) {
+        if u < *w {
+            return *b;
+        }
+        u -= w;
+    }
+    o.blocks[o.blocks.len() - 1]
+}
+
+/// Runs (or resumes) training on the CPU and returns the log of the steps it ran.
+pub fn train(o: &TrainOptions) -> anyhow::Result<Vec<StepLog>> {
+    check(o)?;
+    let device = Device::Cpu;
+    let mut state = match &o.resume {
+        Some(dir) => {
+            let f = dir.join("train_state.json");
+            let s = std::fs::read_to_string(&f).with_context(|| format!("{}", f.display()))?;
+            serde_json::from_str::<TrainState>(&s)
+                .with_context(|| format!("{}: not a training state", f.display()))?
+        }
+        None => TrainState {
+            step: 0,
+            tokens: 0,
+            seed: o.seed,
+            net: o.net.clone(),
+            adam_t: 0,
+        },
+    };
+    let cfg = state.net.clone();
+    let data = batch::load_tokens(&o.data, &o.tokenizer)?;
+    anyhow::ensure!(
+        data.len() > o.seq_len + batch::EXTRA + 1,
+        "the data holds {} tokens, fewer than one window of {}",
+        data.len(),
+        o.seq_len + batch::EXTRA
+    );
+    if let Some(&bad) = data.iter().find(|&&t| t as usize >= cfg.vocab_size) {
+        anyhow::bail!(
+            "the data holds token id {bad}, outside the vocabulary of {}",
+            cfg.vocab_size
+        );
+    }
+
+    let vm = VarMap::new();
+    let model = net::Net::new(&cfg, &vm, &device)?;
+    if o.resume.is_none() {
+        init_weights(&vm, state.seed)?;
+    }
+    let mut opt = AdamW::new(&vm, o.weight_decay)?;
+    if let Some(dir) = &o.resume {
+        let f = dir.join("model.safetensors");
+        let mut vm2 = vm.clone();
+        vm2.load(&f)
+            .with_context(|| format!("{}: loading weights", f.display()))?;
+        opt.load(&dir.join("optimizer.safetensors"), &device)?;
+        opt.t = state.adam_t;
+    }
+
+    std::fs::create_dir_all(&o.out).with_context(|| format!("{}", o.out.display()))?;
+    let log_file = o.out.join("train_log.jsonl");
+    let mut log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log_file)
+        .with_context(|| format!("{}", log_file.display()))?;
+
+    let total = o.stage1_steps + o.stage2_steps;
+    let end = o.stop_at.unwrap_or(total).min(total);
+    let bsz = (o.batch_tokens / o.seq_len).max(1);
+    let mut biases: HashMap<usize, Tensor> = HashMap::new();
+    let positions: Vec<usize> = (0..o.seq_len).chain(0..o.seq_len).collect();
+    let mut logs = Vec::new();
+    while state.step < end {
+        let t0 = Instant::now();
+        let step = state.step;
+        // One RNG per step, seeded by (seed, step): a resumed run draws the same batches.
+        let mut rng = ChaCha8Rng::seed_from_u64(state.seed.wrapping_mul(1_000_003) ^ step as u64);
+        let (stage, local, peak, warm, n) = if step < o.stage1_steps {
+            (1u8, step, o.lr1, o.warmup1, o.stage1_steps)
+        } else {
+            (2u8, step - o.stage1_steps, o.lr2, o.warmup2, o.stage2_steps)
+        };
+        let lr = lr_at(peak, local, warm, n, o.min_lr_frac);
+        let block = pick_block(o, &mut rng);
+        let spec = batch::NoiseSpec {
+            stage,
+            edit_prob: o.edit_prob,
+            edit_rate_max: o.edit_rate_max,
+            edit_mask_max: o.edit_mask_max,
+            vocab_size: cfg.vocab_size,
+        };
+        let bt = batch::make_batch(&data, bsz, o.seq_len, block, &spec, &mut rng);
+        let l = bt.l;
+        let mut ids = Vec::with_capacity(bt.b * 2 * l);
+        for r in 0..bt.b {
+            ids.extend_from_slice(&bt.noisy[r * l..(r + 1) * l]);
+            ids.extend_from_slice(&bt.clean[r * l..(r + 1) * l]);
+        }
+        let ids = Tensor::from_vec(ids, (bt.b, 2 * l), &device)?;
+        if !biases.contains_key(&block) {
+            biases.insert(block, net::two_l_bias(l, block, &device)?);
+        }
+        let bias = &biases[&block];
+        let h = model.hidden(&ids, &positions, bias)?;
+        let h = h.narrow(1, 0, l)?.reshape((bt.b * l, cfg.hidden_size))?;
+        let sel: Vec<u32> = (0..bt.b * l)
+            .filter(|&i| bt.kind[i] > 0)
+            .map(|i| i as u32)
+            .collect();
+        let kinds: Vec<u8> = sel.iter().map(|&i| bt.kind[i as usize]).collect();
+        let targets: Vec<u32> = sel.iter().map(|&i| bt.clean[i as usize]).collect();
+        let nsel = sel.len();
+        let sel = Tensor::from_vec(sel, nsel, &device)?;
+        let targets = Tensor::from_vec(targets, nsel, &device)?;
+        let logits = model.logits(&h.index_select(&sel, 0)?)?;
+        let ce = net::cross_entropy(&logits, &targets)?;
+        let loss = ce.mean_all()?;
+        let grads = loss.backward()?;
+        let mut sq = 0f64;
+        for (_, var) in &opt.vars {
+            if let Some(g) = grads.get(var) {
+                sq += g.sqr()?.sum_all()?.to_scalar::<f32>()? as f64;
+            }
+        }
+        let gnorm = sq.sqrt();
+        let gscale = if o.clip > 0.0 && gnorm > o.clip {
+            o.clip / (gnorm + 1e-6)
+        } else {
+            1.0
+        };
+        opt.step(&grads, lr, gscale)?;
+
+        let loss_v = loss.to_scalar::<f32>()?;
+        anyhow::ensure!(loss_v.is_finite(), "non-finite loss at step {}", step + 1);
+        let ce_v = ce.to_dtype(DType::F32)?.to_vec1::<f32>()?;
+        let mean_of = |k: u8| {
+            let (s, c) = ce_v
+                .iter()
+                .zip(&kinds)
+                .filter(|(_, &kk)| kk == k)
+                .fold((0f32, 0usize), |(s, c), (v, _)| (s + v, c + 1));
+            (c > 0).then(|| s / c as f32)
+        };
+        state.step += 1;
+        state.tokens += (bt.b * l) as u64;
+        state.adam_t = opt.t;
+        let row = StepLog {
+            step: state.step,
+            stage,
+            loss: loss_v,
+            mask_loss: mean_of(1),
+            edit_loss: mean_of(2),
+            lr,
+            grad_norm: gnorm as f32,
+            block,
+            seq_len: l,
+            tokens: state.tokens,
+            tok_per_s: (bt.b * l) as f64 / t0.elapsed().as_secs_f64().max(1e-9),
+        };
+        let line = serde_json::to_string(&row)?;
+        writeln!(log, "{line}").with_context(|| format!("{}", log_file.display()))?;
+        if !o.quiet {
+            println!("{line}");
+        }
+        logs.push(row);
+        if (o.save_every > 0 && state.step.is_multiple_of(o.save_every)) || state.step == end {
+            save_checkpoint(&o.out, &vm, &opt, &state, o)?;
+        }
+    }
+    Ok(logs)
+}
