@@ -20,18 +20,35 @@ pub struct Message {
 
 impl Message {
     pub fn user(text: &str) -> Self {
-        Message { role: "user".into(), content: text.into() }
+        Message {
+            role: "user".into(),
+            content: text.into(),
+        }
     }
     pub fn system(text: &str) -> Self {
-        Message { role: "system".into(), content: text.into() }
+        Message {
+            role: "system".into(),
+            content: text.into(),
+        }
     }
     pub fn assistant(text: &str) -> Self {
-        Message { role: "assistant".into(), content: text.into() }
+        Message {
+            role: "assistant".into(),
+            content: text.into(),
+        }
     }
 }
 
 /// The special-token fields transformers passes into a template's context.
-const TOKEN_FIELDS: &[&str] = &["bos_token", "eos_token", "pad_token", "unk_token", "sep_token", "cls_token", "mask_token"];
+const TOKEN_FIELDS: &[&str] = &[
+    "bos_token",
+    "eos_token",
+    "pad_token",
+    "unk_token",
+    "sep_token",
+    "cls_token",
+    "mask_token",
+];
 
 /// A chat template with the special-token strings it may use.
 #[derive(Clone, Debug)]
@@ -57,7 +74,11 @@ impl ChatTemplate {
                 .to_string(),
             _ => return None,
         };
-        Some(ChatTemplate { source, tokens: token_strings(cfg), file: file.to_path_buf() })
+        Some(ChatTemplate {
+            source,
+            tokens: token_strings(cfg),
+            file: file.to_path_buf(),
+        })
     }
 
     /// The template of a checkpoint folder: `tokenizer_config.json`'s `chat_template`, else
@@ -65,7 +86,10 @@ impl ChatTemplate {
     pub fn from_folder(folder: &Path) -> Result<Option<Self>> {
         let cfg_file = folder.join("tokenizer_config.json");
         let cfg: Value = match std::fs::read_to_string(&cfg_file) {
-            Ok(text) => serde_json::from_str(&text).map_err(|e| Error::Parse { file: cfg_file.clone(), problem: e.to_string() })?,
+            Ok(text) => serde_json::from_str(&text).map_err(|e| Error::Parse {
+                file: cfg_file.clone(),
+                problem: e.to_string(),
+            })?,
             Err(_) => Value::Null,
         };
         if let Some(t) = Self::from_tokenizer_config(&cfg, &cfg_file) {
@@ -73,7 +97,11 @@ impl ChatTemplate {
         }
         let jinja = folder.join("chat_template.jinja");
         match std::fs::read_to_string(&jinja) {
-            Ok(source) => Ok(Some(ChatTemplate { source, tokens: token_strings(&cfg), file: jinja })),
+            Ok(source) => Ok(Some(ChatTemplate {
+                source,
+                tokens: token_strings(&cfg),
+                file: jinja,
+            })),
             Err(_) => Ok(None),
         }
     }
@@ -81,10 +109,17 @@ impl ChatTemplate {
     /// Renders `messages`; `add_generation_prompt` appends the assistant header.
     pub fn render(&self, messages: &[Message], add_generation_prompt: bool) -> Result<String> {
         self.render_jinja(messages, add_generation_prompt)
-            .map_err(|e| Error::Tokenizer { file: self.file.clone(), problem: format!("chat_template: {}", jinja_error(&e)) })
+            .map_err(|e| Error::Tokenizer {
+                file: self.file.clone(),
+                problem: format!("chat_template: {}", jinja_error(&e)),
+            })
     }
 
-    fn render_jinja(&self, messages: &[Message], add_generation_prompt: bool) -> std::result::Result<String, JinjaError> {
+    fn render_jinja(
+        &self,
+        messages: &[Message],
+        add_generation_prompt: bool,
+    ) -> std::result::Result<String, JinjaError> {
         let mut env = Environment::new();
         env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
         env.add_function("raise_exception", raise_exception);
@@ -92,7 +127,11 @@ impl ChatTemplate {
         env.set_lstrip_blocks(true);
         env.set_keep_trailing_newline(false);
         env.add_template("chat", &self.source)?;
-        let tokens: std::collections::BTreeMap<&str, &str> = self.tokens.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let tokens: std::collections::BTreeMap<&str, &str> = self
+            .tokens
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
         let ctx = context! {
             messages => messages,
             add_generation_prompt => add_generation_prompt,
@@ -107,7 +146,9 @@ fn token_strings(cfg: &Value) -> Vec<(String, String)> {
         .iter()
         .filter_map(|k| {
             let v = cfg.get(*k)?;
-            let s = v.as_str().or_else(|| v.get("content").and_then(Value::as_str))?;
+            let s = v
+                .as_str()
+                .or_else(|| v.get("content").and_then(Value::as_str))?;
             Some((k.to_string(), s.to_string()))
         })
         .collect()
@@ -129,10 +170,23 @@ fn jinja_error(e: &JinjaError) -> String {
 }
 
 /// Renders `template` for `messages` with the special tokens of the model's tokenizer_config.
-pub fn render(template: &str, messages: &[Message], add_generation_prompt: bool, info: &ModelInfo) -> Result<String> {
+pub fn render(
+    template: &str,
+    messages: &[Message],
+    add_generation_prompt: bool,
+    info: &ModelInfo,
+) -> Result<String> {
     let cfg_file = info.folder.join("tokenizer_config.json");
-    let cfg: Value = std::fs::read_to_string(&cfg_file).ok().and_then(|t| serde_json::from_str(&t).ok()).unwrap_or(Value::Null);
-    ChatTemplate { source: template.to_string(), tokens: token_strings(&cfg), file: cfg_file }.render(messages, add_generation_prompt)
+    let cfg: Value = std::fs::read_to_string(&cfg_file)
+        .ok()
+        .and_then(|t| serde_json::from_str(&t).ok())
+        .unwrap_or(Value::Null);
+    ChatTemplate {
+        source: template.to_string(),
+        tokens: token_strings(&cfg),
+        file: cfg_file,
+    }
+    .render(messages, add_generation_prompt)
 }
 
 /// The exact prompt a model receives: the text after templating and every token, for display.
@@ -150,10 +204,26 @@ pub struct PromptPreview {
 /// What [`crate::session::encode_prompt`] sends for `text`, spelled out token by token.
 pub fn preview(model: &DiffusionModel, text: &str, chat: bool) -> Result<PromptPreview> {
     let (rendered, templated) = match (&model.info.chat_template, chat) {
-        (Some(tpl), true) => (render(tpl, &[Message::user(text)], true, &model.info)?, true),
+        (Some(tpl), true) => (
+            render(tpl, &[Message::user(text)], true, &model.info)?,
+            true,
+        ),
         _ => (text.to_string(), false),
     };
     let ids = crate::session::encode_prompt(model, text, chat)?;
-    let tokens = ids.iter().map(|&id| model.tokenizer.id_to_token(id).unwrap_or_else(|| format!("<{id}>"))).collect();
-    Ok(PromptPreview { text: rendered, templated, ids, tokens })
+    let tokens = ids
+        .iter()
+        .map(|&id| {
+            model
+                .tokenizer
+                .id_to_token(id)
+                .unwrap_or_else(|| format!("<{id}>"))
+        })
+        .collect();
+    Ok(PromptPreview {
+        text: rendered,
+        templated,
+        ids,
+        tokens,
+    })
 }

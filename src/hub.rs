@@ -60,19 +60,40 @@ pub enum HubError {
     NotAModel(String),
 
     #[error("{repo}: HF_HUB_OFFLINE is set and {missing} is not in the cache ({cache}); unset HF_HUB_OFFLINE or download it first with `unmask download {repo}`")]
-    OfflineNotCached { repo: String, missing: String, cache: PathBuf },
+    OfflineNotCached {
+        repo: String,
+        missing: String,
+        cache: PathBuf,
+    },
 
     #[error("cannot reach {url}: {problem}; check the network (or HF_ENDPOINT), or set HF_HUB_OFFLINE=1 to use only models already in {cache}")]
-    Unreachable { url: String, problem: String, cache: PathBuf },
+    Unreachable {
+        url: String,
+        problem: String,
+        cache: PathBuf,
+    },
 
     #[error("{url}: access denied (HTTP {status}); {repo} is gated or private: accept its terms on the hub, then set HF_TOKEN to a token with read access")]
-    Unauthorized { repo: String, url: String, status: u16 },
+    Unauthorized {
+        repo: String,
+        url: String,
+        status: u16,
+    },
 
     #[error("{repo}: {file} not found at revision `{revision}` ({url}); check the hub id (org/name) and --revision")]
-    NotFound { repo: String, file: String, revision: String, url: String },
+    NotFound {
+        repo: String,
+        file: String,
+        revision: String,
+        url: String,
+    },
 
     #[error("not enough disk space in {folder}: {need_mib} MiB needed, {free_mib} MiB free; free some space or point HF_HOME at a larger disk")]
-    DiskFull { folder: PathBuf, need_mib: u64, free_mib: u64 },
+    DiskFull {
+        folder: PathBuf,
+        need_mib: u64,
+        free_mib: u64,
+    },
 
     #[error("{file}: {problem}")]
     BadContent { file: PathBuf, problem: String },
@@ -101,15 +122,28 @@ impl HubOptions {
     /// `HF_HUB_OFFLINE`, which hf-hub 1.0 does not read.
     pub fn from_env() -> Self {
         let offline = std::env::var("HF_HUB_OFFLINE")
-            .map(|v| matches!(v.trim().to_ascii_lowercase().as_str(), "1" | "true" | "yes" | "on"))
+            .map(|v| {
+                matches!(
+                    v.trim().to_ascii_lowercase().as_str(),
+                    "1" | "true" | "yes" | "on"
+                )
+            })
             .unwrap_or(false);
-        HubOptions { offline, ..HubOptions::default() }
+        HubOptions {
+            offline,
+            ..HubOptions::default()
+        }
     }
 }
 
 /// Whether `s` has the shape of a hub id, `org/name`.
 pub fn is_hub_id(s: &str) -> bool {
-    let ok = |p: &str| !p.is_empty() && !p.starts_with('.') && p.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+    let ok = |p: &str| {
+        !p.is_empty()
+            && !p.starts_with('.')
+            && p.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+    };
     match s.split_once('/') {
         Some((org, name)) => ok(org) && ok(name) && !name.contains('/'),
         None => false,
@@ -118,7 +152,11 @@ pub fn is_hub_id(s: &str) -> bool {
 
 /// Resolves a `--model` argument: an existing folder, `embedded`, a preset key, or a hub id
 /// (opened from the cache without network when complete there, else downloaded).
-pub fn resolve_model(arg: &str, opts: &HubOptions, progress: &mut dyn FnMut(&Progress)) -> Result<PathBuf> {
+pub fn resolve_model(
+    arg: &str,
+    opts: &HubOptions,
+    progress: &mut dyn FnMut(&Progress),
+) -> Result<PathBuf> {
     if arg == "embedded" {
         return Ok(crate::model::embedded_dir());
     }
@@ -158,11 +196,22 @@ impl Hub {
         if let Some(t) = &opts.token {
             b = b.token(t.clone());
         }
-        let client = b.build().map_err(|e| HubError::Http { url: opts.endpoint.clone().unwrap_or_default(), problem: e.to_string() })?;
+        let client = b.build().map_err(|e| HubError::Http {
+            url: opts.endpoint.clone().unwrap_or_default(),
+            problem: e.to_string(),
+        })?;
         let cache_dir = client.cache_dir().to_path_buf();
         let endpoint = client.endpoint().to_string();
-        let client = HFClientSync::from_inner(client).map_err(|e| HubError::Http { url: endpoint.clone(), problem: e.to_string() })?;
-        Ok(Hub { client, cache_dir, endpoint, opts })
+        let client = HFClientSync::from_inner(client).map_err(|e| HubError::Http {
+            url: endpoint.clone(),
+            problem: e.to_string(),
+        })?;
+        Ok(Hub {
+            client,
+            cache_dir,
+            endpoint,
+            opts,
+        })
     }
 
     /// The hub cache folder in use.
@@ -192,16 +241,29 @@ impl Hub {
     fn cached_or_missing(&self, id: &str) -> Result<std::result::Result<PathBuf, String>> {
         let repo = self.repo(id)?;
         let rev = self.revision();
-        let local = |f: &str| repo.download_file().filename(f).revision(rev.clone()).local_files_only(true).send().ok();
-        let Some(config) = local("config.json") else { return Ok(Err("config.json".into())) };
-        let Some(folder) = config.parent().map(Path::to_path_buf) else { return Ok(Err("config.json".into())) };
+        let local = |f: &str| {
+            repo.download_file()
+                .filename(f)
+                .revision(rev.clone())
+                .local_files_only(true)
+                .send()
+                .ok()
+        };
+        let Some(config) = local("config.json") else {
+            return Ok(Err("config.json".into()));
+        };
+        let Some(folder) = config.parent().map(Path::to_path_buf) else {
+            return Ok(Err("config.json".into()));
+        };
         if local("tokenizer.json").is_none() && local("vocab.json").is_none() {
             return Ok(Err("tokenizer.json".into()));
         }
         if local("model.safetensors").is_some() {
             return Ok(Ok(folder));
         }
-        let Some(index) = local("model.safetensors.index.json") else { return Ok(Err("model.safetensors".into())) };
+        let Some(index) = local("model.safetensors.index.json") else {
+            return Ok(Err("model.safetensors".into()));
+        };
         for shard in shard_names(&index)? {
             if local(&shard).is_none() {
                 return Ok(Err(shard));
@@ -215,19 +277,31 @@ impl Hub {
         if self.opts.offline {
             return match self.cached_or_missing(id)? {
                 Ok(dir) => Ok(dir),
-                Err(missing) => Err(HubError::OfflineNotCached { repo: id.into(), missing, cache: self.cache_dir.clone() }.into()),
+                Err(missing) => Err(HubError::OfflineNotCached {
+                    repo: id.into(),
+                    missing,
+                    cache: self.cache_dir.clone(),
+                }
+                .into()),
             };
         }
         let repo = self.repo(id)?;
         let rev = self.revision();
         let config = self.fetch_small(&repo, id, &rev, "config.json", progress)?;
-        let folder = config
-            .parent()
-            .map(Path::to_path_buf)
-            .ok_or_else(|| HubError::BadContent { file: config.clone(), problem: "no snapshot folder".into() })?;
+        let folder =
+            config
+                .parent()
+                .map(Path::to_path_buf)
+                .ok_or_else(|| HubError::BadContent {
+                    file: config.clone(),
+                    problem: "no snapshot folder".into(),
+                })?;
         // Every later request names the commit config.json came from, so the files match even if
         // the branch moves meanwhile; hf-hub answers those from the cache without a request.
-        let commit = folder.file_name().map(|s| s.to_string_lossy().to_string()).unwrap_or(rev);
+        let commit = folder
+            .file_name()
+            .map(|s| s.to_string_lossy().to_string())
+            .unwrap_or(rev);
         for f in SIDE_FILES {
             match self.fetch_small(&repo, id, &commit, f, progress) {
                 Ok(_) => {}
@@ -236,9 +310,15 @@ impl Hub {
             }
         }
         let weights = self.weight_list(&repo, id, &commit, &folder, progress)?;
-        let todo: Vec<&FileMetadataInfo> = weights.iter().filter(|m| !folder.join(&m.filename).exists()).collect();
+        let todo: Vec<&FileMetadataInfo> = weights
+            .iter()
+            .filter(|m| !folder.join(&m.filename).exists())
+            .collect();
         let blobs = self.repo_folder(id).join("blobs");
-        let need: u64 = todo.iter().map(|m| m.file_size.saturating_sub(partial_len(&blobs, m))).sum();
+        let need: u64 = todo
+            .iter()
+            .map(|m| m.file_size.saturating_sub(partial_len(&blobs, m)))
+            .sum();
         check_space(&self.cache_dir, need)?;
         for meta in todo {
             self.fetch_weight(&repo, id, &commit, &blobs, meta, progress)?;
@@ -249,7 +329,8 @@ impl Hub {
 
     /// `models--org--name` inside the cache.
     fn repo_folder(&self, id: &str) -> PathBuf {
-        self.cache_dir.join(format!("models--{}", id.replace('/', "--")))
+        self.cache_dir
+            .join(format!("models--{}", id.replace('/', "--")))
     }
 
     /// A small file through hf-hub's own cache download.
@@ -261,9 +342,18 @@ impl Hub {
         file: &str,
         progress: &mut dyn FnMut(&Progress),
     ) -> Result<PathBuf> {
-        let path = repo.download_file().filename(file).revision(rev.to_string()).send().map_err(|e| self.map_err(e, id, rev, file))?;
+        let path = repo
+            .download_file()
+            .filename(file)
+            .revision(rev.to_string())
+            .send()
+            .map_err(|e| self.map_err(e, id, rev, file))?;
         let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
-        progress(&Progress { file: file.into(), bytes_done: size, bytes_total: size });
+        progress(&Progress {
+            file: file.into(),
+            bytes_done: size,
+            bytes_total: size,
+        });
         Ok(path)
     }
 
@@ -276,7 +366,13 @@ impl Hub {
         folder: &Path,
         progress: &mut dyn FnMut(&Progress),
     ) -> Result<Vec<FileMetadataInfo>> {
-        let meta = |f: &str| repo.get_file_metadata().filepath(f).revision(commit).send().map_err(|e| self.map_err(e, id, commit, f));
+        let meta = |f: &str| {
+            repo.get_file_metadata()
+                .filepath(f)
+                .revision(commit)
+                .send()
+                .map_err(|e| self.map_err(e, id, commit, f))
+        };
         // A complete single-file checkpoint needs no request at all.
         if folder.join("model.safetensors").exists() {
             return Ok(Vec::new());
@@ -288,12 +384,24 @@ impl Hub {
                 Err(e) => return Err(e),
             }
         }
-        let index = match self.fetch_small(repo, id, commit, "model.safetensors.index.json", progress) {
-            Err(Error::Hub(HubError::NotFound { repo, revision, url, .. })) => {
-                return Err(HubError::NotFound { repo, file: "model.safetensors (or model.safetensors.index.json)".into(), revision, url }.into())
-            }
-            r => r?,
-        };
+        let index =
+            match self.fetch_small(repo, id, commit, "model.safetensors.index.json", progress) {
+                Err(Error::Hub(HubError::NotFound {
+                    repo,
+                    revision,
+                    url,
+                    ..
+                })) => {
+                    return Err(HubError::NotFound {
+                        repo,
+                        file: "model.safetensors (or model.safetensors.index.json)".into(),
+                        revision,
+                        url,
+                    }
+                    .into())
+                }
+                r => r?,
+            };
         let mut out = Vec::new();
         for shard in shard_names(&index)? {
             if folder.join(&shard).exists() {
@@ -337,9 +445,17 @@ impl Hub {
             done = 0;
         }
         let resumed = done > 0;
-        let mut out = std::fs::OpenOptions::new().create(true).append(true).open(&part).map_err(|e| Error::io(&part, e))?;
+        let mut out = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&part)
+            .map_err(|e| Error::io(&part, e))?;
         let chunk = self.opts.chunk_bytes.unwrap_or(DEFAULT_CHUNK).max(1);
-        progress(&Progress { file: meta.filename.clone(), bytes_done: done, bytes_total: size });
+        progress(&Progress {
+            file: meta.filename.clone(),
+            bytes_done: done,
+            bytes_total: size,
+        });
         while done < size {
             let end = (done + chunk).min(size);
             let counter = Arc::new(AtomicU64::new(0));
@@ -355,18 +471,24 @@ impl Hub {
                 },
                 &mut || {
                     let now = done + counter.load(Ordering::Relaxed).min(end - done);
-                    progress(&Progress { file: meta.filename.clone(), bytes_done: now, bytes_total: size })
+                    progress(&Progress {
+                        file: meta.filename.clone(),
+                        bytes_done: now,
+                        bytes_total: size,
+                    })
                 },
             )
             .map_err(|e| self.map_err(e, id, commit, &meta.filename))?;
             let got = bytes.len() as u64;
             if got == end - done {
-                out.write_all(&bytes).map_err(|e| write_err(&part, e, blobs))?;
+                out.write_all(&bytes)
+                    .map_err(|e| write_err(&part, e, blobs))?;
                 done = end;
             } else if got == size {
                 // The server ignored the range and sent the whole file.
                 out.set_len(0).map_err(|e| Error::io(&part, e))?;
-                out.write_all(&bytes).map_err(|e| write_err(&part, e, blobs))?;
+                out.write_all(&bytes)
+                    .map_err(|e| write_err(&part, e, blobs))?;
                 done = size;
             } else {
                 return Err(HubError::Http {
@@ -375,7 +497,11 @@ impl Hub {
                 }
                 .into());
             }
-            progress(&Progress { file: meta.filename.clone(), bytes_done: done, bytes_total: size });
+            progress(&Progress {
+                file: meta.filename.clone(),
+                bytes_done: done,
+                bytes_total: size,
+            });
         }
         out.sync_all().map_err(|e| Error::io(&part, e))?;
         drop(out);
@@ -396,7 +522,12 @@ impl Hub {
 
     fn map_err(&self, e: HFError, repo: &str, rev: &str, file: &str) -> Error {
         let url = format!("{}/{repo}/resolve/{rev}/{file}", self.endpoint);
-        let not_found = || HubError::NotFound { repo: repo.into(), file: file.into(), revision: rev.into(), url: url.clone() };
+        let not_found = || HubError::NotFound {
+            repo: repo.into(),
+            file: file.into(),
+            revision: rev.into(),
+            url: url.clone(),
+        };
         let err = match e {
             HFError::AuthRequired { context } | HFError::Forbidden { context } => {
                 // The hub answers 401 for a repository that does not exist when no token is sent.
@@ -408,16 +539,31 @@ impl Hub {
                         url: context.url.clone(),
                     }
                 } else {
-                    HubError::Unauthorized { repo: repo.into(), url: context.url.clone(), status: context.status.as_u16() }
+                    HubError::Unauthorized {
+                        repo: repo.into(),
+                        url: context.url.clone(),
+                        status: context.status.as_u16(),
+                    }
                 }
             }
-            HFError::RepoNotFound { .. } | HFError::EntryNotFound { .. } | HFError::RevisionNotFound { .. } => not_found(),
-            HFError::Request { source, url: u } => {
-                HubError::Unreachable { url: u.unwrap_or(url), problem: error_chain(&source), cache: self.cache_dir.clone() }
-            }
-            HFError::LocalEntryNotFound { .. } => HubError::OfflineNotCached { repo: repo.into(), missing: file.into(), cache: self.cache_dir.clone() },
+            HFError::RepoNotFound { .. }
+            | HFError::EntryNotFound { .. }
+            | HFError::RevisionNotFound { .. } => not_found(),
+            HFError::Request { source, url: u } => HubError::Unreachable {
+                url: u.unwrap_or(url),
+                problem: error_chain(&source),
+                cache: self.cache_dir.clone(),
+            },
+            HFError::LocalEntryNotFound { .. } => HubError::OfflineNotCached {
+                repo: repo.into(),
+                missing: file.into(),
+                cache: self.cache_dir.clone(),
+            },
             HFError::Io(io) => return write_err(&self.cache_dir, io, &self.cache_dir),
-            other => HubError::Http { url, problem: other.to_string() },
+            other => HubError::Http {
+                url,
+                problem: other.to_string(),
+            },
         };
         err.into()
     }
@@ -440,7 +586,9 @@ impl ProgressHandler for Counter {
                     self.0.store(f.bytes_completed, Ordering::Relaxed);
                 }
             }
-            ProgressEvent::Download(DownloadEvent::AggregateProgress { bytes_completed, .. }) => {
+            ProgressEvent::Download(DownloadEvent::AggregateProgress {
+                bytes_completed, ..
+            }) => {
                 self.0.store(*bytes_completed, Ordering::Relaxed);
             }
             _ => {}
@@ -467,19 +615,28 @@ fn with_ticks<T: Send>(work: impl FnOnce() -> T + Send, tick: &mut dyn FnMut()) 
 /// The unique shard file names an index lists, each checked to stay inside the snapshot.
 pub fn shard_names(index: &Path) -> Result<Vec<String>> {
     let text = std::fs::read_to_string(index).map_err(|e| Error::io(index, e))?;
-    let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| Error::Parse { file: index.to_path_buf(), problem: e.to_string() })?;
-    let map = v.get("weight_map").and_then(|m| m.as_object()).ok_or_else(|| Error::ConfigField {
+    let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| Error::Parse {
         file: index.to_path_buf(),
-        field: "weight_map".into(),
-        problem: "missing or not an object".into(),
+        problem: e.to_string(),
     })?;
+    let map = v
+        .get("weight_map")
+        .and_then(|m| m.as_object())
+        .ok_or_else(|| Error::ConfigField {
+            file: index.to_path_buf(),
+            field: "weight_map".into(),
+            problem: "missing or not an object".into(),
+        })?;
     let mut names: Vec<String> = Vec::new();
     for (tensor, shard) in map {
-        let name = shard.as_str().filter(|s| is_plain_file_name(s)).ok_or_else(|| Error::ConfigField {
-            file: index.to_path_buf(),
-            field: format!("weight_map.{tensor}"),
-            problem: format!("expected a file name inside the repository, found {shard}"),
-        })?;
+        let name = shard
+            .as_str()
+            .filter(|s| is_plain_file_name(s))
+            .ok_or_else(|| Error::ConfigField {
+                file: index.to_path_buf(),
+                field: format!("weight_map.{tensor}"),
+                problem: format!("expected a file name inside the repository, found {shard}"),
+            })?;
         if !names.iter().any(|n| n == name) {
             names.push(name.to_string());
         }
@@ -489,7 +646,10 @@ pub fn shard_names(index: &Path) -> Result<Vec<String>> {
 }
 
 fn is_plain_file_name(s: &str) -> bool {
-    !s.is_empty() && !s.starts_with('/') && !s.contains('\\') && s.split('/').all(|p| !p.is_empty() && p != "." && p != "..")
+    !s.is_empty()
+        && !s.starts_with('/')
+        && !s.contains('\\')
+        && s.split('/').all(|p| !p.is_empty() && p != "." && p != "..")
 }
 
 fn index_total_size(index: &Path) -> Option<u64> {
@@ -499,7 +659,9 @@ fn index_total_size(index: &Path) -> Option<u64> {
 }
 
 fn partial_len(blobs: &Path, meta: &FileMetadataInfo) -> u64 {
-    std::fs::metadata(format!("{}.incomplete", blobs.join(&meta.etag).display())).map(|m| m.len()).unwrap_or(0)
+    std::fs::metadata(format!("{}.incomplete", blobs.join(&meta.etag).display()))
+        .map(|m| m.len())
+        .unwrap_or(0)
 }
 
 fn is_sha256(etag: &str) -> bool {
@@ -516,7 +678,12 @@ fn sha256_file(path: &Path) -> Result<String> {
 fn write_err(file: &Path, e: std::io::Error, folder: &Path) -> Error {
     if e.kind() == std::io::ErrorKind::StorageFull {
         let free = free_bytes(folder).unwrap_or(0);
-        return HubError::DiskFull { folder: folder.to_path_buf(), need_mib: 0, free_mib: free >> 20 }.into();
+        return HubError::DiskFull {
+            folder: folder.to_path_buf(),
+            need_mib: 0,
+            free_mib: free >> 20,
+        }
+        .into();
     }
     Error::io(file, e)
 }
@@ -537,9 +704,16 @@ pub fn check_space(folder: &Path, need: u64) -> Result<()> {
     if need == 0 {
         return Ok(());
     }
-    let Some(free) = free_bytes(folder) else { return Ok(()) };
+    let Some(free) = free_bytes(folder) else {
+        return Ok(());
+    };
     if need + DISK_MARGIN > free {
-        return Err(HubError::DiskFull { folder: folder.to_path_buf(), need_mib: need.div_ceil(1 << 20), free_mib: free >> 20 }.into());
+        return Err(HubError::DiskFull {
+            folder: folder.to_path_buf(),
+            need_mib: need.div_ceil(1 << 20),
+            free_mib: free >> 20,
+        }
+        .into());
     }
     Ok(())
 }
@@ -590,7 +764,9 @@ mod tests {
 
     #[test]
     fn space_check_names_the_folder() {
-        let err = check_space(Path::new("/"), u64::MAX / 2).unwrap_err().to_string();
+        let err = check_space(Path::new("/"), u64::MAX / 2)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("not enough disk space in /"), "{err}");
     }
 }

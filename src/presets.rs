@@ -61,6 +61,7 @@ const DREAM_7B: Geometry = Geometry {
     intermediate: 18944,
     vocab: 152064,
     tied: false,
+    // Not in the notes: Qwen2.5-7B's value [unverified]; ref §3.1 calls 2048 tokens practical.
     max_positions: 131072,
     rope_theta: 1e6,
     // ref §3.3: `<|mask|>` 151666, `<|endoftext|>` 151643 is EOS and PAD.
@@ -107,6 +108,7 @@ pub fn all() -> Vec<Preset> {
                 intermediate: 4864,
                 vocab: 151936,
                 tied: true,
+                // Not in the notes: Qwen2.5-0.5B's value [unverified].
                 max_positions: 32768,
                 rope_theta: 1e6,
                 // ref §9: "id via tokenizer; likely 151665 [unverified]".
@@ -149,7 +151,8 @@ pub fn all() -> Vec<Preset> {
                 ..SDAR_4B
             },
             sampler: sdar_settings,
-            settings_source: "ref §4.4 (block 4, 4 steps, dynamic threshold 0.85, greedy as in the README eval)",
+            settings_source:
+                "ref §4.4 (block 4, 4 steps, dynamic threshold 0.85, greedy as in the README eval)",
             note: "tied embeddings assumed (Qwen3-1.7B); geometry secondary",
         },
         Preset {
@@ -159,7 +162,8 @@ pub fn all() -> Vec<Preset> {
             chat: true,
             geometry: SDAR_4B,
             sampler: sdar_settings,
-            settings_source: "ref §4.4 (block 4, 4 steps, dynamic threshold 0.85, greedy as in the README eval)",
+            settings_source:
+                "ref §4.4 (block 4, 4 steps, dynamic threshold 0.85, greedy as in the README eval)",
             note: "config as published (reference/published/SDAR-4B-Chat)",
         },
         Preset {
@@ -171,7 +175,10 @@ pub fn all() -> Vec<Preset> {
             // 4B shape is taken to be SDAR-4B's [unverified for TraDo's own config.json].
             geometry: SDAR_4B,
             // ref §4.1: block 4, 4 denoising steps, dynamic threshold 0.9 (dLLM-RL configs).
-            sampler: || SamplerParams { threshold: 0.9, ..sdar_settings() },
+            sampler: || SamplerParams {
+                threshold: 0.9,
+                ..sdar_settings()
+            },
             settings_source: "ref §4.1 (dLLM-RL configs: block 4, 4 steps, dynamic threshold 0.9)",
             note: "shape assumed equal to SDAR-4B",
         },
@@ -280,7 +287,9 @@ fn dream_settings(temperature: f32) -> SamplerParams {
 /// Finds a preset by key, hub id or display name (case-insensitive).
 pub fn find(name: &str) -> Option<Preset> {
     let n = name.to_lowercase();
-    all().into_iter().find(|p| p.key == n || p.hub_id.to_lowercase() == n || p.name().to_lowercase() == n)
+    all()
+        .into_iter()
+        .find(|p| p.key == n || p.hub_id.to_lowercase() == n || p.name().to_lowercase() == n)
 }
 
 impl Preset {
@@ -297,7 +306,11 @@ impl Preset {
     /// A `config.json` with the published geometry, in the family's own field names.
     pub fn config_json(&self) -> Value {
         let g = &self.geometry;
-        let eos: Value = if g.eos.len() == 1 { json!(g.eos[0]) } else { json!(g.eos) };
+        let eos: Value = if g.eos.len() == 1 {
+            json!(g.eos[0])
+        } else {
+            json!(g.eos)
+        };
         match self.family {
             Family::Llada => json!({
                 "architectures": ["LLaDAModelLM"],
@@ -360,12 +373,17 @@ impl Preset {
 
     /// The normalised config our loader derives from [`Preset::config_json`].
     pub fn model_config(&self) -> Result<ModelConfig> {
-        ModelConfig::from_value(&self.config_json(), Path::new(&format!("preset {}", self.key)))
+        ModelConfig::from_value(
+            &self.config_json(),
+            Path::new(&format!("preset {}", self.key)),
+        )
     }
 
     /// Parameters implied by the geometry.
     pub fn parameters(&self) -> u64 {
-        self.model_config().map(|c| c.parameter_count()).unwrap_or(0)
+        self.model_config()
+            .map(|c| c.parameter_count())
+            .unwrap_or(0)
     }
 
     /// Bytes the weights take in memory at `bytes_per_param` (4 for f32, 2 for bf16/f16).
@@ -389,7 +407,12 @@ mod tests {
         for p in all() {
             let c = p.model_config().expect(p.key);
             assert_eq!(c.family, p.family, "{}", p.key);
-            assert!(p.sampler().problems(0, None).is_empty(), "{}: {:?}", p.key, p.sampler().problems(0, None));
+            assert!(
+                p.sampler().problems(0, None).is_empty(),
+                "{}: {:?}",
+                p.key,
+                p.sampler().problems(0, None)
+            );
         }
     }
 
@@ -405,9 +428,18 @@ mod tests {
 
     #[test]
     fn find_accepts_key_hub_id_and_name() {
-        assert_eq!(find("JetLM/SDAR-1.7B-Chat").map(|p| p.key), Some("sdar-1.7b-chat"));
-        assert_eq!(find("sdar-1.7b-chat").map(|p| p.key), Some("sdar-1.7b-chat"));
-        assert_eq!(find("SDAR-1.7B-Chat").map(|p| p.key), Some("sdar-1.7b-chat"));
+        assert_eq!(
+            find("JetLM/SDAR-1.7B-Chat").map(|p| p.key),
+            Some("sdar-1.7b-chat")
+        );
+        assert_eq!(
+            find("sdar-1.7b-chat").map(|p| p.key),
+            Some("sdar-1.7b-chat")
+        );
+        assert_eq!(
+            find("SDAR-1.7B-Chat").map(|p| p.key),
+            Some("sdar-1.7b-chat")
+        );
         assert!(find("nope").is_none());
     }
 }

@@ -26,26 +26,39 @@ fn templates_match_transformers() {
     for case in cases {
         let name = format!("{} / {}", case["template"], case["messages"]);
         let cfg_path = case["tokenizer_config"].as_str().expect("tokenizer_config");
-        let cfg_file = if Path::new(cfg_path).is_absolute() { PathBuf::from(cfg_path) } else { fixtures().join(cfg_path) };
+        let cfg_file = if Path::new(cfg_path).is_absolute() {
+            PathBuf::from(cfg_path)
+        } else {
+            fixtures().join(cfg_path)
+        };
         let Ok(text) = std::fs::read_to_string(&cfg_file) else {
             // The published SDAR-4B-Chat config lives outside the repository on some machines.
             eprintln!("skipping {name}: {} not present", cfg_file.display());
             continue;
         };
         let cfg: Value = serde_json::from_str(&text).expect("tokenizer_config JSON");
-        let tpl = ChatTemplate::from_tokenizer_config(&cfg, &cfg_file).unwrap_or_else(|| panic!("{name}: no chat_template"));
+        let tpl = ChatTemplate::from_tokenizer_config(&cfg, &cfg_file)
+            .unwrap_or_else(|| panic!("{name}: no chat_template"));
         let key = case["messages"].as_str().expect("messages key");
-        let messages: Vec<Message> = serde_json::from_value(g["messages"][key].clone()).expect("messages");
+        let messages: Vec<Message> =
+            serde_json::from_value(g["messages"][key].clone()).expect("messages");
         let add = case["add_generation_prompt"].as_bool().unwrap_or(true);
-        let got = tpl.render(&messages, add).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let got = tpl
+            .render(&messages, add)
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
         let want = case["text"].as_str().expect("text");
         assert_eq!(got, want, "{name}");
 
         // Where the golden file has ids, the fixture tokenizer must give the same ones.
         if let Some(ids) = case.get("input_ids").and_then(Value::as_array) {
-            let want_ids: Vec<u32> = ids.iter().filter_map(Value::as_u64).map(|i| i as u32).collect();
+            let want_ids: Vec<u32> = ids
+                .iter()
+                .filter_map(Value::as_u64)
+                .map(|i| i as u32)
+                .collect();
             let folder = cfg_file.parent().expect("folder");
-            let tok = tokenizers::Tokenizer::from_file(folder.join("tokenizer.json")).expect("tokenizer");
+            let tok =
+                tokenizers::Tokenizer::from_file(folder.join("tokenizer.json")).expect("tokenizer");
             let enc = tok.encode(got.as_str(), false).expect("encode");
             assert_eq!(enc.get_ids(), &want_ids[..], "{name}: ids");
         }
@@ -57,10 +70,14 @@ fn templates_match_transformers() {
 #[test]
 fn preview_shows_the_exact_tokens() {
     for family in ["llada", "dream", "sdar"] {
-        let m = DiffusionModel::load(&fixtures().join(family), DType::F32, &Device::Cpu).expect("load");
+        let m =
+            DiffusionModel::load(&fixtures().join(family), DType::F32, &Device::Cpu).expect("load");
         let p = chat::preview(&m, "Write a haiku about masks.", true).expect("preview");
         assert!(p.templated, "{family}");
-        assert_eq!(p.ids, unmask::session::encode_prompt(&m, "Write a haiku about masks.", true).expect("encode"));
+        assert_eq!(
+            p.ids,
+            unmask::session::encode_prompt(&m, "Write a haiku about masks.", true).expect("encode")
+        );
         assert_eq!(p.ids.len(), p.tokens.len());
         assert!(p.text.contains("Write a haiku about masks."));
         let plain = chat::preview(&m, "abc", false).expect("preview");

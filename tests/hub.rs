@@ -41,14 +41,20 @@ impl Server {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind loopback");
         listener.set_nonblocking(true).expect("nonblocking");
         let endpoint = format!("http://{}", listener.local_addr().expect("addr"));
-        let shared = Arc::new(Shared { repos, served: Mutex::new(HashMap::new()), stop: AtomicBool::new(false) });
+        let shared = Arc::new(Shared {
+            repos,
+            served: Mutex::new(HashMap::new()),
+            stop: AtomicBool::new(false),
+        });
         let s = shared.clone();
         let thread = std::thread::spawn(move || {
             let connections = AtomicUsize::new(0);
             std::thread::scope(|scope| {
                 while !s.stop.load(Ordering::Relaxed) {
                     match listener.accept() {
-                        Ok((stream, _)) if connections.fetch_add(1, Ordering::Relaxed) < MAX_CONNECTIONS => {
+                        Ok((stream, _))
+                            if connections.fetch_add(1, Ordering::Relaxed) < MAX_CONNECTIONS =>
+                        {
                             let s = &s;
                             scope.spawn(move || serve(stream, s));
                         }
@@ -58,11 +64,19 @@ impl Server {
                 }
             });
         });
-        Server { shared, endpoint, thread: Some(thread) }
+        Server {
+            shared,
+            endpoint,
+            thread: Some(thread),
+        }
     }
 
     fn served(&self, file: &str) -> u64 {
-        self.shared.served.lock().map(|m| m.get(file).copied().unwrap_or(0)).unwrap_or(0)
+        self.shared
+            .served
+            .lock()
+            .map(|m| m.get(file).copied().unwrap_or(0))
+            .unwrap_or(0)
     }
 
     fn stop(&mut self) {
@@ -123,7 +137,12 @@ fn serve(stream: TcpStream, s: &Shared) {
 }
 
 fn respond(s: &Shared, method: &str, path: &str, range: Option<&str>) -> (String, Vec<u8>) {
-    let status = |code: &str, extra: &str| (format!("HTTP/1.1 {code}\r\nContent-Length: 0\r\n{extra}\r\n"), Vec::new());
+    let status = |code: &str, extra: &str| {
+        (
+            format!("HTTP/1.1 {code}\r\nContent-Length: 0\r\n{extra}\r\n"),
+            Vec::new(),
+        )
+    };
     if method != "GET" && method != "HEAD" {
         return status("405 Method Not Allowed", "");
     }
@@ -144,12 +163,21 @@ fn respond(s: &Shared, method: &str, path: &str, range: Option<&str>) -> (String
     }
     let file = parts[4];
     let Some(data) = repo.files.get(file) else {
-        return status("404 Not Found", &format!("X-Error-Code: EntryNotFound\r\nX-Repo-Commit: {COMMIT}\r\n"));
+        return status(
+            "404 Not Found",
+            &format!("X-Error-Code: EntryNotFound\r\nX-Repo-Commit: {COMMIT}\r\n"),
+        );
     };
-    let etag: String = Sha256::digest(data).iter().map(|b| format!("{b:02x}")).collect();
+    let etag: String = Sha256::digest(data)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
     let common = format!("ETag: \"{etag}\"\r\nX-Repo-Commit: {COMMIT}\r\nAccept-Ranges: bytes\r\n");
     let len = data.len() as u64;
-    let (code, body, extra) = match range.and_then(|r| r.strip_prefix("bytes=")).and_then(|r| r.split_once('-')) {
+    let (code, body, extra) = match range
+        .and_then(|r| r.strip_prefix("bytes="))
+        .and_then(|r| r.split_once('-'))
+    {
         Some((a, b)) if method == "GET" => {
             let a: u64 = a.parse().unwrap_or(0);
             let b: u64 = b.parse().unwrap_or(len - 1).min(len - 1);
@@ -166,7 +194,14 @@ fn respond(s: &Shared, method: &str, path: &str, range: Option<&str>) -> (String
             *m.entry(file.to_string()).or_insert(0) += body.len() as u64;
         }
     }
-    let head = format!("HTTP/1.1 {code}\r\nContent-Length: {}\r\n{common}{extra}\r\n", if method == "HEAD" { len } else { body.len() as u64 });
+    let head = format!(
+        "HTTP/1.1 {code}\r\nContent-Length: {}\r\n{common}{extra}\r\n",
+        if method == "HEAD" {
+            len
+        } else {
+            body.len() as u64
+        }
+    );
     (head, body)
 }
 
@@ -179,7 +214,10 @@ fn sdar_repo() -> Repo {
     let mut files = HashMap::new();
     for entry in std::fs::read_dir(fixture()).expect("fixture folder") {
         let p = entry.expect("entry").path();
-        let name = p.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
+        let name = p
+            .file_name()
+            .map(|n| n.to_string_lossy().to_string())
+            .unwrap_or_default();
         if !name.starts_with("golden") && p.is_file() {
             files.insert(name, std::fs::read(&p).expect("read fixture"));
         }
@@ -188,74 +226,146 @@ fn sdar_repo() -> Repo {
 }
 
 fn opts(endpoint: &str, cache: &Path) -> HubOptions {
-    HubOptions { endpoint: Some(endpoint.into()), cache_dir: Some(cache.into()), ..HubOptions::default() }
+    HubOptions {
+        endpoint: Some(endpoint.into()),
+        cache_dir: Some(cache.into()),
+        ..HubOptions::default()
+    }
 }
 
 fn logits(folder: &Path) -> Vec<f32> {
     let m = DiffusionModel::load(folder, DType::F32, &Device::Cpu).expect("load");
     let ids: Vec<u32> = (0..12).map(|i| (i * 17 + 3) % 400).collect();
-    m.forward_all(&ids, 4).expect("forward").flatten_all().expect("flatten").to_vec1().expect("to_vec")
+    m.forward_all(&ids, 4)
+        .expect("forward")
+        .flatten_all()
+        .expect("flatten")
+        .to_vec1()
+        .expect("to_vec")
 }
 
 #[test]
 fn hub_downloads() {
     let mut server = Server::start(HashMap::from([("test/sdar".to_string(), sdar_repo())]));
     let shard1 = "model-00001-of-00002.safetensors";
-    let shard1_len = std::fs::metadata(fixture().join(shard1)).expect("shard").len();
+    let shard1_len = std::fs::metadata(fixture().join(shard1))
+        .expect("shard")
+        .len();
 
     // 1. A fresh download lands in the standard cache layout and loads to the same logits.
     let cache = tempfile::tempdir().expect("tempdir");
     let mut events: Vec<Progress> = Vec::new();
     let hub = Hub::new(opts(&server.endpoint, cache.path())).expect("hub");
-    let folder = hub.download("test/sdar", &mut |p| events.push(p.clone())).expect("fresh download");
-    assert_eq!(folder, cache.path().join("models--test--sdar/snapshots").join(COMMIT));
-    for f in ["config.json", "tokenizer.json", "tokenizer_config.json", "generation_config.json", "model.safetensors.index.json", shard1] {
-        assert!(folder.join(f).exists(), "{f} missing from {}", folder.display());
+    let folder = hub
+        .download("test/sdar", &mut |p| events.push(p.clone()))
+        .expect("fresh download");
+    assert_eq!(
+        folder,
+        cache
+            .path()
+            .join("models--test--sdar/snapshots")
+            .join(COMMIT)
+    );
+    for f in [
+        "config.json",
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "generation_config.json",
+        "model.safetensors.index.json",
+        shard1,
+    ] {
+        assert!(
+            folder.join(f).exists(),
+            "{f} missing from {}",
+            folder.display()
+        );
     }
-    assert!(!folder.join("golden.json").exists(), "only checkpoint files are fetched");
-    assert!(events.iter().any(|p| p.file == shard1 && p.bytes_done == shard1_len && p.bytes_total == shard1_len));
+    assert!(
+        !folder.join("golden.json").exists(),
+        "only checkpoint files are fetched"
+    );
+    assert!(events
+        .iter()
+        .any(|p| p.file == shard1 && p.bytes_done == shard1_len && p.bytes_total == shard1_len));
     assert_eq!(logits(&folder), logits(&fixture()));
 
     // 2. Resume: a partial blob left in the cache is continued with a Range request.
     let cache2 = tempfile::tempdir().expect("tempdir");
     let data = std::fs::read(fixture().join(shard1)).expect("shard");
-    let etag: String = Sha256::digest(&data).iter().map(|b| format!("{b:02x}")).collect();
+    let etag: String = Sha256::digest(&data)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
     let blobs = cache2.path().join("models--test--sdar/blobs");
     std::fs::create_dir_all(&blobs).expect("blobs");
     let half = data.len() / 2;
     std::fs::write(blobs.join(format!("{etag}.incomplete")), &data[..half]).expect("partial");
     let before = server.served(shard1);
-    let resumed = Hub::new(HubOptions { chunk_bytes: Some(40_000), ..opts(&server.endpoint, cache2.path()) })
-        .expect("hub")
-        .download("test/sdar", &mut |_| {})
-        .expect("resumed download");
-    assert_eq!(server.served(shard1) - before, (data.len() - half) as u64, "only the missing half is fetched");
+    let resumed = Hub::new(HubOptions {
+        chunk_bytes: Some(40_000),
+        ..opts(&server.endpoint, cache2.path())
+    })
+    .expect("hub")
+    .download("test/sdar", &mut |_| {})
+    .expect("resumed download");
+    assert_eq!(
+        server.served(shard1) - before,
+        (data.len() - half) as u64,
+        "only the missing half is fetched"
+    );
     assert_eq!(std::fs::read(resumed.join(shard1)).expect("blob"), data);
     assert!(!blobs.join(format!("{etag}.incomplete")).exists());
     assert_eq!(logits(&resumed), logits(&fixture()));
 
     // 3. 404 and 401 name the repository and say what to do.
-    let e = hub.download("test/missing", &mut |_| {}).expect_err("404").to_string();
+    let e = hub
+        .download("test/missing", &mut |_| {})
+        .expect_err("404")
+        .to_string();
     assert!(e.contains("test/missing") && e.contains("not found"), "{e}");
-    let e = hub.download("test/private", &mut |_| {}).expect_err("401").to_string();
-    assert!(e.contains("test/private") && e.contains("HF_TOKEN") && e.contains("401"), "{e}");
+    let e = hub
+        .download("test/private", &mut |_| {})
+        .expect_err("401")
+        .to_string();
+    assert!(
+        e.contains("test/private") && e.contains("HF_TOKEN") && e.contains("401"),
+        "{e}"
+    );
 
     // 4. With the server gone, the cached model opens without network, also in offline mode.
     let endpoint = server.endpoint.clone();
     server.stop();
-    let again = hub::resolve_model("test/sdar", &opts(&endpoint, cache.path()), &mut |_| {}).expect("cached open");
+    let again = hub::resolve_model("test/sdar", &opts(&endpoint, cache.path()), &mut |_| {})
+        .expect("cached open");
     assert_eq!(again, folder);
-    let offline = HubOptions { offline: true, ..opts(&endpoint, cache.path()) };
-    assert_eq!(Hub::new(offline.clone()).expect("hub").download("test/sdar", &mut |_| {}).expect("offline"), folder);
+    let offline = HubOptions {
+        offline: true,
+        ..opts(&endpoint, cache.path())
+    };
+    assert_eq!(
+        Hub::new(offline.clone())
+            .expect("hub")
+            .download("test/sdar", &mut |_| {})
+            .expect("offline"),
+        folder
+    );
 
     // 5. Offline with nothing cached, and no network at all: clear messages.
     let empty = tempfile::tempdir().expect("tempdir");
-    let e = Hub::new(HubOptions { offline: true, ..opts(&endpoint, empty.path()) })
-        .expect("hub")
-        .download("test/sdar", &mut |_| {})
-        .expect_err("offline, not cached")
+    let e = Hub::new(HubOptions {
+        offline: true,
+        ..opts(&endpoint, empty.path())
+    })
+    .expect("hub")
+    .download("test/sdar", &mut |_| {})
+    .expect_err("offline, not cached")
+    .to_string();
+    assert!(
+        e.contains("HF_HUB_OFFLINE") && e.contains("test/sdar"),
+        "{e}"
+    );
+    let e = hub::resolve_model("test/sdar", &opts(&endpoint, empty.path()), &mut |_| {})
+        .expect_err("no network")
         .to_string();
-    assert!(e.contains("HF_HUB_OFFLINE") && e.contains("test/sdar"), "{e}");
-    let e = hub::resolve_model("test/sdar", &opts(&endpoint, empty.path()), &mut |_| {}).expect_err("no network").to_string();
     assert!(e.contains("cannot reach") && e.contains("127.0.0.1"), "{e}");
 }

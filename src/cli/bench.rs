@@ -32,7 +32,11 @@ pub struct BenchArgs {
     pub gen_length: usize,
     /// Comma-separated settings: `ar` (block 1, 1 step), `bN-sK` (block N, K steps per block,
     /// low-confidence), `bN-tX` (block N, threshold X, at most N steps).
-    #[arg(long, value_delimiter = ',', default_value = "ar,b4-s4,b4-t0.9,b8-s8,b8-t0.9,b32-s32,b32-t0.9,b32-s8")]
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "ar,b4-s4,b4-t0.9,b8-s8,b8-t0.9,b32-s32,b32-t0.9,b32-s8"
+    )]
     pub settings: Vec<String>,
     /// Runs per setting (the best is reported).
     #[arg(long, default_value_t = 1)]
@@ -66,18 +70,43 @@ pub struct BenchRow {
 /// Parses a setting name into sampler parameters (greedy, no early stop: random weights never
 /// reliably emit an end token, and a fixed length keeps runs comparable).
 pub fn parse_setting(name: &str, gen_length: usize) -> anyhow::Result<SamplerParams> {
-    let base = SamplerParams { gen_length, temperature: 0.0, stop_at_eos: false, ..SamplerParams::default() };
+    let base = SamplerParams {
+        gen_length,
+        temperature: 0.0,
+        stop_at_eos: false,
+        ..SamplerParams::default()
+    };
     if name == "ar" {
-        return Ok(SamplerParams { block_size: 1, steps: 1, rule: UnmaskRule::LowConfidence, ..base });
+        return Ok(SamplerParams {
+            block_size: 1,
+            steps: 1,
+            rule: UnmaskRule::LowConfidence,
+            ..base
+        });
     }
-    let bad = || anyhow::anyhow!("setting `{name}`: expected ar, bN-sK (e.g. b32-s8) or bN-tX (e.g. b4-t0.9)");
+    let bad = || {
+        anyhow::anyhow!(
+            "setting `{name}`: expected ar, bN-sK (e.g. b32-s8) or bN-tX (e.g. b4-t0.9)"
+        )
+    };
     let rest = name.strip_prefix('b').ok_or_else(bad)?;
     let (block, tail) = rest.split_once('-').ok_or_else(bad)?;
     let block: usize = block.parse().map_err(|_| bad())?;
     let p = if let Some(k) = tail.strip_prefix('s') {
-        SamplerParams { block_size: block, steps: k.parse().map_err(|_| bad())?, rule: UnmaskRule::LowConfidence, ..base }
+        SamplerParams {
+            block_size: block,
+            steps: k.parse().map_err(|_| bad())?,
+            rule: UnmaskRule::LowConfidence,
+            ..base
+        }
     } else if let Some(t) = tail.strip_prefix('t') {
-        SamplerParams { block_size: block, steps: block, rule: UnmaskRule::Threshold, threshold: t.parse().map_err(|_| bad())?, ..base }
+        SamplerParams {
+            block_size: block,
+            steps: block,
+            rule: UnmaskRule::Threshold,
+            threshold: t.parse().map_err(|_| bad())?,
+            ..base
+        }
     } else {
         return Err(bad());
     };
@@ -89,8 +118,14 @@ pub fn parse_setting(name: &str, gen_length: usize) -> anyhow::Result<SamplerPar
 
 /// A fixed prompt of `n` ordinary token ids (no mask or stop ids).
 pub fn bench_prompt(m: &DiffusionModel, n: usize) -> Vec<u32> {
-    let limit = m.info.config.vocab_size.min(m.info.tokenizer_size.unwrap_or(usize::MAX)).max(2) as u64;
-    let avoid = |id: u32| id == m.mask_id() || m.info.stops.value.contains(&id) || Some(id) == m.info.bos;
+    let limit = m
+        .info
+        .config
+        .vocab_size
+        .min(m.info.tokenizer_size.unwrap_or(usize::MAX))
+        .max(2) as u64;
+    let avoid =
+        |id: u32| id == m.mask_id() || m.info.stops.value.contains(&id) || Some(id) == m.info.bos;
     let mut out = Vec::with_capacity(n);
     let mut i: u64 = 0;
     while out.len() < n {
@@ -108,7 +143,12 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
     let device = model::device::open(&args.device)?;
     let (info, _) = model::ModelInfo::inspect(&folder)?;
     let dtype = model::parse_dtype(&args.dtype, &device, info.config.torch_dtype.as_deref())?;
-    let gpu = args.device.starts_with("cuda").then(|| args.device.strip_prefix("cuda:").and_then(|s| s.parse().ok()).unwrap_or(0usize));
+    let gpu = args.device.starts_with("cuda").then(|| {
+        args.device
+            .strip_prefix("cuda:")
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0usize)
+    });
     let mem_before = gpu.and_then(gpu_memory_mib);
     let t_load = Instant::now();
     let m = DiffusionModel::load(&folder, dtype, &device)?;
@@ -118,7 +158,17 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
     let settings: Vec<(String, SamplerParams)> = args
         .settings
         .iter()
-        .map(|s| parse_setting(s, args.gen_length).map(|p| (s.clone(), SamplerParams { kv_cache: !args.no_cache, ..p })))
+        .map(|s| {
+            parse_setting(s, args.gen_length).map(|p| {
+                (
+                    s.clone(),
+                    SamplerParams {
+                        kv_cache: !args.no_cache,
+                        ..p
+                    },
+                )
+            })
+        })
         .collect::<anyhow::Result<_>>()?;
     eprintln!(
         "{}: {} parameters, {:?} on {}, loaded in {:.1} s; prompt {} tokens, gen {}",
@@ -132,7 +182,10 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
     );
     // Warm-up: first kernels, allocations and (on CUDA) module loading stay out of the figures.
     if let Some((_, p)) = settings.first() {
-        let warm = SamplerParams { gen_length: p.block_size.max(1), ..p.clone() };
+        let warm = SamplerParams {
+            gen_length: p.block_size.max(1),
+            ..p.clone()
+        };
         decode(&m, &prompt, &warm, &args.device)?;
     }
     let mut rows = Vec::new();
@@ -151,7 +204,11 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
                 forwards: metrics.forwards,
                 total_ms: metrics.total_ms,
                 tokens_per_second: metrics.tokens_per_second(),
-                ms_per_forward: if metrics.forwards > 0 { metrics.total_ms / metrics.forwards as f64 } else { 0.0 },
+                ms_per_forward: if metrics.forwards > 0 {
+                    metrics.total_ms / metrics.forwards as f64
+                } else {
+                    0.0
+                },
                 tokens_per_forward: metrics.tokens_per_forward(),
                 peak_memory_mib: peak,
             };
@@ -160,13 +217,19 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
             }
         }
         if let Some(row) = best {
-            eprintln!("  {:<10} {:>8.1} tok/s  {:>5} forwards  {:>7.2} ms/forward", row.setting, row.tokens_per_second, row.forwards, row.ms_per_forward);
+            eprintln!(
+                "  {:<10} {:>8.1} tok/s  {:>5} forwards  {:>7.2} ms/forward",
+                row.setting, row.tokens_per_second, row.forwards, row.ms_per_forward
+            );
             rows.push(row);
         }
     }
     let title = format!(
         "{} · {} · {:?} · {} · prompt {} + gen {}",
-        folder.file_name().map(|s| s.to_string_lossy().to_string()).unwrap_or_default(),
+        folder
+            .file_name()
+            .map(|s| s.to_string_lossy().to_string())
+            .unwrap_or_default(),
         format_params(m.info.parameters),
         dtype,
         args.device,
@@ -188,17 +251,27 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
             "gpu_memory_mib": { "before_load": mem_before, "after_load": mem_loaded },
             "rows": rows,
         });
-        std::fs::write(path, serde_json::to_string_pretty(&out)?).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        std::fs::write(path, serde_json::to_string_pretty(&out)?)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
     }
     Ok(())
 }
 
-fn decode(m: &DiffusionModel, prompt: &[u32], p: &SamplerParams, device: &str) -> anyhow::Result<crate::trace::Metrics> {
-    let task = Task::Complete { prompt: prompt.to_vec() };
+fn decode(
+    m: &DiffusionModel,
+    prompt: &[u32],
+    p: &SamplerParams,
+    device: &str,
+) -> anyhow::Result<crate::trace::Metrics> {
+    let task = Task::Complete {
+        prompt: prompt.to_vec(),
+    };
     let header = session::prepare(m, &task, p, "", device)?;
     let cancel = AtomicBool::new(false);
     let trace = session::run(m, header, device, &cancel, &mut |_| {})?;
-    let fin = trace.finish.ok_or_else(|| anyhow::anyhow!("the run ended without a finish record"))?;
+    let fin = trace
+        .finish
+        .ok_or_else(|| anyhow::anyhow!("the run ended without a finish record"))?;
     Ok(fin.metrics)
 }
 
@@ -227,7 +300,9 @@ pub fn markdown(title: &str, rows: &[BenchRow]) -> String {
             r.tokens_per_second,
             r.ms_per_forward,
             r.tokens_per_forward,
-            r.peak_memory_mib.map(|m| format!("{m:.0}")).unwrap_or_else(|| "–".into())
+            r.peak_memory_mib
+                .map(|m| format!("{m:.0}"))
+                .unwrap_or_else(|| "–".into())
         ));
     }
     s
@@ -236,10 +311,21 @@ pub fn markdown(title: &str, rows: &[BenchRow]) -> String {
 /// GPU memory in use on device `ordinal` per `nvidia-smi` (whole device, all processes).
 fn gpu_memory_mib(ordinal: usize) -> Option<f64> {
     let out = std::process::Command::new("nvidia-smi")
-        .args(["--query-gpu=memory.used", "--format=csv,noheader,nounits", "-i", &ordinal.to_string()])
+        .args([
+            "--query-gpu=memory.used",
+            "--format=csv,noheader,nounits",
+            "-i",
+            &ordinal.to_string(),
+        ])
         .output()
         .ok()?;
-    String::from_utf8_lossy(&out.stdout).trim().lines().next()?.trim().parse().ok()
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .lines()
+        .next()?
+        .trim()
+        .parse()
+        .ok()
 }
 
 /// The process's peak resident set (Linux `VmHWM`), in MiB.
@@ -321,11 +407,18 @@ pub fn make_random_checkpoint(args: &MakeRandomArgs) -> anyhow::Result<()> {
     };
     let mut cfg_json = preset.config_json();
     if let Some(n) = args.layers {
-        let key = if preset.family == model::Family::Llada { "n_layers" } else { "num_hidden_layers" };
+        let key = if preset.family == model::Family::Llada {
+            "n_layers"
+        } else {
+            "num_hidden_layers"
+        };
         cfg_json[key] = json!(n);
     }
     if let Some(v) = args.vocab {
-        anyhow::ensure!(v >= 300, "--vocab {v}: at least 300 (256 byte tokens + specials)");
+        anyhow::ensure!(
+            v >= 300,
+            "--vocab {v}: at least 300 (256 byte tokens + specials)"
+        );
         cfg_json["vocab_size"] = json!(v);
         if cfg_json.get("embedding_size").is_some() {
             cfg_json["embedding_size"] = json!(v);
@@ -337,13 +430,18 @@ pub fn make_random_checkpoint(args: &MakeRandomArgs) -> anyhow::Result<()> {
     }
     cfg_json["torch_dtype"] = json!(if bf16 { "bfloat16" } else { "float32" });
     let cfg = model::ModelConfig::from_value(&cfg_json, &args.out.join("config.json"))?;
-    std::fs::create_dir_all(&args.out).map_err(|e| anyhow::anyhow!("{}: {e}", args.out.display()))?;
+    std::fs::create_dir_all(&args.out)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", args.out.display()))?;
     let write = |name: &str, v: &serde_json::Value| -> anyhow::Result<()> {
         let p = args.out.join(name);
-        std::fs::write(&p, serde_json::to_string_pretty(v)?).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))
+        std::fs::write(&p, serde_json::to_string_pretty(v)?)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))
     };
     write("config.json", &cfg_json)?;
-    write("generation_config.json", &json!({ "eos_token_id": cfg.eos_token_ids, "bos_token_id": cfg.bos_token_id, "pad_token_id": cfg.pad_token_id }))?;
+    write(
+        "generation_config.json",
+        &json!({ "eos_token_id": cfg.eos_token_ids, "bos_token_id": cfg.bos_token_id, "pad_token_id": cfg.pad_token_id }),
+    )?;
     let mut specials = vec![(cfg.mask_token_id.unwrap_or(0), "<|mask|>")];
     specials.extend(cfg.eos_token_ids.iter().map(|&id| (id, "<|endoftext|>")));
     write("tokenizer.json", &byte_tokenizer(&specials))?;
@@ -369,7 +467,11 @@ pub fn make_random_checkpoint(args: &MakeRandomArgs) -> anyhow::Result<()> {
     let mut weight_map = serde_json::Map::new();
     let mut total = 0u64;
     for (k, shard) in shards.iter().enumerate() {
-        let name = if n == 1 { "model.safetensors".to_string() } else { format!("model-{:05}-of-{n:05}.safetensors", k + 1) };
+        let name = if n == 1 {
+            "model.safetensors".to_string()
+        } else {
+            format!("model-{:05}-of-{n:05}.safetensors", k + 1)
+        };
         let path = args.out.join(&name);
         total += write_shard(&path, shard, bf16, args.seed.wrapping_add(k as u64))?;
         for (t, _) in shard {
@@ -378,18 +480,30 @@ pub fn make_random_checkpoint(args: &MakeRandomArgs) -> anyhow::Result<()> {
         eprintln!("wrote {}", path.display());
     }
     if n > 1 {
-        write("model.safetensors.index.json", &json!({ "metadata": { "total_size": total }, "weight_map": weight_map }))?;
+        write(
+            "model.safetensors.index.json",
+            &json!({ "metadata": { "total_size": total }, "weight_map": weight_map }),
+        )?;
     }
     println!("{}", args.out.display());
     Ok(())
 }
 
 fn keys() -> String {
-    crate::presets::all().iter().map(|p| p.key).collect::<Vec<_>>().join(", ")
+    crate::presets::all()
+        .iter()
+        .map(|p| p.key)
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// One safetensors file, tensors generated and written one at a time; returns the data bytes.
-fn write_shard(path: &Path, tensors: &[(String, Vec<usize>)], bf16: bool, seed: u64) -> anyhow::Result<u64> {
+fn write_shard(
+    path: &Path,
+    tensors: &[(String, Vec<usize>)],
+    bf16: bool,
+    seed: u64,
+) -> anyhow::Result<u64> {
     let elem = if bf16 { 2usize } else { 4 };
     let mut header = serde_json::Map::new();
     header.insert("__metadata__".into(), json!({ "format": "pt" }));
@@ -406,18 +520,27 @@ fn write_shard(path: &Path, tensors: &[(String, Vec<usize>)], bf16: bool, seed: 
     let f = std::fs::File::create(path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
     let mut w = std::io::BufWriter::with_capacity(8 << 20, f);
     let io = |e: std::io::Error| anyhow::anyhow!("{}: {e}", path.display());
-    w.write_all(&(head.len() as u64).to_le_bytes()).map_err(io)?;
+    w.write_all(&(head.len() as u64).to_le_bytes())
+        .map_err(io)?;
     w.write_all(&head).map_err(io)?;
     for (i, (name, shape)) in tensors.iter().enumerate() {
         let count: usize = shape.iter().product();
-        let value = if name.ends_with("norm.weight") || name.contains("_norm.") || name.ends_with("ln_f.weight") {
+        let value = if name.ends_with("norm.weight")
+            || name.contains("_norm.")
+            || name.ends_with("ln_f.weight")
+        {
             Fill::Const(1.0)
         } else if name.ends_with(".bias") {
             Fill::Const(0.0)
         } else {
             Fill::Random(0.02)
         };
-        let data = fill(count, value, bf16, seed.wrapping_mul(1_000_003).wrapping_add(i as u64));
+        let data = fill(
+            count,
+            value,
+            bf16,
+            seed.wrapping_mul(1_000_003).wrapping_add(i as u64),
+        );
         w.write_all(&data).map_err(io)?;
     }
     w.flush().map_err(io)?;
@@ -435,12 +558,16 @@ enum Fill {
 fn fill(count: usize, value: Fill, bf16: bool, seed: u64) -> Vec<u8> {
     let elem = if bf16 { 2 } else { 4 };
     let mut out = vec![0u8; count * elem];
-    let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).min(32);
+    let threads = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+        .min(32);
     let per = count.div_ceil(threads).max(1 << 16) * elem;
     std::thread::scope(|s| {
         for (k, chunk) in out.chunks_mut(per).enumerate() {
             s.spawn(move || {
-                let mut state = seed ^ (k as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 0xD1B5_4A32_D192_ED03;
+                let mut state =
+                    seed ^ (k as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 0xD1B5_4A32_D192_ED03;
                 let half_width = match value {
                     Fill::Random(std) => std * 3f32.sqrt(),
                     Fill::Const(_) => 0.0,
@@ -506,7 +633,9 @@ fn byte_tokenizer(specials: &[(u32, &str)]) -> serde_json::Value {
 /// The 256 printable characters byte-level BPE uses for the bytes 0..=255: printable Latin-1
 /// bytes stand for themselves, the rest are shifted to U+0100 onwards in byte order.
 fn byte_alphabet() -> Vec<char> {
-    let printable = |b: u32| (0x21..=0x7E).contains(&b) || (0xA1..=0xAC).contains(&b) || (0xAE..=0xFF).contains(&b);
+    let printable = |b: u32| {
+        (0x21..=0x7E).contains(&b) || (0xA1..=0xAC).contains(&b) || (0xAE..=0xFF).contains(&b)
+    };
     let mut shifted = 0u32;
     (0u32..256)
         .map(|b| {

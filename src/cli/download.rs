@@ -17,8 +17,13 @@ pub struct DownloadArgs {
 }
 
 pub fn run(args: &DownloadArgs) -> anyhow::Result<()> {
-    let id = crate::presets::find(&args.model).map(|p| p.hub_id.to_string()).unwrap_or_else(|| args.model.clone());
-    let opts = HubOptions { revision: args.revision.clone(), ..HubOptions::from_env() };
+    let id = crate::presets::find(&args.model)
+        .map(|p| p.hub_id.to_string())
+        .unwrap_or_else(|| args.model.clone());
+    let opts = HubOptions {
+        revision: args.revision.clone(),
+        ..HubOptions::from_env()
+    };
     let hub = hub::Hub::new(opts)?;
     let mut line = ProgressLine::default();
     let folder = hub.download(&id, &mut |p| line.show(p))?;
@@ -56,13 +61,26 @@ impl ProgressLine {
             self.started = Some(now);
         }
         let done = p.bytes_total > 0 && p.bytes_done >= p.bytes_total;
-        if !new_file && !done && self.last.is_some_and(|t| now - t < Duration::from_millis(100)) {
+        if !new_file
+            && !done
+            && self
+                .last
+                .is_some_and(|t| now - t < Duration::from_millis(100))
+        {
             return;
         }
         self.last = Some(now);
         let mib = |b: u64| b as f64 / (1u64 << 20) as f64;
-        let secs = self.started.map(|s| (now - s).as_secs_f64()).unwrap_or(0.0).max(1e-3);
-        let pct = if p.bytes_total > 0 { 100.0 * p.bytes_done as f64 / p.bytes_total as f64 } else { 0.0 };
+        let secs = self
+            .started
+            .map(|s| (now - s).as_secs_f64())
+            .unwrap_or(0.0)
+            .max(1e-3);
+        let pct = if p.bytes_total > 0 {
+            100.0 * p.bytes_done as f64 / p.bytes_total as f64
+        } else {
+            0.0
+        };
         eprint!(
             "\r{:<40} {:>9.1} / {:>9.1} MiB {:>5.1}% {:>7.1} MiB/s",
             p.file,

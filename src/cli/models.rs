@@ -34,7 +34,7 @@ pub fn run(args: &ModelsArgs) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string_pretty(&rows)?);
         return Ok(());
     }
-    println!("{}", table());
+    print!("{}", table());
     println!("\nDownload: unmask download HUB_ID (any hub id works); use: unmask generate --model HUB_ID|KEY");
     Ok(())
 }
