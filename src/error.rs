@@ -69,6 +69,9 @@ pub enum Error {
         problem: String,
     },
 
+    #[error(transparent)]
+    Hub(crate::hub::HubError),
+
     #[error("model computation failed: {0}")]
     Candle(#[from] candle_core::Error),
 }

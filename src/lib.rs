@@ -6,7 +6,9 @@ pub mod engine;
 pub mod error;
 #[cfg(feature = "gui")]
 pub mod gui;
+pub mod hub;
 pub mod model;
+pub mod presets;
 pub mod sampler;
 pub mod session;
 pub mod trace;

@@ -17,6 +17,10 @@ fn main() {
         Command::Inspect(a) => cli::inspect(&a),
         Command::Eval(a) => cli::eval::run(&a),
         Command::Replay(a) => cli::replay(&a),
+        Command::Models(a) => cli::models::run(&a),
+        Command::Download(a) => cli::download::run(&a),
+        Command::Bench(a) => cli::bench::run(&a),
+        Command::MakeRandomCheckpoint(a) => cli::bench::make_random_checkpoint(&a),
         Command::Train(a) => cli::train::run(&a),
     };
     if let Err(e) = result {

@@ -11,7 +11,7 @@ use crate::session;
 
 #[derive(Args, Debug)]
 pub struct GenerateArgs {
-    /// Model folder, or `embedded`.
+    /// Model folder, `embedded`, a preset key or a hub id (org/name).
     #[arg(long, default_value = "embedded")]
     pub model: String,
     /// Prompt text.
@@ -50,7 +50,7 @@ pub struct GenerateArgs {
 }
 
 pub fn run(args: &GenerateArgs) -> anyhow::Result<()> {
-    let folder = model::resolve_model_arg(&args.model);
+    let folder = super::download::resolve(&args.model)?;
     let device = model::device::open(&args.device)?;
     let (info, _) = model::ModelInfo::inspect(&folder)?;
     let dtype = model::parse_dtype(&args.dtype, &device, info.config.torch_dtype.as_deref())?;

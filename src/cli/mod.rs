@@ -1,8 +1,11 @@
 //! Headless commands.
 
+pub mod bench;
+pub mod download;
 pub mod eval;
 pub mod forward;
 pub mod generate;
+pub mod models;
 pub mod train;
 
 use clap::{Args, Parser, Subcommand};
@@ -34,6 +37,14 @@ pub enum Command {
     Eval(eval::EvalArgs),
     /// Replay a saved trace in the terminal: the canvas after each step.
     Replay(ReplayArgs),
+    /// List the published models unmask knows, with size, memory and recommended settings.
+    Models(models::ModelsArgs),
+    /// Download a model from the Hugging Face hub into the standard cache; prints its folder.
+    Download(download::DownloadArgs),
+    /// Measure decoding speed under several sampler settings; markdown table, optional JSON.
+    Bench(bench::BenchArgs),
+    /// Write random weights with a published model's shapes (for benchmarks without downloads).
+    MakeRandomCheckpoint(bench::MakeRandomArgs),
     /// Train (or resume) the block-diffusion model in candle on the CPU.
     Train(train::TrainArgs),
 }
@@ -50,6 +61,7 @@ pub struct GuiArgs {
 
 #[derive(Args, Debug)]
 pub struct InspectArgs {
+    /// Model folder, `embedded`, a preset key or a hub id (org/name).
     #[arg(long, default_value = "embedded")]
     pub model: String,
     /// Print JSON instead of text.
@@ -172,7 +184,7 @@ impl SamplerFlags {
 }
 
 pub fn inspect(args: &InspectArgs) -> anyhow::Result<()> {
-    let folder = crate::model::resolve_model_arg(&args.model);
+    let folder = download::resolve(&args.model)?;
     let (info, _) = crate::model::ModelInfo::inspect(&folder)?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&info)?);

@@ -1,0 +1,371 @@
+//! Hub downloads against a loopback HTTP server that speaks the hub's `resolve` protocol
+//! (HEAD/GET, ETag, X-Repo-Commit, Content-Length, Range). Nothing leaves 127.0.0.1, and no
+//! environment variable is touched: endpoint and cache are passed through `HubOptions`.
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use candle_core::{DType, Device};
+use sha2::{Digest, Sha256};
+use unmask::hub::{self, Hub, HubOptions, Progress};
+use unmask::model::DiffusionModel;
+
+const COMMIT: &str = "0123456789abcdef0123456789abcdef01234567";
+const MAX_CONNECTIONS: usize = 256;
+
+struct Repo {
+    files: HashMap<String, Vec<u8>>,
+}
+
+struct Shared {
+    repos: HashMap<String, Repo>,
+    /// Body bytes sent per file name.
+    served: Mutex<HashMap<String, u64>>,
+    stop: AtomicBool,
+}
+
+/// A small hub stand-in. `test/private` always answers 401; unknown repos 404.
+struct Server {
+    shared: Arc<Shared>,
+    endpoint: String,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Server {
+    fn start(repos: HashMap<String, Repo>) -> Server {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind loopback");
+        listener.set_nonblocking(true).expect("nonblocking");
+        let endpoint = format!("http://{}", listener.local_addr().expect("addr"));
+        let shared = Arc::new(Shared {
+            repos,
+            served: Mutex::new(HashMap::new()),
+            stop: AtomicBool::new(false),
+        });
+        let s = shared.clone();
+        let thread = std::thread::spawn(move || {
+            let connections = AtomicUsize::new(0);
+            std::thread::scope(|scope| {
+                while !s.stop.load(Ordering::Relaxed) {
+                    match listener.accept() {
+                        Ok((stream, _))
+                            if connections.fetch_add(1, Ordering::Relaxed) < MAX_CONNECTIONS =>
+                        {
+                            let s = &s;
+                            scope.spawn(move || serve(stream, s));
+                        }
+                        Ok(_) => {}
+                        Err(_) => std::thread::sleep(Duration::from_millis(5)),
+                    }
+                }
+            });
+        });
+        Server {
+            shared,
+            endpoint,
+            thread: Some(thread),
+        }
+    }
+
+    fn served(&self, file: &str) -> u64 {
+        self.shared
+            .served
+            .lock()
+            .map(|m| m.get(file).copied().unwrap_or(0))
+            .unwrap_or(0)
+    }
+
+    fn stop(&mut self) {
+        self.shared.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn serve(stream: TcpStream, s: &Shared) {
+    let _ = stream.set_read_timeout(Some(Duration::from_millis(200)));
+    let mut reader = BufReader::new(match stream.try_clone() {
+        Ok(r) => r,
+        Err(_) => return,
+    });
+    let mut out = stream;
+    loop {
+        let mut request = String::new();
+        // Read one request head; idle connections are polled so the server can stop.
+        loop {
+            let mut line = String::new();
+            match reader.read_line(&mut line) {
+                Ok(0) => return,
+                Ok(_) => {
+                    request.push_str(&line);
+                    if line == "\r\n" {
+                        break;
+                    }
+                }
+                Err(_) if s.stop.load(Ordering::Relaxed) => return,
+                Err(_) if request.is_empty() => continue,
+                Err(_) => return,
+            }
+        }
+        let mut lines = request.lines();
+        let mut first = lines.next().unwrap_or("").split_whitespace();
+        let (method, path) = (first.next().unwrap_or(""), first.next().unwrap_or(""));
+        let range = lines
+            .filter_map(|l| l.split_once(':'))
+            .find(|(k, _)| k.eq_ignore_ascii_case("range"))
+            .map(|(_, v)| v.trim().to_string());
+        let (head, body) = respond(s, method, path, range.as_deref());
+        if out.write_all(head.as_bytes()).is_err() {
+            return;
+        }
+        if method == "GET" && out.write_all(&body).is_err() {
+            return;
+        }
+        let _ = out.flush();
+    }
+}
+
+fn respond(s: &Shared, method: &str, path: &str, range: Option<&str>) -> (String, Vec<u8>) {
+    let status = |code: &str, extra: &str| {
+        (
+            format!("HTTP/1.1 {code}\r\nContent-Length: 0\r\n{extra}\r\n"),
+            Vec::new(),
+        )
+    };
+    if method != "GET" && method != "HEAD" {
+        return status("405 Method Not Allowed", "");
+    }
+    // /{org}/{name}/resolve/{rev}/{file}
+    let parts: Vec<&str> = path.trim_start_matches('/').splitn(5, '/').collect();
+    if parts.len() != 5 || parts[2] != "resolve" {
+        return status("404 Not Found", "");
+    }
+    let repo_id = format!("{}/{}", parts[0], parts[1]);
+    if repo_id == "test/private" {
+        return status("401 Unauthorized", "X-Error-Code: GatedRepo\r\n");
+    }
+    let Some(repo) = s.repos.get(&repo_id) else {
+        return status("404 Not Found", "X-Error-Code: RepoNotFound\r\n");
+    };
+    if parts[3] != "main" && parts[3] != COMMIT {
+        return status("404 Not Found", "X-Error-Code: RevisionNotFound\r\n");
+    }
+    let file = parts[4];
+    let Some(data) = repo.files.get(file) else {
+        return status(
+            "404 Not Found",
+            &format!("X-Error-Code: EntryNotFound\r\nX-Repo-Commit: {COMMIT}\r\n"),
+        );
+    };
+    let etag: String = Sha256::digest(data)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let common = format!("ETag: \"{etag}\"\r\nX-Repo-Commit: {COMMIT}\r\nAccept-Ranges: bytes\r\n");
+    let len = data.len() as u64;
+    let (code, body, extra) = match range
+        .and_then(|r| r.strip_prefix("bytes="))
+        .and_then(|r| r.split_once('-'))
+    {
+        Some((a, b)) if method == "GET" => {
+            let a: u64 = a.parse().unwrap_or(0);
+            let b: u64 = b.parse().unwrap_or(len - 1).min(len - 1);
+            (
+                "206 Partial Content",
+                data[a as usize..=b as usize].to_vec(),
+                format!("Content-Range: bytes {a}-{b}/{len}\r\n"),
+            )
+        }
+        _ => ("200 OK", data.clone(), String::new()),
+    };
+    if method == "GET" {
+        if let Ok(mut m) = s.served.lock() {
+            *m.entry(file.to_string()).or_insert(0) += body.len() as u64;
+        }
+    }
+    let head = format!(
+        "HTTP/1.1 {code}\r\nContent-Length: {}\r\n{common}{extra}\r\n",
+        if method == "HEAD" {
+            len
+        } else {
+            body.len() as u64
+        }
+    );
+    (head, body)
+}
+
+fn fixture() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/sdar")
+}
+
+/// The fixture's checkpoint files (not its golden data), served as `test/sdar`.
+fn sdar_repo() -> Repo {
+    let mut files = HashMap::new();
+    for entry in std::fs::read_dir(fixture()).expect("fixture folder") {
+        let p = entry.expect("entry").path();
+        let name = p
+            .file_name()
+            .map(|n| n.to_string_lossy().to_string())
+            .unwrap_or_default();
+        if !name.starts_with("golden") && p.is_file() {
+            files.insert(name, std::fs::read(&p).expect("read fixture"));
+        }
+    }
+    Repo { files }
+}
+
+fn opts(endpoint: &str, cache: &Path) -> HubOptions {
+    HubOptions {
+        endpoint: Some(endpoint.into()),
+        cache_dir: Some(cache.into()),
+        ..HubOptions::default()
+    }
+}
+
+fn logits(folder: &Path) -> Vec<f32> {
+    let m = DiffusionModel::load(folder, DType::F32, &Device::Cpu).expect("load");
+    let ids: Vec<u32> = (0..12).map(|i| (i * 17 + 3) % 400).collect();
+    m.forward_all(&ids, 4)
+        .expect("forward")
+        .flatten_all()
+        .expect("flatten")
+        .to_vec1()
+        .expect("to_vec")
+}
+
+#[test]
+fn hub_downloads() {
+    let mut server = Server::start(HashMap::from([("test/sdar".to_string(), sdar_repo())]));
+    let shard1 = "model-00001-of-00002.safetensors";
+    let shard1_len = std::fs::metadata(fixture().join(shard1))
+        .expect("shard")
+        .len();
+
+    // 1. A fresh download lands in the standard cache layout and loads to the same logits.
+    let cache = tempfile::tempdir().expect("tempdir");
+    let mut events: Vec<Progress> = Vec::new();
+    let hub = Hub::new(opts(&server.endpoint, cache.path())).expect("hub");
+    let folder = hub
+        .download("test/sdar", &mut |p| events.push(p.clone()))
+        .expect("fresh download");
+    assert_eq!(
+        folder,
+        cache
+            .path()
+            .join("models--test--sdar/snapshots")
+            .join(COMMIT)
+    );
+    for f in [
+        "config.json",
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "generation_config.json",
+        "model.safetensors.index.json",
+        shard1,
+    ] {
+        assert!(
+            folder.join(f).exists(),
+            "{f} missing from {}",
+            folder.display()
+        );
+    }
+    assert!(
+        !folder.join("golden.json").exists(),
+        "only checkpoint files are fetched"
+    );
+    assert!(events
+        .iter()
+        .any(|p| p.file == shard1 && p.bytes_done == shard1_len && p.bytes_total == shard1_len));
+    assert_eq!(logits(&folder), logits(&fixture()));
+
+    // 2. Resume: a partial blob left in the cache is continued with a Range request.
+    let cache2 = tempfile::tempdir().expect("tempdir");
+    let data = std::fs::read(fixture().join(shard1)).expect("shard");
+    let etag: String = Sha256::digest(&data)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let blobs = cache2.path().join("models--test--sdar/blobs");
+    std::fs::create_dir_all(&blobs).expect("blobs");
+    let half = data.len() / 2;
+    std::fs::write(blobs.join(format!("{etag}.incomplete")), &data[..half]).expect("partial");
+    let before = server.served(shard1);
+    let resumed = Hub::new(HubOptions {
+        chunk_bytes: Some(40_000),
+        ..opts(&server.endpoint, cache2.path())
+    })
+    .expect("hub")
+    .download("test/sdar", &mut |_| {})
+    .expect("resumed download");
+    assert_eq!(
+        server.served(shard1) - before,
+        (data.len() - half) as u64,
+        "only the missing half is fetched"
+    );
+    assert_eq!(std::fs::read(resumed.join(shard1)).expect("blob"), data);
+    assert!(!blobs.join(format!("{etag}.incomplete")).exists());
+    assert_eq!(logits(&resumed), logits(&fixture()));
+
+    // 3. 404 and 401 name the repository and say what to do.
+    let e = hub
+        .download("test/missing", &mut |_| {})
+        .expect_err("404")
+        .to_string();
+    assert!(e.contains("test/missing") && e.contains("not found"), "{e}");
+    let e = hub
+        .download("test/private", &mut |_| {})
+        .expect_err("401")
+        .to_string();
+    assert!(
+        e.contains("test/private") && e.contains("HF_TOKEN") && e.contains("401"),
+        "{e}"
+    );
+
+    // 4. With the server gone, the cached model opens without network, also in offline mode.
+    let endpoint = server.endpoint.clone();
+    server.stop();
+    let again = hub::resolve_model("test/sdar", &opts(&endpoint, cache.path()), &mut |_| {})
+        .expect("cached open");
+    assert_eq!(again, folder);
+    let offline = HubOptions {
+        offline: true,
+        ..opts(&endpoint, cache.path())
+    };
+    assert_eq!(
+        Hub::new(offline.clone())
+            .expect("hub")
+            .download("test/sdar", &mut |_| {})
+            .expect("offline"),
+        folder
+    );
+
+    // 5. Offline with nothing cached, and no network at all: clear messages.
+    let empty = tempfile::tempdir().expect("tempdir");
+    let e = Hub::new(HubOptions {
+        offline: true,
+        ..opts(&endpoint, empty.path())
+    })
+    .expect("hub")
+    .download("test/sdar", &mut |_| {})
+    .expect_err("offline, not cached")
+    .to_string();
+    assert!(
+        e.contains("HF_HUB_OFFLINE") && e.contains("test/sdar"),
+        "{e}"
+    );
+    let e = hub::resolve_model("test/sdar", &opts(&endpoint, empty.path()), &mut |_| {})
+        .expect_err("no network")
+        .to_string();
+    assert!(e.contains("cannot reach") && e.contains("127.0.0.1"), "{e}");
+}
