@@ -95,7 +95,7 @@ fn inspect_and_forward() {
 fn bad_input_fails_with_a_message_not_a_panic() {
     let (ok, _, err) = unmask(&["inspect", "--model", "/nonexistent/model"]);
     assert!(
-        !ok && err.contains("/nonexistent/model/config.json"),
+        !ok && err.contains("/nonexistent/model") && err.contains("not a model folder"),
         "{err}"
     );
     let (ok, _, err) = unmask(&[
