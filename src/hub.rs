@@ -612,45 +612,9 @@ fn with_ticks<T: Send>(work: impl FnOnce() -> T + Send, tick: &mut dyn FnMut()) 
     })
 }
 
-/// The unique shard file names an index lists, each checked to stay inside the snapshot.
-pub fn shard_names(index: &Path) -> Result<Vec<String>> {
-    let text = std::fs::read_to_string(index).map_err(|e| Error::io(index, e))?;
-    let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| Error::Parse {
-        file: index.to_path_buf(),
-        problem: e.to_string(),
-    })?;
-    let map = v
-        .get("weight_map")
-        .and_then(|m| m.as_object())
-        .ok_or_else(|| Error::ConfigField {
-            file: index.to_path_buf(),
-            field: "weight_map".into(),
-            problem: "missing or not an object".into(),
-        })?;
-    let mut names: Vec<String> = Vec::new();
-    for (tensor, shard) in map {
-        let name = shard
-            .as_str()
-            .filter(|s| is_plain_file_name(s))
-            .ok_or_else(|| Error::ConfigField {
-                file: index.to_path_buf(),
-                field: format!("weight_map.{tensor}"),
-                problem: format!("expected a file name inside the repository, found {shard}"),
-            })?;
-        if !names.iter().any(|n| n == name) {
-            names.push(name.to_string());
-        }
-    }
-    names.sort();
-    Ok(names)
-}
-
-fn is_plain_file_name(s: &str) -> bool {
-    !s.is_empty()
-        && !s.starts_with('/')
-        && !s.contains('\\')
-        && s.split('/').all(|p| !p.is_empty() && p != "." && p != "..")
-}
+#[cfg(test)]
+use crate::model::weights::is_plain_file_name;
+pub use crate::model::weights::shard_names;
 
 fn index_total_size(index: &Path) -> Option<u64> {
     let text = std::fs::read_to_string(index).ok()?;

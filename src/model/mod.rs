@@ -233,20 +233,10 @@ impl ModelInfo {
 /// Checks that a shard index names every tensor the architecture needs (works without weights).
 fn check_index(folder: &Path, cfg: &ModelConfig) -> Result<()> {
     let index = folder.join("model.safetensors.index.json");
-    let Ok(text) = std::fs::read_to_string(&index) else {
+    if !index.exists() {
         return Ok(());
-    };
-    let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| Error::Parse {
-        file: index.clone(),
-        problem: e.to_string(),
-    })?;
-    let Some(map) = v.get("weight_map").and_then(|m| m.as_object()) else {
-        return Err(Error::ConfigField {
-            file: index,
-            field: "weight_map".into(),
-            problem: "missing or not an object".into(),
-        });
-    };
+    }
+    let map = weights::read_index(&index)?;
     for (name, _) in transformer::expected_tensors(cfg) {
         if !map.contains_key(&name) {
             return Err(Error::MissingTensor {

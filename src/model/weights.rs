@@ -18,38 +18,64 @@ pub struct Weights {
     pub bytes_on_disk: u64,
 }
 
+/// The `weight_map` of a shard index (`model.safetensors.index.json`): tensor name → shard file.
+/// Every shard name must be a plain relative file name, so an index cannot point outside its folder.
+pub fn read_index(index: &Path) -> Result<std::collections::BTreeMap<String, String>> {
+    let text = std::fs::read_to_string(index).map_err(|e| Error::io(index, e))?;
+    let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| Error::Parse {
+        file: index.to_path_buf(),
+        problem: e.to_string(),
+    })?;
+    let map = v
+        .get("weight_map")
+        .and_then(|m| m.as_object())
+        .ok_or_else(|| Error::ConfigField {
+            file: index.to_path_buf(),
+            field: "weight_map".into(),
+            problem: "missing or not an object".into(),
+        })?;
+    let mut out = std::collections::BTreeMap::new();
+    for (tensor, shard) in map {
+        let name = shard
+            .as_str()
+            .filter(|s| is_plain_file_name(s))
+            .ok_or_else(|| Error::ConfigField {
+                file: index.to_path_buf(),
+                field: format!("weight_map.{tensor}"),
+                problem: format!(
+                    "expected a file name inside the checkpoint folder, found {shard}"
+                ),
+            })?;
+        out.insert(tensor.clone(), name.to_string());
+    }
+    Ok(out)
+}
+
+/// The distinct shard files an index names, sorted.
+pub fn shard_names(index: &Path) -> Result<Vec<String>> {
+    let mut names: Vec<String> = read_index(index)?.into_values().collect();
+    names.sort();
+    names.dedup();
+    Ok(names)
+}
+
+/// Relative, without `..`, `.`, empty parts or backslashes.
+pub fn is_plain_file_name(s: &str) -> bool {
+    !s.is_empty()
+        && !s.starts_with('/')
+        && !s.contains('\\')
+        && s.split('/').all(|p| !p.is_empty() && p != "." && p != "..")
+}
+
 /// The weight files a folder publishes: the shards named by `model.safetensors.index.json`, or
 /// `model.safetensors`.
 pub fn weight_files(folder: &Path) -> Result<Vec<PathBuf>> {
     let index = folder.join("model.safetensors.index.json");
     if index.exists() {
-        let text = std::fs::read_to_string(&index).map_err(|e| Error::io(&index, e))?;
-        let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| Error::Parse {
-            file: index.clone(),
-            problem: e.to_string(),
-        })?;
-        let map = v
-            .get("weight_map")
-            .and_then(|m| m.as_object())
-            .ok_or_else(|| Error::ConfigField {
-                file: index.clone(),
-                field: "weight_map".into(),
-                problem: "missing or not an object".into(),
-            })?;
-        let mut files: Vec<PathBuf> = Vec::new();
-        for (tensor, shard) in map {
-            let shard = shard.as_str().ok_or_else(|| Error::ConfigField {
-                file: index.clone(),
-                field: format!("weight_map.{tensor}"),
-                problem: "expected a file name".into(),
-            })?;
-            let p = folder.join(shard);
-            if !files.contains(&p) {
-                files.push(p);
-            }
-        }
-        files.sort();
-        return Ok(files);
+        return Ok(shard_names(&index)?
+            .into_iter()
+            .map(|n| folder.join(n))
+            .collect());
     }
     let single = folder.join("model.safetensors");
     if single.exists() {
