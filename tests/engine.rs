@@ -55,6 +55,23 @@ fn load(name: &str) -> DiffusionModel {
         .unwrap_or_else(|e| panic!("{name}: {e}"))
 }
 
+/// Prepares and runs `task` on `m` on the CPU, uncancelled.
+fn run_task(
+    m: &DiffusionModel,
+    task: unmask::sampler::Task,
+    params: &unmask::sampler::SamplerParams,
+) -> unmask::trace::Trace {
+    let header = unmask::session::prepare(m, &task, params, "", "cpu").unwrap();
+    unmask::session::run(
+        m,
+        header,
+        "cpu",
+        &std::sync::atomic::AtomicBool::new(false),
+        &mut |_| {},
+    )
+    .unwrap()
+}
+
 fn check_parity(name: &str, block: usize, key: &str) {
     let m = load(name);
     let g = golden(name);
@@ -336,7 +353,6 @@ fn tokenizer_problems_are_named() {
 /// the corresponding settings (see tests/fixtures/README.md for how they were recorded).
 mod reference_samplers {
     use super::*;
-    use std::sync::atomic::AtomicBool;
     use unmask::sampler::{SamplerParams, Schedule, Task, UnmaskRule};
 
     fn cases(name: &str) -> Vec<serde_json::Value> {
@@ -353,18 +369,13 @@ mod reference_samplers {
     }
 
     fn decode(m: &DiffusionModel, prompt: Vec<u32>, params: SamplerParams) -> Vec<u32> {
-        let header = unmask::session::prepare(
+        let trace = run_task(
             m,
-            &Task::Complete {
+            Task::Complete {
                 prompt: prompt.clone(),
             },
             &params,
-            "",
-            "cpu",
-        )
-        .unwrap();
-        let trace =
-            unmask::session::run(m, header, "cpu", &AtomicBool::new(false), &mut |_| {}).unwrap();
+        );
         let mut out = prompt;
         out.extend(trace.finish.unwrap().tokens);
         out
@@ -481,7 +492,6 @@ fn dream_margin_cases_are_recorded() {
 
 #[test]
 fn bidirectional_prefix_cache_is_opt_in_and_starts_like_the_exact_path() {
-    use std::sync::atomic::AtomicBool;
     use unmask::sampler::{SamplerParams, Task};
     let m = load("dream");
     let run = |approx_cache: bool| {
@@ -493,17 +503,13 @@ fn bidirectional_prefix_cache_is_opt_in_and_starts_like_the_exact_path() {
             approx_cache,
             ..Default::default()
         };
-        let header = unmask::session::prepare(
+        run_task(
             &m,
-            &Task::Complete {
+            Task::Complete {
                 prompt: vec![376, 220, 80, 84, 72, 307],
             },
             &params,
-            "",
-            "cpu",
         )
-        .unwrap();
-        unmask::session::run(&m, header, "cpu", &AtomicBool::new(false), &mut |_| {}).unwrap()
     };
     let exact = run(false);
     let approx = run(true);
@@ -564,7 +570,6 @@ fn infill_keeps_prefix_and_suffix() {
 
 #[test]
 fn block_one_step_one_is_greedy_autoregressive_decoding() {
-    use std::sync::atomic::AtomicBool;
     use unmask::sampler::{SamplerParams, Task};
     let m = load("sdar");
     let mask = m.mask_id();
@@ -588,18 +593,13 @@ fn block_one_step_one_is_greedy_autoregressive_decoding() {
             kv_cache,
             ..Default::default()
         };
-        let header = unmask::session::prepare(
+        let t = run_task(
             &m,
-            &Task::Complete {
+            Task::Complete {
                 prompt: prompt.clone(),
             },
             &params,
-            "",
-            "cpu",
-        )
-        .unwrap();
-        let t =
-            unmask::session::run(&m, header, "cpu", &AtomicBool::new(false), &mut |_| {}).unwrap();
+        );
         assert_eq!(t.tokens_at(t.len()), ids, "kv_cache={kv_cache}");
     }
 }
