@@ -7,7 +7,7 @@ use std::sync::Arc;
 use egui::{Color32, Rect, Sense, Stroke, Vec2};
 
 use super::colors::{self, ColorMode, Scale};
-use crate::trace::{Cell, Trace};
+use crate::trace::{Canvas, Cell, Trace};
 
 /// What a raster was built from; a painter re-uploads only when this changes.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -33,7 +33,7 @@ impl Raster {
         let width = h.gen_end - h.gen_start;
         let height = trace.len();
         let mut rgba = Vec::with_capacity(width * height * 4);
-        let mut cells: Vec<Cell> = trace.cells_at(0);
+        let mut canvas = Canvas::initial(h);
         // The score scale spans the whole run so a position keeps its colour across rows.
         let all: Vec<Cell> = trace
             .events
@@ -53,24 +53,8 @@ impl Raster {
             .collect();
         let scale = Scale::new(&all, height);
         for e in &trace.events {
-            for r in &e.reopened {
-                if let Some(c) = cells.get_mut(r.pos) {
-                    c.masked = true;
-                    c.previous = Some(r.token);
-                }
-            }
-            for m in &e.commits {
-                if let Some(c) = cells.get_mut(m.pos) {
-                    if m.previous.is_some() {
-                        c.revisions += 1;
-                    }
-                    c.masked = false;
-                    c.committed_at = Some(e.index);
-                    c.prob = m.prob;
-                    c.score = m.score;
-                }
-            }
-            for c in &cells[h.gen_start..h.gen_end] {
+            canvas.apply(e);
+            for c in canvas.cells.get(h.gen_start..h.gen_end).unwrap_or_default() {
                 let col = colors::cell_color(c, mode, &scale);
                 rgba.extend_from_slice(&[col.r(), col.g(), col.b(), 255]);
             }

@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use crate::engine::{Event, Lane};
-use crate::trace::{Cell, FinishReason, Metrics, Trace};
+use crate::trace::{Canvas, Cell, FinishReason, Metrics, Trace};
 
 /// Where a lane's current run stands.
 #[derive(Clone, Debug, PartialEq)]
@@ -77,12 +77,11 @@ impl LaneRun {
     }
 }
 
-/// Cached canvas at one cursor position.
+/// The canvas at the last cursor asked for; moving the cursor forward applies only the steps in
+/// between, moving it back replays from the start.
 struct CellCache {
     run: u64,
-    events: usize,
-    cursor: usize,
-    cells: Vec<Cell>,
+    canvas: Canvas,
 }
 
 /// All run state of the window.
@@ -227,25 +226,29 @@ impl Store {
         self.follow = self.cursor == len && self.main.status.is_active();
     }
 
-    /// The canvas at the cursor, cached until the cursor or the trace changes.
+    /// The canvas at the cursor, kept between calls and moved forward step by step.
     pub fn cells(&mut self) -> &[Cell] {
         let Some(t) = self.main.trace.as_ref() else {
             return &[];
         };
         let cursor = self.cursor.min(t.len());
-        let fresh = match &self.cache {
-            Some(c) => c.run != self.main.run || c.events != t.len() || c.cursor != cursor,
-            None => true,
-        };
-        if fresh {
+        let reusable = self
+            .cache
+            .as_ref()
+            .is_some_and(|c| c.run == self.main.run && c.canvas.steps <= cursor);
+        if !reusable {
             self.cache = Some(CellCache {
                 run: self.main.run,
-                events: t.len(),
-                cursor,
-                cells: t.cells_at(cursor),
+                canvas: Canvas::initial(&t.header),
             });
         }
-        self.cache.as_ref().map_or(&[], |c| c.cells.as_slice())
+        match self.cache.as_mut() {
+            Some(c) => {
+                c.canvas.advance(t, cursor);
+                &c.canvas.cells
+            }
+            None => &[],
+        }
     }
 
     /// Advances playback by `dt` seconds; returns whether anything is animating.
