@@ -48,6 +48,26 @@ pub struct TraceHeader {
     pub gen_start: usize,
     pub gen_end: usize,
     pub device: String,
+    /// Set when this run is a fork: decoding went on from another run's canvas after edits by
+    /// hand (its `initial` already holds them), so replaying the file reproduces the fork.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub intervention: Option<Intervention>,
+}
+
+/// One change made by hand to a paused canvas.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Edit {
+    pub pos: usize,
+    /// The token pinned there; `None`: the position was re-masked.
+    pub token: Option<u32>,
+    pub text: String,
+}
+
+/// Where a fork came from: the step of the original run it left from, and the edits made there.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Intervention {
+    pub at_step: usize,
+    pub edits: Vec<Edit>,
 }
 
 /// One committed position.
@@ -237,16 +257,22 @@ impl Canvas {
     /// Applies one step: its re-opened positions become masks, then its commits land. Positions
     /// outside the canvas are ignored (a loaded trace is validated before it is shown).
     pub fn apply(&mut self, e: &StepEvent) {
+        Self::apply_to(&mut self.cells, self.mask_id, e);
+        self.steps += 1;
+    }
+
+    /// [`Canvas::apply`] on cells kept elsewhere (a view's own cache), `mask_id` from the header.
+    pub fn apply_to(cells: &mut [Cell], mask_id: u32, e: &StepEvent) {
         for r in &e.reopened {
-            if let Some(c) = self.cells.get_mut(r.pos) {
+            if let Some(c) = cells.get_mut(r.pos) {
                 c.previous = Some(r.token);
-                c.token = self.mask_id;
+                c.token = mask_id;
                 c.text = "[MASK]".into();
                 c.masked = true;
             }
         }
         for m in &e.commits {
-            if let Some(c) = self.cells.get_mut(m.pos) {
+            if let Some(c) = cells.get_mut(m.pos) {
                 if m.previous.is_some() {
                     c.revisions += 1;
                 }
@@ -260,7 +286,6 @@ impl Canvas {
                 c.top.clone_from(&m.top);
             }
         }
-        self.steps += 1;
     }
 
     /// Applies the trace's events from where this canvas stands up to step `k` (forward only: a

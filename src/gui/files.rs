@@ -28,6 +28,23 @@ pub fn save_png(img: &image::RgbaImage, path: &Path) -> Result<(), String> {
     .map_err(|e| format!("Could not write {e}"))
 }
 
+/// Writes the decoding as an animated PNG, atomically like the other exports.
+pub fn save_apng(
+    sheet: &super::canvas::GlyphSheet,
+    trace: &Trace,
+    mode: super::colors::ColorMode,
+    fps: u16,
+    path: &Path,
+) -> Result<(), String> {
+    crate::atomic::write(path, |f| {
+        let mut w = std::io::BufWriter::new(f.as_file_mut());
+        super::canvas::write_apng(sheet, trace, mode, fps, &mut w)
+            .map_err(std::io::Error::other)?;
+        w.flush()
+    })
+    .map_err(|e| format!("Could not write {e}"))
+}
+
 /// Native dialogs; `None` when the user cancels.
 pub fn pick_open_trace() -> Option<PathBuf> {
     rfd::FileDialog::new()
