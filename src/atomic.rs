@@ -60,8 +60,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("a.txt");
         write_bytes(&p, b"first").unwrap();
+        // A reader that opened the old file keeps reading it whole: the new one is renamed in,
+        // never written over the old one in place.
+        let mut reader = std::fs::File::open(&p).unwrap();
         write_bytes(&p, b"second").unwrap();
         assert_eq!(std::fs::read(&p).unwrap(), b"second");
+        let mut old = Vec::new();
+        std::io::Read::read_to_end(&mut reader, &mut old).unwrap();
+        assert_eq!(old, b"first");
         let err = write(&p, |f| {
             f.write_all(b"half")?;
             Err(std::io::Error::other("disk full"))

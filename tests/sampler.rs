@@ -547,8 +547,13 @@ fn filtered_distributions_match_the_references() {
             _ => Family::Sdar,
         };
         // The family's preset picks the reference's filters.
-        let filters = SamplerParams::for_family(family, None, 32).filters;
-        let got = score_probs(filters, row, t, k, p);
+        let params = SamplerParams {
+            temperature: t,
+            top_k: k,
+            top_p: p,
+            ..SamplerParams::for_family(family, None, 32)
+        };
+        let got = score_probs(row, &params);
         let err = got
             .iter()
             .zip(&want)
@@ -561,13 +566,6 @@ fn filtered_distributions_match_the_references() {
             ));
         }
         if let Some(tok) = c.get("token").and_then(serde_json::Value::as_u64) {
-            let params = SamplerParams {
-                temperature: t,
-                top_k: k,
-                top_p: p,
-                filters,
-                ..Default::default()
-            };
             let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
             let prop = propose(row, &params, 999, None, &mut rng);
             if u64::from(prop.token) != tok {
@@ -594,4 +592,15 @@ fn filtered_distributions_match_the_references() {
         cases.len(),
         failures.join("\n")
     );
+}
+
+#[test]
+fn command_line_names_are_the_display_names() {
+    use clap::ValueEnum;
+    for r in UnmaskRule::ALL {
+        assert_eq!(r.to_possible_value().unwrap().get_name(), r.name());
+    }
+    for s in Schedule::ALL {
+        assert_eq!(s.to_possible_value().unwrap().get_name(), s.name());
+    }
 }

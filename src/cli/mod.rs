@@ -118,13 +118,11 @@ pub struct SamplerFlags {
     /// Denoising steps per block.
     #[arg(long)]
     pub steps: Option<usize>,
-    /// low-confidence | margin | entropy | random | left-to-right | threshold
-    #[arg(long, value_parser = parse_rule)]
+    #[arg(long, value_enum)]
     pub rule: Option<UnmaskRule>,
     #[arg(long)]
     pub threshold: Option<f32>,
-    /// uniform | timestep
-    #[arg(long, value_parser = parse_schedule)]
+    #[arg(long, value_enum)]
     pub schedule: Option<Schedule>,
     #[arg(long)]
     pub temperature: Option<f32>,
@@ -145,23 +143,6 @@ pub struct SamplerFlags {
     /// Bidirectional models: use the approximate prefix cache (Fast-dLLM), refreshed per block.
     #[arg(long)]
     pub approx_cache: bool,
-}
-
-fn parse_rule(s: &str) -> Result<UnmaskRule, String> {
-    UnmaskRule::parse(s).ok_or_else(|| {
-        format!(
-            "unknown rule `{s}`; one of: {}",
-            UnmaskRule::ALL
-                .iter()
-                .map(|r| r.name())
-                .collect::<Vec<_>>()
-                .join(", ")
-        )
-    })
-}
-
-fn parse_schedule(s: &str) -> Result<Schedule, String> {
-    Schedule::parse(s).ok_or_else(|| format!("unknown schedule `{s}`; one of: uniform, timestep"))
 }
 
 impl SamplerFlags {

@@ -10,8 +10,8 @@ use crate::train::{NetConfig, TrainOptions};
 pub struct TrainArgs {
     /// Model shape: `real` (the embedded model's, hidden 384 × 6 layers) or `tiny` (hidden 32 ×
     /// 2 layers, for smoke runs). Ignored with --resume (the checkpoint's shape is used).
-    #[arg(long, default_value = "real")]
-    pub config: String,
+    #[arg(long, value_enum, default_value = "real")]
+    pub config: Shape,
     /// Training data: .u16 token files, folders with train.u16, or text files / folders.
     #[arg(long, num_args = 1.., default_value = ".device/tokens")]
     pub data: Vec<PathBuf>,
@@ -41,10 +41,11 @@ pub struct TrainArgs {
     #[arg(long, default_value_t = 8192)]
     pub batch_tokens: usize,
     /// Block sizes drawn per step, comma-separated.
-    #[arg(long, default_value = "1,2,4,8,16,32")]
-    pub blocks: String,
-    #[arg(long, default_value = "1,1,2,2,1,1")]
-    pub block_weights: String,
+    #[arg(long, value_delimiter = ',', default_value = "1,2,4,8,16,32")]
+    pub blocks: Vec<usize>,
+    /// How often each block size is drawn, comma-separated (one weight per block size).
+    #[arg(long, value_delimiter = ',', default_value = "1,1,2,2,1,1")]
+    pub block_weights: Vec<f64>,
     #[arg(long, default_value_t = 2e-3)]
     pub lr1: f64,
     #[arg(long, default_value_t = 6e-4)]
@@ -62,21 +63,17 @@ pub struct TrainArgs {
     pub quiet: bool,
 }
 
-fn list<T: std::str::FromStr>(flag: &str, s: &str) -> anyhow::Result<Vec<T>> {
-    s.split(',')
-        .map(|x| {
-            x.trim()
-                .parse()
-                .map_err(|_| anyhow::anyhow!("--{flag}: `{x}` is not a number"))
-        })
-        .collect()
+/// The model shapes `unmask train` knows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Shape {
+    Real,
+    Tiny,
 }
 
 pub fn run(a: &TrainArgs) -> anyhow::Result<()> {
-    let net = match a.config.as_str() {
-        "real" => NetConfig::real(),
-        "tiny" => NetConfig::tiny(),
-        other => anyhow::bail!("--config: unknown `{other}`; use `real` or `tiny`"),
+    let net = match a.config {
+        Shape::Real => NetConfig::real(),
+        Shape::Tiny => NetConfig::tiny(),
     };
     let d = TrainOptions::default();
     let o = TrainOptions {
@@ -91,8 +88,8 @@ pub fn run(a: &TrainArgs) -> anyhow::Result<()> {
         seed: a.seed,
         seq_len: a.seq_len,
         batch_tokens: a.batch_tokens,
-        blocks: list("blocks", &a.blocks)?,
-        block_weights: list("block-weights", &a.block_weights)?,
+        blocks: a.blocks.clone(),
+        block_weights: a.block_weights.clone(),
         lr1: a.lr1,
         lr2: a.lr2,
         warmup1: a.warmup,

@@ -2,8 +2,9 @@
 
 use serde::{Deserialize, Serialize};
 
-/// Which masked positions a step commits.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Hash)]
+/// Which masked positions a step commits. Command-line names are the kebab-case of the variants,
+/// the same as [`UnmaskRule::name`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Hash, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
 pub enum UnmaskRule {
     /// Top-k by p(x̂) (LLaDA `low_confidence`, SDAR static).
@@ -51,14 +52,10 @@ impl UnmaskRule {
             UnmaskRule::LeftToRight => "position (leftmost first)",
         }
     }
-
-    pub fn parse(s: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|r| r.name() == s)
-    }
 }
 
 /// How many positions a step commits (ignored by the threshold rule).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Hash, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
 pub enum Schedule {
     /// The block's masks split evenly over its steps, remainder first (LLaDA, SDAR).
@@ -74,9 +71,6 @@ impl Schedule {
             Schedule::Uniform => "uniform",
             Schedule::Timestep => "timestep",
         }
-    }
-    pub fn parse(s: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|r| r.name() == s)
     }
 }
 

@@ -30,17 +30,18 @@ pub fn filtered_probs(logits: &[f32], temperature: f32, top_k: usize, top_p: f32
     filtered_probs_with(Filters::TopKThenTopP, logits, temperature, top_k, top_p)
 }
 
-/// The distribution a step ranks on and reports p(x̂) from, as the reference of `filters` does.
-pub fn score_probs(
-    filters: Filters,
-    logits: &[f32],
-    temperature: f32,
-    top_k: usize,
-    top_p: f32,
-) -> Vec<f32> {
-    match filters {
-        Filters::PlainScores => filtered_probs_with(filters, logits, 0.0, 0, 1.0),
-        _ => filtered_probs_with(filters, logits, temperature, top_k, top_p),
+/// The distribution a step ranks on and reports p(x̂) from, as the reference of
+/// `params.filters` does.
+pub fn score_probs(logits: &[f32], params: &SamplerParams) -> Vec<f32> {
+    let (f, t, k, p) = (
+        params.filters,
+        params.temperature,
+        params.top_k,
+        params.top_p,
+    );
+    match f {
+        Filters::PlainScores => filtered_probs_with(f, logits, 0.0, 0, 1.0),
+        _ => filtered_probs_with(f, logits, t, k, p),
     }
 }
 
@@ -163,7 +164,7 @@ pub fn propose(
         }
     }
     let (t, k, p) = (params.temperature, params.top_k, params.top_p);
-    let probs = score_probs(params.filters, logits, t, k, p);
+    let probs = score_probs(logits, params);
     // LLaDA draws at the temperature but ranks on the plain softmax.
     let tempered = (params.filters == Filters::PlainScores && t > 0.0)
         .then(|| filtered_probs_with(params.filters, logits, t, k, p));
