@@ -215,6 +215,15 @@ pub fn show(ui: &mut egui::Ui, v: &CanvasView) -> Option<usize> {
             font.clone(),
             text_color,
         );
+        if pos == h.gen_start && h.heal.is_some() {
+            // The healed position: a corner mark at the bottom left (its tooltip says why).
+            let c = rect.left_bottom();
+            painter.add(egui::Shape::convex_polygon(
+                vec![c, c + Vec2::new(0.0, -6.0), c + Vec2::new(6.0, 0.0)],
+                colors::ACTIVE_BLOCK,
+                Stroke::NONE,
+            ));
+        }
         if cell.revisions > 0 && !cell.masked {
             let c = rect.right_top();
             painter.add(egui::Shape::convex_polygon(
@@ -240,7 +249,17 @@ pub fn show(ui: &mut egui::Ui, v: &CanvasView) -> Option<usize> {
     }
     if let Some(pos) = hovered {
         if let Some(cell) = v.cells.get(pos) {
-            resp.on_hover_ui_at_pointer(|ui| tooltip(ui, pos, cell, reopened.get(&pos)));
+            let heal = h.heal.as_ref().filter(|_| pos == h.gen_start);
+            resp.on_hover_ui_at_pointer(|ui| {
+                tooltip(ui, pos, cell, reopened.get(&pos));
+                if let Some(hl) = heal {
+                    ui.separator();
+                    ui.label(format!(
+                        "healed prompt end: the prompt's last {:?} was backed off; this token must start with it",
+                        hl.text
+                    ));
+                }
+            });
         }
     }
     hovered
