@@ -219,3 +219,20 @@ fn heal_and_repetition_flags() {
     ]);
     assert!(!ok && err.contains("block-causal"), "{err}");
 }
+
+#[cfg(feature = "gui")]
+#[test]
+fn gui_rejects_bad_launch_flags_before_opening_a_window() {
+    let (ok, _, err) = unmask(&["gui", "--trace", "/nonexistent/run.jsonl"]);
+    assert!(!ok);
+    assert!(
+        err.contains("--trace /nonexistent/run.jsonl: no such file"),
+        "{err}"
+    );
+    let (ok, _, err) = unmask(&["gui", "--run", "--race"]);
+    assert!(!ok);
+    assert!(err.contains("--race"), "{err}");
+    let (ok, _, err) = unmask(&["gui", "--block-size", "many"]);
+    assert!(!ok);
+    assert!(err.contains("--block-size"), "{err}");
+}

@@ -182,6 +182,7 @@ pub fn prepare_healed(
         gen_end,
         device: m.device.clone(),
         heal,
+        intervention: None,
     })
 }
 
