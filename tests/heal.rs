@@ -203,3 +203,27 @@ fn infill_is_refused_on_block_causal_models_and_healed_on_bidirectional_ones() {
     assert_eq!(h.gen_end - h.gen_start, 8);
     assert_eq!(&h.initial[h.gen_end..], &suffix[..]);
 }
+
+#[cfg(feature = "gui")]
+#[test]
+fn explain_says_what_was_healed() {
+    let m = load(&fixture("sdar"));
+    let t = run(&m, &complete("def f(x):\n"), &params(4, 8));
+    let h = t.header.heal.clone().expect("healed");
+    let before = unmask::gui::explain::describe(&t, 0).join(" ");
+    assert!(before.contains("Prompt healed"), "{before}");
+    assert!(before.contains(&format!("{:?}", h.text)), "{before}");
+    // The step that commits the healed position says it again; the others do not.
+    let k = t
+        .events
+        .iter()
+        .position(|e| e.commits.iter().any(|c| c.pos == t.header.gen_start))
+        .unwrap();
+    assert!(unmask::gui::explain::describe(&t, k + 1)
+        .join(" ")
+        .contains("Prompt healed"));
+    let other = (0..t.events.len()).find(|&i| i != k).unwrap();
+    assert!(!unmask::gui::explain::describe(&t, other + 1)
+        .join(" ")
+        .contains("Prompt healed"));
+}
