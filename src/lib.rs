@@ -7,6 +7,7 @@ pub mod error;
 #[cfg(feature = "gui")]
 pub mod gui;
 pub mod hub;
+pub mod input;
 pub mod model;
 pub mod presets;
 pub mod sampler;
