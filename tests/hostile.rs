@@ -79,7 +79,8 @@ fn absurd_config_numbers_are_named_before_anything_is_allocated() {
         ("rope_theta", json!(0.0), "above 0"),
         ("rms_norm_eps", json!(-1e-6), "≥ 0"),
         ("mask_token_id", json!((1u64 << 32) + 5), "below 2^32"),
-        ("mask_token_id", json!(100_000), "outside the vocabulary"),
+        ("mask_token_id", json!(100_000), "outside the embedding"),
+        ("eos_token_id", json!(100_000), "outside the embedding"),
         ("eos_token_id", json!((1u64 << 32) + 5), "token id"),
     ];
     for (field, value, says) in cases {

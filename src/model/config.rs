@@ -421,23 +421,6 @@ impl ModelConfig {
                 format!("{} must be a finite number ≥ 0", self.rms_norm_eps),
             ));
         }
-        for (field, ids) in [
-            (
-                "mask_token_id",
-                self.mask_token_id.into_iter().collect::<Vec<_>>(),
-            ),
-            ("eos_token_id", self.eos_token_ids.clone()),
-        ] {
-            if let Some(id) = ids.iter().find(|&&id| id as usize >= self.embedding_size) {
-                return Err(bad(
-                    field,
-                    format!(
-                        "token id {id} is outside the vocabulary ({} embedding rows)",
-                        self.embedding_size
-                    ),
-                ));
-            }
-        }
         Ok(())
     }
 
