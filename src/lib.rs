@@ -4,6 +4,7 @@ pub mod chat;
 pub mod cli;
 pub mod engine;
 pub mod error;
+pub mod fork;
 #[cfg(feature = "gui")]
 pub mod gui;
 pub mod hub;

@@ -113,6 +113,26 @@ pub struct TraceHeader {
     pub gen_start: usize,
     pub gen_end: usize,
     pub device: String,
+    /// Set when this run is a fork: decoding went on from another run's canvas after edits by
+    /// hand (its `initial` already holds them), so replaying the file reproduces the fork.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub intervention: Option<Intervention>,
+}
+
+/// One change made by hand to a paused canvas.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Edit {
+    pub pos: usize,
+    /// The token pinned there; `None`: the position was re-masked.
+    pub token: Option<u32>,
+    pub text: String,
+}
+
+/// Where a fork came from: the step of the original run it left from, and the edits made there.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Intervention {
+    pub at_step: usize,
+    pub edits: Vec<Edit>,
 }
 
 /// One committed position.
@@ -315,29 +335,40 @@ impl Trace {
             })
             .collect();
         for e in self.events.iter().take(k) {
-            for r in &e.reopened {
-                let c = &mut cells[r.pos];
-                c.previous = Some(r.token);
-                c.token = h.mask_id;
-                c.text = "[MASK]".into();
-                c.masked = true;
-            }
-            for m in &e.commits {
-                let c = &mut cells[m.pos];
-                if m.previous.is_some() {
-                    c.revisions += 1;
-                }
-                c.token = m.token;
-                c.text = m.text.clone();
-                c.masked = false;
-                c.committed_at = Some(e.index);
-                c.prob = m.prob;
-                c.score = m.score;
-                c.previous = m.previous;
-                c.top = m.top.clone();
-            }
+            self.apply_step(&mut cells, e);
         }
         cells
+    }
+
+    /// Applies one step to a canvas of cells, so views can move a cached canvas forward
+    /// instead of replaying from step 0.
+    pub fn apply_step(&self, cells: &mut [Cell], e: &StepEvent) {
+        let mask_id = self.header.mask_id;
+        for r in &e.reopened {
+            let Some(c) = cells.get_mut(r.pos) else {
+                continue;
+            };
+            c.previous = Some(r.token);
+            c.token = mask_id;
+            c.text = "[MASK]".into();
+            c.masked = true;
+        }
+        for m in &e.commits {
+            let Some(c) = cells.get_mut(m.pos) else {
+                continue;
+            };
+            if m.previous.is_some() {
+                c.revisions += 1;
+            }
+            c.token = m.token;
+            c.text = m.text.clone();
+            c.masked = false;
+            c.committed_at = Some(e.index);
+            c.prob = m.prob;
+            c.score = m.score;
+            c.previous = m.previous;
+            c.top = m.top.clone();
+        }
     }
 
     /// Writes the trace atomically: to a temporary file beside `path`, then renamed over it.

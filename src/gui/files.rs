@@ -36,6 +36,35 @@ pub fn save_png(img: &image::RgbaImage, path: &Path) -> Result<(), String> {
     std::fs::rename(&tmp, path).map_err(|e| fail(e.to_string()))
 }
 
+/// Writes the decoding as an animated PNG, atomically like the other exports.
+pub fn save_apng(
+    sheet: &super::canvas::GlyphSheet,
+    trace: &Trace,
+    mode: super::colors::ColorMode,
+    fps: u16,
+    path: &Path,
+) -> Result<(), String> {
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or("decoding.png");
+    let tmp: PathBuf = dir.join(format!(".{name}.tmp-{}.png", std::process::id()));
+    let fail = |e: String| {
+        let _ = std::fs::remove_file(&tmp);
+        format!("Could not write {}: {e}", path.display())
+    };
+    let f = std::fs::File::create(&tmp).map_err(|e| fail(e.to_string()))?;
+    let mut w = std::io::BufWriter::new(f);
+    super::canvas::write_apng(sheet, trace, mode, fps, &mut w).map_err(fail)?;
+    let f = w.into_inner().map_err(|e| fail(e.to_string()))?;
+    f.sync_all().map_err(|e| fail(e.to_string()))?;
+    std::fs::rename(&tmp, path).map_err(|e| fail(e.to_string()))
+}
+
 /// Native dialogs; `None` when the user cancels.
 pub fn pick_open_trace() -> Option<PathBuf> {
     rfd::FileDialog::new()

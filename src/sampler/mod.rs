@@ -175,6 +175,7 @@ pub fn prepare(
         gen_start,
         gen_end,
         device: m.device.clone(),
+        intervention: None,
     })
 }
 
