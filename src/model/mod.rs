@@ -134,7 +134,7 @@ impl ModelInfo {
                 ),
             });
         }
-        let bos = config.bos_token_id;
+        let bos = tokens::resolve_bos(&config, tok.as_ref(), &side);
         let chat_template = side.chat_template(folder);
         let (weight_files, stored_dtype) = match weights::weight_files(folder) {
             Ok(files) => {
