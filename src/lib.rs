@@ -9,6 +9,7 @@ pub mod gui;
 pub mod hub;
 pub mod model;
 pub mod presets;
+pub mod profile;
 pub mod sampler;
 pub mod session;
 pub mod trace;

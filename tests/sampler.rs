@@ -48,7 +48,12 @@ impl Denoiser for Scripted {
     fn begin(&mut self, _canvas: &[u32], _layout: &Layout) -> Result<()> {
         Ok(())
     }
-    fn logits(&mut self, _canvas: &[u32], block: Range<usize>) -> Result<BlockLogits> {
+    fn logits(
+        &mut self,
+        _canvas: &[u32],
+        block: Range<usize>,
+        _need: &[usize],
+    ) -> Result<BlockLogits> {
         self.forwards += 1;
         self.calls.push(block.clone());
         let mut data = vec![0f32; block.len() * V];
@@ -57,6 +62,7 @@ impl Denoiser for Scripted {
         }
         Ok(BlockLogits {
             data,
+            rows: None,
             vocab: V,
             in_flight: block.len(),
             forward_ms: 0.0,
@@ -483,4 +489,83 @@ fn corrupt_traces_name_the_line() {
         .unwrap_err()
         .to_string()
         .contains("no header"));
+}
+
+/// The fast proposal (partial selection, device statistics) against the straightforward full
+/// sort in f64, over many random rows, filters and temperatures: same token, same scores.
+#[test]
+fn fast_proposals_equal_the_reference_definition() {
+    use rand::Rng;
+    use unmask::sampler::propose::{propose_reference, top_m};
+    let mut g = rand_chacha::ChaCha8Rng::seed_from_u64(7);
+    for &vocab in &[1usize, 2, 7, 300, 5000] {
+        for case in 0..12 {
+            // Peaked and flat rows, with exact ties (quantised values).
+            let spread = if case % 2 == 0 { 8.0 } else { 0.5 };
+            let logits: Vec<f32> = (0..vocab)
+                .map(|_| (g.random::<f32>() * spread * 4.0).round() / 4.0)
+                .collect();
+            let mask = (case as u32 * 13) % vocab as u32;
+            // top_m: the m best by value, ties by lower id, as a full sort gives.
+            let mut order: Vec<u32> = (0..vocab as u32).collect();
+            order.sort_by(|&a, &b| {
+                logits[b as usize]
+                    .total_cmp(&logits[a as usize])
+                    .then(a.cmp(&b))
+            });
+            for m in [1, 5, 64] {
+                assert_eq!(top_m(&logits, m), order[..m.min(vocab)].to_vec());
+            }
+            let t = candle_core::Tensor::from_slice(&logits, (1, vocab), &candle_core::Device::Cpu)
+                .unwrap();
+            let st = unmask::sampler::denoiser::row_stats(&t).unwrap()[0];
+            for &(temperature, top_k, top_p) in &[
+                (0.0f32, 0usize, 1.0f32),
+                (0.0, 0, 0.95),
+                (0.0, 50, 1.0),
+                (0.0, 5, 0.5),
+                (1.0, 0, 0.9),
+                (0.7, 50, 1.0),
+                (0.2, 0, 0.95),
+                (1.0, 1, 1.0),
+            ] {
+                let params = SamplerParams {
+                    temperature,
+                    top_k,
+                    top_p,
+                    ..Default::default()
+                };
+                for stats in [None, Some(st)] {
+                    let seed = g.random::<u64>();
+                    let mut r1 = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+                    let mut r2 = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+                    let want = propose_reference(&logits, &params, mask, &mut r1);
+                    let got = propose(&logits, &params, mask, stats, &mut r2);
+                    let what = format!(
+                        "vocab {vocab} case {case} T {temperature} k {top_k} p {top_p} stats {}",
+                        stats.is_some()
+                    );
+                    assert_eq!(got.token, want.token, "{what}");
+                    assert!(
+                        (got.prob - want.prob).abs() < 1e-5,
+                        "{what}: {} vs {}",
+                        got.prob,
+                        want.prob
+                    );
+                    assert!((got.margin - want.margin).abs() < 1e-5, "{what}");
+                    assert!(
+                        (got.neg_entropy - want.neg_entropy).abs()
+                            < 1e-4 * (1.0 + want.neg_entropy.abs()),
+                        "{what}: {} vs {}",
+                        got.neg_entropy,
+                        want.neg_entropy
+                    );
+                    let ids = |p: &unmask::sampler::propose::Proposal| {
+                        p.top.iter().map(|t| t.0).collect::<Vec<_>>()
+                    };
+                    assert_eq!(ids(&got), ids(&want), "{what}");
+                }
+            }
+        }
+    }
 }
