@@ -8,10 +8,15 @@
 
 use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape};
 
-/// Rows up to which the split path is used; above it `gemm`'s own packing and threading win.
-pub const MAX_ROWS: usize = 16;
+/// Rows up to which the split path is used (measured faster than candle's matmul for 1–64 rows
+/// on the embedded model's shapes; above, `gemm`'s own packing and threading are left to it).
+pub const MAX_ROWS: usize = 64;
 
-pub struct SplitMatmul;
+/// `x [m, k]` times a weight: `[k, n]` (`transposed: false`) or `[n, k]` used as its transpose
+/// (`transposed: true`, the checkpoint's own layout: each output's weights contiguous).
+pub struct SplitMatmul {
+    pub transposed: bool,
+}
 
 struct SendPtr(*mut f32);
 // SAFETY: every task writes a disjoint set of columns of the destination.
@@ -34,7 +39,18 @@ impl CustomOp2 for SplitMatmul {
             candle_core::bail!("split-matmul: f32 only")
         };
         let (m, k) = l1.shape().dims2()?;
-        let (k2, n) = l2.shape().dims2()?;
+        let (k2, n) = if self.transposed {
+            let (n, k) = l2.shape().dims2()?;
+            (k, n)
+        } else {
+            l2.shape().dims2()?
+        };
+        // Strides of the weight as the `[k, n]` right-hand side, and where output c starts.
+        let (w_cs, w_rs, w_col) = if self.transposed {
+            (k as isize, 1isize, k)
+        } else {
+            (1isize, n as isize, 1)
+        };
         if k != k2 || !l1.is_contiguous() || !l2.is_contiguous() {
             candle_core::bail!("split-matmul: shapes {:?} {:?}", l1.shape(), l2.shape())
         }
@@ -64,9 +80,9 @@ impl CustomOp2 for SplitMatmul {
                             x.as_ptr(),
                             1,
                             k as isize,
-                            w.as_ptr().add(c0),
-                            1,
-                            n as isize,
+                            w.as_ptr().add(c0 * w_col),
+                            w_cs,
+                            w_rs,
                             0.0f32,
                             1.0f32,
                             false,

@@ -103,7 +103,9 @@ impl Linear {
 fn matmul(x: &Tensor, wt: &Tensor) -> candle_core::Result<Tensor> {
     let rows = x.dim(0)?;
     if x.device().is_cpu() && x.dtype() == DType::F32 && x.rank() == 2 && rows <= MAX_ROWS {
-        return x.contiguous()?.apply_op2_no_bwd(wt, &SplitMatmul);
+        return x
+            .contiguous()?
+            .apply_op2_no_bwd(wt, &SplitMatmul { transposed: false });
     }
     x.matmul(wt)
 }
@@ -125,13 +127,14 @@ struct Layer {
 /// A loaded diffusion language model.
 pub struct Transformer {
     pub cfg: ModelConfig,
-    /// `[embedding rows, hidden]`; `None` when the embeddings are tied to the LM head, whose
-    /// transposed copy then serves the lookup too (the table is held once).
-    embed: Option<Tensor>,
+    /// `[embedding rows, hidden]`.
+    embed: Tensor,
     layers: Vec<Layer>,
     final_norm: Tensor,
-    /// Transposed: `[hidden, embedding rows]`.
-    lm_head_t: Tensor,
+    /// `[embedding rows, hidden]`, the checkpoint's layout: each token's weights contiguous, so
+    /// the CPU kernel needs no re-packing of a vocabulary-sized matrix per call. With tied
+    /// embeddings it is the embedding tensor itself (held once).
+    lm_head: Tensor,
     inv_freq: Vec<f32>,
     /// cos/sin of positions `0..len` in the model's dtype, built once and grown on demand.
     rope_cache: Mutex<Option<(Tensor, Tensor)>>,
@@ -254,11 +257,10 @@ impl Transformer {
             });
         }
         let final_norm = get(n.final_norm, &[h])?;
-        let (embed, lm_head_t) = if tied {
-            (None, embed.t()?.contiguous()?)
+        let lm_head = if tied {
+            embed.clone()
         } else {
-            let head = get(n.lm_head, &[cfg.embedding_size, h])?;
-            (Some(embed), head.t()?.contiguous()?)
+            get(n.lm_head, &[cfg.embedding_size, h])?
         };
         let half = cfg.head_dim / 2;
         let inv_freq = (0..half)
@@ -269,7 +271,7 @@ impl Transformer {
             embed,
             layers,
             final_norm,
-            lm_head_t,
+            lm_head,
             inv_freq,
             rope_cache: Mutex::new(None),
             mask_cache: Mutex::new(None),
@@ -348,7 +350,13 @@ impl Transformer {
     /// Final norm and LM head: f32 logits `[rows, vocab]`.
     fn head(&self, x: &Tensor) -> Result<Tensor> {
         let x = rms_norm(x, &self.final_norm, self.cfg.rms_norm_eps)?;
-        Ok(matmul(&x, &self.lm_head_t)?.to_dtype(DType::F32)?)
+        let rows = x.dim(0)?;
+        let logits = if x.device().is_cpu() && x.dtype() == DType::F32 && rows <= MAX_ROWS {
+            x.apply_op2_no_bwd(&self.lm_head, &SplitMatmul { transposed: true })?
+        } else {
+            x.matmul(&self.lm_head.t()?)?
+        };
+        Ok(logits.to_dtype(DType::F32)?)
     }
 
     /// Adds the time since `t` to `phase` (after waiting for the device when profiling asks).
@@ -397,10 +405,7 @@ impl Transformer {
         }
         let cfg = &self.cfg;
         let ids_t = Tensor::new(ids, &self.device)?;
-        let mut x = match &self.embed {
-            Some(e) => e.index_select(&ids_t, 0)?,
-            None => self.lm_head_t.index_select(&ids_t, 1)?.t()?.contiguous()?,
-        }; // [n, h]
+        let mut x = self.embed.index_select(&ids_t, 0)?; // [n, h]
         let (cos, sin) = self.rope_tables(start, n)?;
         let mask_t = self.mask_tensor(start, n, mask)?;
         let (heads, kv_heads, hd) = (cfg.num_heads, cfg.num_kv_heads, cfg.head_dim);
