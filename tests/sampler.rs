@@ -569,3 +569,21 @@ fn fast_proposals_equal_the_reference_definition() {
         }
     }
 }
+
+/// Host-side softmax statistics equal the tensor version (the CPU path uses the former).
+#[test]
+fn host_row_stats_equal_tensor_row_stats() {
+    use unmask::sampler::denoiser::{host_row_stats, row_stats};
+    let data: Vec<f32> = (0..3 * 50)
+        .map(|i| ((i * 37) % 23) as f32 * 0.3 - 2.0)
+        .collect();
+    let t = candle_core::Tensor::from_slice(&data, (3, 50), &candle_core::Device::Cpu).unwrap();
+    let a = row_stats(&t).unwrap();
+    let b = host_row_stats(&data, 50);
+    assert_eq!(a.len(), b.len());
+    for (x, y) in a.iter().zip(&b) {
+        assert!((x.lse - y.lse).abs() < 1e-5, "{} vs {}", x.lse, y.lse);
+        assert!((x.neg_entropy - y.neg_entropy).abs() < 1e-5);
+    }
+    assert!(host_row_stats(&[], 0).is_empty());
+}
