@@ -20,6 +20,8 @@ pub enum Lane {
     RaceAr,
     /// The race view: the current diffusion settings.
     RaceDiffusion,
+    /// A fork of the main run after an intervention.
+    Fork,
 }
 
 /// UI → engine.
@@ -35,6 +37,12 @@ pub enum Command {
         task: TextTask,
         chat: bool,
         params: SamplerParams,
+    },
+    /// Decode a prepared header as it is (a fork: another run's canvas edited by hand).
+    Resume {
+        run: u64,
+        lane: Lane,
+        header: Box<TraceHeader>,
     },
     Shutdown,
 }
@@ -96,7 +104,7 @@ impl Engine {
     }
 
     pub fn send(&self, cmd: Command) {
-        if let Command::Generate { run, .. } = &cmd {
+        if let Command::Generate { run, .. } | Command::Resume { run, .. } = &cmd {
             if let Ok(mut flags) = self.cancel.lock() {
                 flags.insert(*run, Arc::new(AtomicBool::new(false)));
             }
@@ -169,6 +177,24 @@ fn worker(rx: Receiver<Command>, tx: Sender<Event>, cancel: CancelFlags, wake: i
                     f.remove(&run);
                 }
             }
+            Command::Resume { run, lane, header } => {
+                let flag = cancel
+                    .lock()
+                    .ok()
+                    .and_then(|f| f.get(&run).cloned())
+                    .unwrap_or_default();
+                match model.as_ref() {
+                    Some((m, device)) => decode(m, device, run, lane, *header, &flag, &emit),
+                    None => emit(Event::Failed {
+                        run,
+                        lane,
+                        error: "no model is loaded".into(),
+                    }),
+                }
+                if let Ok(mut f) = cancel.lock() {
+                    f.remove(&run);
+                }
+            }
         }
     }
 }
@@ -197,6 +223,19 @@ fn generate(
             })
         }
     };
+    decode(m, device, run, lane, header, cancel, emit);
+}
+
+/// Decodes a prepared header, streaming its events.
+fn decode(
+    m: &DiffusionModel,
+    device: &str,
+    run: u64,
+    lane: Lane,
+    header: TraceHeader,
+    cancel: &AtomicBool,
+    emit: &dyn Fn(Event),
+) {
     emit(Event::Started {
         run,
         lane,

@@ -1,9 +1,11 @@
 //! unmask: watch a discrete-diffusion language model write code, step by step.
 
+pub mod atomic;
 pub mod chat;
 pub mod cli;
 pub mod engine;
 pub mod error;
+pub mod fork;
 #[cfg(feature = "gui")]
 pub mod gui;
 pub mod hub;

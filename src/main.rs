@@ -7,9 +7,9 @@ fn main() {
         .with_writer(std::io::stderr)
         .init();
     let args = Cli::parse();
-    let result = match args.command.unwrap_or(Command::Gui(cli::GuiArgs { model: "embedded".into(), trace: None })) {
+    let result = match args.command.unwrap_or(Command::Gui(cli::GuiArgs { model: "embedded".into(), ..Default::default() })) {
         #[cfg(feature = "gui")]
-        Command::Gui(a) => unmask::gui::run(a.model, a.trace),
+        Command::Gui(a) => unmask::gui::run(a),
         #[cfg(not(feature = "gui"))]
         Command::Gui(_) => Err(anyhow::anyhow!("this binary was built without the window (feature `gui`); use a subcommand, see --help")),
         Command::Generate(a) => cli::generate::run(&a),

@@ -121,3 +121,20 @@ fn bad_input_fails_with_a_message_not_a_panic() {
     assert!(!ok && err.contains("line 1"), "{err}");
     assert!(!err.contains("panicked"));
 }
+
+#[cfg(feature = "gui")]
+#[test]
+fn gui_rejects_bad_launch_flags_before_opening_a_window() {
+    let (ok, _, err) = unmask(&["gui", "--trace", "/nonexistent/run.jsonl"]);
+    assert!(!ok);
+    assert!(
+        err.contains("--trace /nonexistent/run.jsonl: no such file"),
+        "{err}"
+    );
+    let (ok, _, err) = unmask(&["gui", "--run", "--race"]);
+    assert!(!ok);
+    assert!(err.contains("--race"), "{err}");
+    let (ok, _, err) = unmask(&["gui", "--block-size", "many"]);
+    assert!(!ok);
+    assert!(err.contains("--block-size"), "{err}");
+}

@@ -4,9 +4,10 @@ use std::ops::Range;
 use std::sync::atomic::AtomicBool;
 
 use unmask::error::Result;
+use unmask::model::Family;
 use unmask::sampler::denoiser::BlockLogits;
 use unmask::sampler::noise;
-use unmask::sampler::propose::{filtered_probs, propose, top_n};
+use unmask::sampler::propose::{filtered_probs, propose, score_probs, top_n};
 use unmask::sampler::schedule::{planned, select, Candidate};
 use unmask::sampler::{
     self, Denoiser, Layout, ModelFacts, SamplerParams, Schedule, Task, UnmaskRule,
@@ -25,6 +26,8 @@ struct Scripted {
     forwards: usize,
     eos_at: Option<usize>,
     calls: Vec<Range<usize>>,
+    /// The canvas each forward was given: the live canvas, seen from the model's side.
+    seen: Vec<Vec<u32>>,
 }
 
 impl Scripted {
@@ -33,6 +36,7 @@ impl Scripted {
             forwards: 0,
             eos_at: None,
             calls: Vec::new(),
+            seen: Vec::new(),
         }
     }
     fn want(&self, pos: usize) -> u32 {
@@ -50,12 +54,13 @@ impl Denoiser for Scripted {
     }
     fn logits(
         &mut self,
-        _canvas: &[u32],
+        canvas: &[u32],
         block: Range<usize>,
         _need: &[usize],
     ) -> Result<BlockLogits> {
         self.forwards += 1;
         self.calls.push(block.clone());
+        self.seen.push(canvas.to_vec());
         let mut data = vec![0f32; block.len() * V];
         for (r, pos) in block.clone().enumerate() {
             data[r * V + self.want(pos) as usize] = 8.0 - pos as f32 * 0.1;
@@ -297,6 +302,27 @@ fn stops_at_the_end_of_the_block_with_eos() {
     );
     assert_eq!(fin.tokens.len(), 8);
     assert!(!fin.text.contains("t14"), "text is cut at the stop token");
+    // That is SDAR's rule (block_diffusion_generate checks for a stop id after each block). LLaDA's
+    // and Dream's samplers never stop early: every block is decoded and the text is cut at the
+    // first stop token afterwards.
+    let full = SamplerParams {
+        stop_at_eos: false,
+        ..params
+    };
+    let mut den = Scripted::new();
+    den.eos_at = Some(1 + 5);
+    let trace = run(&full, &mut den, &[1]);
+    let fin = trace.finish.unwrap();
+    assert_eq!(fin.reason, FinishReason::Complete);
+    assert_eq!(fin.tokens.len(), 16);
+    assert_eq!(fin.tokens[5], EOS);
+    assert_eq!(
+        den.calls.last().map(|r| r.end),
+        Some(17),
+        "the last block was decoded"
+    );
+    let before: Vec<String> = (1..6).map(|p| format!("t{}", (p * 3) % 13)).collect();
+    assert_eq!(fin.text, before.join(" "));
 }
 
 #[test]
@@ -312,7 +338,8 @@ fn same_seed_same_trace_and_replay_reproduces_canvases() {
         stop_at_eos: false,
         ..Default::default()
     };
-    let a = run(&params, &mut Scripted::new(), &[1, 2]);
+    let mut live = Scripted::new();
+    let a = run(&params, &mut live, &[1, 2]);
     let b = run(&params, &mut Scripted::new(), &[1, 2]);
     let strip = |t: &Trace| {
         t.events
@@ -330,18 +357,29 @@ fn same_seed_same_trace_and_replay_reproduces_canvases() {
         &[1, 2],
     );
     assert_ne!(strip(&a), strip(&c), "another seed draws differently");
-    // Replaying the events reaches the final canvas, with no mask left.
-    let fin = a.tokens_at(a.len());
-    assert!(!fin.contains(&MASK));
-    assert_eq!(&fin[2..], &a.finish.as_ref().unwrap().tokens[..]);
-    // Save, load, compare.
+    assert!(
+        a.events.iter().any(|e| !e.reopened.is_empty()),
+        "the run re-opens tokens, so replay has revisions to get right"
+    );
+    // Saved and loaded back, the events rebuild every canvas the sampler held while it ran: the
+    // one each step's forward was given (step k's forward sees the canvas after k − 1 steps)...
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("run.jsonl");
     a.save(&path).unwrap();
     let back = Trace::load(&path).unwrap();
-    for k in 0..=a.len() {
-        assert_eq!(back.cells_at(k), a.cells_at(k), "canvas at step {k}");
+    assert_eq!(live.seen.len(), a.events.last().unwrap().nfe);
+    for e in &back.events {
+        assert_eq!(
+            back.tokens_at(e.index),
+            live.seen[e.nfe - 1],
+            "canvas before step {}",
+            e.index
+        );
     }
+    // ...and the one it finished with, with no mask left.
+    let fin = back.tokens_at(back.len());
+    assert!(!fin.contains(&MASK));
+    assert_eq!(&fin[2..], &a.finish.as_ref().unwrap().tokens[..]);
 }
 
 #[test]
@@ -491,6 +529,79 @@ fn corrupt_traces_name_the_line() {
         .contains("no header"));
 }
 
+/// The probability vector each reference sampler computes from one position's logits before it
+/// draws or ranks (scripts/make_sampling_golden.py runs their own functions), against ours.
+#[test]
+fn filtered_distributions_match_the_references() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/sampling_golden.json");
+    let g: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).expect("golden file")).unwrap();
+    let rows: Vec<Vec<f32>> = serde_json::from_value(g["rows"].clone()).unwrap();
+    let cases = g["cases"].as_array().expect("cases");
+    let mut failures = Vec::new();
+    for c in cases {
+        let reference = c["reference"].as_str().unwrap();
+        let row = &rows[c["row"].as_u64().unwrap() as usize];
+        let t = c["temperature"].as_f64().unwrap() as f32;
+        let k = c["top_k"].as_u64().unwrap() as usize;
+        let p = c["top_p"].as_f64().unwrap() as f32;
+        let want: Vec<f32> = serde_json::from_value(c["probs"].clone()).unwrap();
+        let family = match reference {
+            "llada" => Family::Llada,
+            "dream" => Family::Dream,
+            _ => Family::Sdar,
+        };
+        // The family's preset picks the reference's filters.
+        let filters = SamplerParams::for_family(family, None, 32).filters;
+        let got = score_probs(filters, row, t, k, p);
+        let err = got
+            .iter()
+            .zip(&want)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
+        if err > 1e-6 {
+            failures.push(format!(
+                "{reference} row {} t={t} k={k} p={p}: max error {err}",
+                c["row"]
+            ));
+        }
+        if let Some(tok) = c.get("token").and_then(serde_json::Value::as_u64) {
+            let params = SamplerParams {
+                temperature: t,
+                top_k: k,
+                top_p: p,
+                filters,
+                ..Default::default()
+            };
+            let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
+            let prop = propose(row, &params, 999, None, &mut rng);
+            if u64::from(prop.token) != tok {
+                failures.push(format!(
+                    "{reference} row {}: greedy token {} vs {tok}",
+                    c["row"], prop.token
+                ));
+            }
+            if let Some(conf) = c.get("confidence").and_then(serde_json::Value::as_f64) {
+                if (f64::from(prop.prob) - conf).abs() > 1e-6 {
+                    failures.push(format!(
+                        "{reference} row {}: confidence {} vs {conf}",
+                        c["row"], prop.prob
+                    ));
+                }
+            }
+        }
+    }
+    assert!(cases.len() >= 45, "only {} cases", cases.len());
+    assert!(
+        failures.is_empty(),
+        "{} of {} cases differ:\n{}",
+        failures.len(),
+        cases.len(),
+        failures.join("\n")
+    );
+}
+
 /// The fast proposal (partial selection, device statistics) against the straightforward full
 /// sort in f64, over many random rows, filters and temperatures: same token, same scores.
 #[test]
@@ -500,7 +611,8 @@ fn fast_proposals_equal_the_reference_definition() {
     let mut g = rand_chacha::ChaCha8Rng::seed_from_u64(7);
     for &vocab in &[1usize, 2, 7, 300, 5000] {
         for case in 0..12 {
-            // Peaked and flat rows, with exact ties (quantised values).
+            // Peaked and flat rows, with exact ties (quantised values). The top-p values avoid cuts
+            // that fall exactly on a ratio of tied masses, where the last bit of the normaliser decides.
             let spread = if case % 2 == 0 { 8.0 } else { 0.5 };
             let logits: Vec<f32> = (0..vocab)
                 .map(|_| (g.random::<f32>() * spread * 4.0).round() / 4.0)
@@ -521,49 +633,58 @@ fn fast_proposals_equal_the_reference_definition() {
             let st = unmask::sampler::denoiser::row_stats(&t).unwrap()[0];
             for &(temperature, top_k, top_p) in &[
                 (0.0f32, 0usize, 1.0f32),
-                (0.0, 0, 0.95),
+                (0.0, 0, 0.9137),
                 (0.0, 50, 1.0),
-                (0.0, 5, 0.5),
-                (1.0, 0, 0.9),
+                (0.0, 50, 0.9137),
+                (0.0, 5, 0.473),
+                (1.0, 0, 0.9137),
                 (0.7, 50, 1.0),
-                (0.2, 0, 0.95),
+                (0.2, 0, 0.9137),
+                (0.2, 50, 0.473),
                 (1.0, 1, 1.0),
             ] {
-                let params = SamplerParams {
-                    temperature,
-                    top_k,
-                    top_p,
-                    ..Default::default()
-                };
-                for stats in [None, Some(st)] {
-                    let seed = g.random::<u64>();
-                    let mut r1 = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
-                    let mut r2 = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
-                    let want = propose_reference(&logits, &params, mask, &mut r1);
-                    let got = propose(&logits, &params, mask, stats, &mut r2);
-                    let what = format!(
-                        "vocab {vocab} case {case} T {temperature} k {top_k} p {top_p} stats {}",
+                for filters in [
+                    unmask::sampler::Filters::TopKThenTopP,
+                    unmask::sampler::Filters::TopPThenTopK,
+                    unmask::sampler::Filters::PlainScores,
+                ] {
+                    let params = SamplerParams {
+                        temperature,
+                        top_k,
+                        top_p,
+                        filters,
+                        ..Default::default()
+                    };
+                    for stats in [None, Some(st)] {
+                        let seed = g.random::<u64>();
+                        let mut r1 = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+                        let mut r2 = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+                        let want = propose_reference(&logits, &params, mask, &mut r1);
+                        let got = propose(&logits, &params, mask, stats, &mut r2);
+                        let what = format!(
+                        "vocab {vocab} case {case} T {temperature} k {top_k} p {top_p} {filters:?} stats {}",
                         stats.is_some()
                     );
-                    assert_eq!(got.token, want.token, "{what}");
-                    assert!(
-                        (got.prob - want.prob).abs() < 1e-5,
-                        "{what}: {} vs {}",
-                        got.prob,
-                        want.prob
-                    );
-                    assert!((got.margin - want.margin).abs() < 1e-5, "{what}");
-                    assert!(
-                        (got.neg_entropy - want.neg_entropy).abs()
-                            < 1e-4 * (1.0 + want.neg_entropy.abs()),
-                        "{what}: {} vs {}",
-                        got.neg_entropy,
-                        want.neg_entropy
-                    );
-                    let ids = |p: &unmask::sampler::propose::Proposal| {
-                        p.top.iter().map(|t| t.0).collect::<Vec<_>>()
-                    };
-                    assert_eq!(ids(&got), ids(&want), "{what}");
+                        assert_eq!(got.token, want.token, "{what}");
+                        assert!(
+                            (got.prob - want.prob).abs() < 1e-5,
+                            "{what}: {} vs {}",
+                            got.prob,
+                            want.prob
+                        );
+                        assert!((got.margin - want.margin).abs() < 1e-5, "{what}");
+                        assert!(
+                            (got.neg_entropy - want.neg_entropy).abs()
+                                < 1e-4 * (1.0 + want.neg_entropy.abs()),
+                            "{what}: {} vs {}",
+                            got.neg_entropy,
+                            want.neg_entropy
+                        );
+                        let ids = |p: &unmask::sampler::propose::Proposal| {
+                            p.top.iter().map(|t| t.0).collect::<Vec<_>>()
+                        };
+                        assert_eq!(ids(&got), ids(&want), "{what}");
+                    }
                 }
             }
         }

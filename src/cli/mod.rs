@@ -49,7 +49,10 @@ pub enum Command {
     Train(train::TrainArgs),
 }
 
-#[derive(Args, Debug, Default)]
+/// The window's flags: the model and sampler flags of `generate` (a flag left out keeps the
+/// window's stored setting), plus what to do at launch, so a lesson opens with one command and a
+/// script can measure the window.
+#[derive(Args, Debug, Default, Clone)]
 pub struct GuiArgs {
     /// Model folder, or `embedded`.
     #[arg(long, default_value = "embedded")]
@@ -57,6 +60,32 @@ pub struct GuiArgs {
     /// Open this trace at start.
     #[arg(long)]
     pub trace: Option<std::path::PathBuf>,
+    /// Prompt text (complete mode).
+    #[arg(long)]
+    pub prompt: Option<String>,
+    /// Infill: text after the generated middle.
+    #[arg(long)]
+    pub suffix: Option<String>,
+    /// Render the prompt through the model's chat template.
+    #[arg(long)]
+    pub chat: bool,
+    #[arg(long)]
+    pub device: Option<String>,
+    #[command(flatten)]
+    pub sampler: SamplerFlags,
+    /// Start decoding as soon as the model is loaded.
+    #[arg(long)]
+    pub run: bool,
+    /// Start a race (autoregressive against the current settings) at launch.
+    #[arg(long, conflicts_with = "run")]
+    pub race: bool,
+    /// Close the window when the --run decoding (or the --race) has ended.
+    #[arg(long)]
+    pub quit_when_done: bool,
+    /// Write frames drawn, frame times, UI-thread CPU time and the run's tokens/s (JSON) here
+    /// when the window closes.
+    #[arg(long)]
+    pub report: Option<std::path::PathBuf>,
 }
 
 #[derive(Args, Debug)]
@@ -143,6 +172,19 @@ impl SamplerFlags {
         trained_block: Option<usize>,
     ) -> SamplerParams {
         let mut p = SamplerParams::for_family(family, trained_block, self.gen_length.unwrap_or(64));
+        self.apply_to(&mut p);
+        p.stop_at_eos = !self.no_stop;
+        p.kv_cache = !self.no_cache;
+        p.approx_cache = self.approx_cache;
+        p
+    }
+
+    /// Applies only the flags that were given to `p` (the window keeps its stored settings for
+    /// the others).
+    pub fn apply_to(&self, p: &mut SamplerParams) {
+        if let Some(v) = self.gen_length {
+            p.gen_length = v;
+        }
         if let Some(v) = self.block_size {
             p.block_size = v;
             if self.steps.is_none() {
@@ -176,10 +218,15 @@ impl SamplerFlags {
         if let Some(v) = self.edit_noise {
             p.edit_noise = v;
         }
-        p.stop_at_eos = !self.no_stop;
-        p.kv_cache = !self.no_cache;
-        p.approx_cache = self.approx_cache;
-        p
+        if self.no_stop {
+            p.stop_at_eos = false;
+        }
+        if self.no_cache {
+            p.kv_cache = false;
+        }
+        if self.approx_cache {
+            p.approx_cache = true;
+        }
     }
 }
 
@@ -197,9 +244,10 @@ pub fn inspect(args: &InspectArgs) -> anyhow::Result<()> {
 pub fn replay(args: &ReplayArgs) -> anyhow::Result<()> {
     let trace = crate::trace::Trace::load(&args.trace)?;
     let h = &trace.header;
-    let show = |k: usize| {
-        let cells = trace.cells_at(k);
-        let text: String = cells[h.gen_start..h.gen_end]
+    let mut canvas = crate::trace::Canvas::initial(h);
+    let mut show = |k: usize| {
+        canvas.advance(&trace, k);
+        let text: String = canvas.cells[h.gen_start..h.gen_end]
             .iter()
             .map(|c| {
                 if c.masked {

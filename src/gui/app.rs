@@ -3,6 +3,7 @@
 //! playback, then draw what the store holds at the cursor.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -12,16 +13,38 @@ use super::canvas::{self, CanvasView};
 use super::colors::ColorMode;
 use super::commit_map::{self, CpuMapPainter, GpuMapPainter, MapPainter, Raster};
 use super::controls::{self, Action, ControlsState};
+use super::jobs::{Job, Outcome};
+use super::report::{self, FrameStats, RunReport};
 use super::settings::{Settings, View};
 use super::store::{RunStatus, Store};
-use super::{explain, files, highlight, metrics, output, race, timeline};
+use super::{compare, explain, files, highlight, metrics, output, race, timeline};
+use crate::cli::GuiArgs;
 use crate::engine::{Command, Engine, Lane};
 use crate::model::{self, device, DiffusionModel};
-use crate::sampler::{ParamProblem, SamplerParams, UnmaskRule};
-use crate::trace::Cell;
+use crate::sampler::{ParamProblem, SamplerParams};
+use crate::trace::{Cell, Edit};
 
 /// How long a frame may spend applying engine events before it draws.
 const DRAIN_BUDGET: Duration = Duration::from_millis(4);
+/// While decoding, the window repaints at most this often (about the display rate): more frames
+/// would only take CPU from the decoder.
+const FRAME_INTERVAL_MS: u64 = 16;
+/// While the race's lanes decode, the window stays nearly still so that it does not compete with
+/// the decoders it is timing.
+const QUIET_INTERVAL_MS: u64 = 500;
+
+/// What the command line asks the window to do at launch (`unmask gui --run …`).
+#[derive(Clone, Debug, Default)]
+pub struct Launch {
+    /// Start decoding as soon as the model is loaded.
+    pub run: bool,
+    /// Start a race instead.
+    pub race: bool,
+    /// Close the window once that run has ended.
+    pub quit_when_done: bool,
+    /// Write frame and run figures here when the window closes.
+    pub report: Option<PathBuf>,
+}
 
 type LoadResult = Result<Arc<DiffusionModel>, String>;
 
@@ -34,6 +57,14 @@ enum ModelSlot {
     },
     Ready(Arc<DiffusionModel>),
     Failed(String),
+}
+
+/// An intervention being prepared: the step the run is paused at, the tile chosen, the edits.
+#[derive(Clone, Debug, Default)]
+pub struct Intervene {
+    pub at_step: usize,
+    pub selected: Option<usize>,
+    pub edits: Vec<Edit>,
 }
 
 /// The window's state.
@@ -53,6 +84,16 @@ pub struct PlaygroundApp {
     /// (task text, tokens) of the last prompt measured, for the context-length check.
     fixed_len: Option<(String, usize)>,
     trace_to_open: Option<PathBuf>,
+    /// File work in flight (dialogs, loads, saves, exports).
+    jobs: Vec<Job>,
+    ctx: Option<egui::Context>,
+    pub launch: Launch,
+    launched: bool,
+    reported: bool,
+    pub stats: FrameStats,
+    /// Repaint interval the engine's wake-up uses, in milliseconds.
+    repaint_ms: Arc<AtomicU64>,
+    pub intervene: Intervene,
 }
 
 impl PlaygroundApp {
@@ -72,23 +113,33 @@ impl PlaygroundApp {
             devices: device::available(),
             fixed_len: None,
             trace_to_open: None,
+            jobs: Vec::new(),
+            ctx: None,
+            launch: Launch::default(),
+            launched: false,
+            reported: false,
+            stats: FrameStats::default(),
+            repaint_ms: Arc::new(AtomicU64::new(FRAME_INTERVAL_MS)),
+            intervene: Intervene::default(),
         }
     }
 
-    /// The app as the binary starts it: settings from eframe storage, `model` from the command
-    /// line (`embedded` keeps the stored choice), optionally a trace to open.
-    pub fn new(cc: &eframe::CreationContext<'_>, model: &str, trace: Option<PathBuf>) -> Self {
+    /// The app as the binary starts it: settings from eframe storage, then whatever the command
+    /// line gives (model, prompt, sampler flags, a trace to open, what to do at launch).
+    pub fn new(cc: &eframe::CreationContext<'_>, args: &GuiArgs) -> Self {
         let mut settings: Settings = cc
             .storage
             .and_then(|s| eframe::get_value(s, eframe::APP_KEY))
             .unwrap_or_default();
-        if model != "embedded" {
-            let folder = model::resolve_model_arg(model);
-            settings.remember(folder.clone());
-            settings.model = Some(folder);
-        }
+        apply_args(&mut settings, args);
         let mut app = Self::with_settings(settings);
-        app.trace_to_open = trace;
+        app.trace_to_open = args.trace.clone();
+        app.launch = Launch {
+            run: args.run,
+            race: args.race,
+            quit_when_done: args.quit_when_done,
+            report: args.report.clone(),
+        };
         app
     }
 
@@ -104,6 +155,16 @@ impl PlaygroundApp {
     /// The canvas at the timeline cursor, as the canvas view draws it.
     pub fn displayed_cells(&mut self) -> Vec<Cell> {
         self.store.cells().to_vec()
+    }
+
+    /// The commit map's raster of the main run, as last drawn.
+    pub fn commit_map_raster(&self) -> Option<&Raster> {
+        self.raster.as_ref()
+    }
+
+    /// Commit-map rows uploaded by the painter so far (the work counter the tests check).
+    pub fn commit_map_rows_uploaded(&self) -> usize {
+        self.map_painter.as_ref().map_or(0, |p| p.rows_uploaded())
     }
 
     pub fn model_ready(&self) -> bool {
@@ -127,55 +188,269 @@ impl PlaygroundApp {
         self.store.main.status.is_active()
             || self.store.race_ar.status.is_active()
             || self.store.race_diffusion.status.is_active()
+            || self.store.fork.status.is_active()
     }
 
-    /// What Files → Open trace… does once a path is chosen.
-    pub fn open_trace(&mut self, path: &Path) {
-        match files::open_trace(path) {
-            Ok(t) => {
+    /// What clicking a tile does: choose it for an intervention at the cursor's step (the run
+    /// must be paused or finished; moving to another step starts a new set of edits).
+    pub fn select_tile(&mut self, pos: usize) {
+        if self.store.main.status.is_active() {
+            self.notice = Some("Cancel or let the run finish before intervening.".into());
+            return;
+        }
+        let k = self.store.cursor;
+        if self.intervene.at_step != k {
+            self.intervene.edits.clear();
+        }
+        self.intervene.at_step = k;
+        self.intervene.selected = Some(pos);
+        self.store.playing = false;
+    }
+
+    /// Pins `token` (or re-masks, `None`) at `pos`, replacing an earlier edit there.
+    pub fn edit(&mut self, pos: usize, token: Option<u32>, text: String) {
+        self.intervene.edits.retain(|e| e.pos != pos);
+        self.intervene.edits.push(Edit { pos, token, text });
+    }
+
+    /// Continues decoding from the edited canvas as a fork beside the original.
+    pub fn continue_fork(&mut self) {
+        if !self.model_ready() || self.running() {
+            return;
+        }
+        let Some(t) = self.store.main.trace.clone() else {
+            return;
+        };
+        match crate::fork::fork_header(&t, self.intervene.at_step, &self.intervene.edits) {
+            Ok(header) => {
+                let run = self.store.begin(Lane::Fork);
                 if let Some(e) = &self.engine {
-                    if self.store.main.status.is_active() {
-                        e.cancel();
-                    }
+                    e.send(Command::Resume {
+                        run,
+                        lane: Lane::Fork,
+                        header: Box::new(header),
+                    });
                 }
-                self.store.load(t);
-                self.settings.view = View::Canvas;
-                self.notice = Some(format!("Opened {}", file_name(path)));
+                self.settings.view = View::Fork;
             }
-            Err(e) => self.errors.push(e),
+            Err(e) => self.errors.push(format!("Cannot fork: {e}")),
         }
     }
 
-    /// What Files → Save trace… does once a path is chosen.
+    /// The intervention panel: the chosen tile's alternatives, the edits, Continue.
+    fn intervene_ui(&mut self, ui: &mut egui::Ui) {
+        let Some(t) = self.store.main.trace.clone() else {
+            ui.weak("Generate or open a run first.");
+            return;
+        };
+        let iv = self.intervene.clone();
+        if iv.selected.is_none() && iv.edits.is_empty() {
+            ui.weak("Pause (or finish) a run, then click a tile to pin a token or re-mask it.");
+            return;
+        }
+        ui.label(format!("at step {} of {}", iv.at_step, t.len()));
+        let mut edit = None;
+        if let Some(pos) = iv.selected {
+            let cells = if self.store.cursor == iv.at_step {
+                self.store.cells().to_vec()
+            } else {
+                t.cells_at(iv.at_step)
+            };
+            if let Some(cell) = cells.get(pos) {
+                ui.label(format!(
+                    "position {pos}: {}",
+                    if cell.masked {
+                        "masked".to_string()
+                    } else {
+                        format!("{:?}", cell.text)
+                    }
+                ));
+                // A masked tile has no alternatives yet: offer what the model proposed when it
+                // committed the position later in the run.
+                let alts = if cell.top.is_empty() {
+                    t.events
+                        .iter()
+                        .rev()
+                        .flat_map(|e| e.commits.iter())
+                        .find(|c| c.pos == pos)
+                        .map(|c| c.top.clone())
+                        .unwrap_or_default()
+                } else {
+                    cell.top.clone()
+                };
+                for (id, text, p) in alts.iter().take(5) {
+                    if ui.button(format!("pin #{id} {text:?} · {p:.2}")).clicked() {
+                        edit = Some((pos, Some(*id), text.clone()));
+                    }
+                }
+                if !cell.masked && cell.committed_at.is_some() && ui.button("re-mask").clicked() {
+                    edit = Some((pos, None, String::new()));
+                }
+            }
+        }
+        for e in &iv.edits {
+            ui.weak(match e.token {
+                Some(id) => format!("edit: position {} pinned to #{id} {:?}", e.pos, e.text),
+                None => format!("edit: position {} re-masked", e.pos),
+            });
+        }
+        let mut go = false;
+        ui.horizontal(|ui| {
+            let can = self.model_ready() && !self.running() && !iv.edits.is_empty();
+            go = ui
+                .add_enabled(can, egui::Button::new("Continue from here"))
+                .clicked();
+            if ui.button("Clear").clicked() {
+                self.intervene = Intervene::default();
+            }
+        });
+        if let Some((pos, token, text)) = edit {
+            self.edit(pos, token, text);
+        }
+        if go {
+            self.continue_fork();
+        }
+    }
+
+    /// Whether file work (a dialog, a load, a save, an export) is in flight.
+    pub fn io_busy(&self) -> bool {
+        !self.jobs.is_empty()
+    }
+
+    fn spawn_job(
+        &mut self,
+        what: impl Into<String>,
+        work: impl FnOnce() -> Result<Outcome, String> + Send + 'static,
+    ) {
+        let job = Job::spawn(what, self.ctx.clone(), work);
+        self.jobs.push(job);
+    }
+
+    /// Applies the outcomes of finished jobs.
+    fn poll_jobs(&mut self, ctx: &egui::Context) {
+        let mut pending = Vec::new();
+        for job in std::mem::take(&mut self.jobs) {
+            match job.try_take() {
+                Err(job) => pending.push(job),
+                Ok(Err(e)) => self.errors.push(e),
+                Ok(Ok(Outcome::Cancelled)) => {}
+                Ok(Ok(Outcome::Done(notice))) => self.notice = Some(notice),
+                Ok(Ok(Outcome::ModelFolder(f))) => self.load_model(Some(f), ctx),
+                Ok(Ok(Outcome::Opened(path, t))) => {
+                    if let Some(e) = &self.engine {
+                        if self.store.main.status.is_active() {
+                            e.cancel();
+                        }
+                    }
+                    self.store.load(*t);
+                    self.settings.view = View::Canvas;
+                    self.notice = Some(format!("Opened {}", file_name(&path)));
+                }
+            }
+        }
+        pending.append(&mut self.jobs);
+        self.jobs = pending;
+        if !self.jobs.is_empty() {
+            ctx.request_repaint_after(Duration::from_millis(100));
+        }
+    }
+
+    /// What File → Open trace… does once a path is chosen: reads it on a background thread.
+    pub fn open_trace(&mut self, path: &Path) {
+        let path = path.to_path_buf();
+        self.spawn_job(format!("Opening {}", file_name(&path)), move || {
+            files::open_trace(&path).map(|t| Outcome::Opened(path, Box::new(t)))
+        });
+    }
+
+    /// What File → Save trace… does once a path is chosen: writes on a background thread.
     pub fn save_trace(&mut self, path: &Path) {
-        let Some(t) = self.store.trace() else {
+        let Some(t) = self.store.main.trace.clone() else {
             self.errors
                 .push("Nothing to save: generate or open a trace first.".into());
             return;
         };
-        match files::save_trace(t, path) {
-            Ok(()) => self.notice = Some(format!("Saved {}", file_name(path))),
-            Err(e) => self.errors.push(e),
-        }
+        let path = path.to_path_buf();
+        self.spawn_job(format!("Saving {}", file_name(&path)), move || {
+            files::save_trace(&t, &path)
+                .map(|()| Outcome::Done(format!("Saved {}", file_name(&path))))
+        });
     }
 
-    pub fn export_canvas_png(&mut self, path: &Path) {
+    /// The canvas at the cursor as a picture with its token text.
+    pub fn canvas_image(&mut self, ctx: &egui::Context) -> Option<image::RgbaImage> {
         let mode = self.settings.color_mode;
-        let cells = self.store.cells().to_vec();
-        let Some(t) = self.store.trace() else { return };
-        let img = canvas::render_png(t, &cells, mode, 8);
-        if let Err(e) = files::save_png(&img, path) {
-            self.errors.push(e);
-        }
+        let t = self.store.main.trace.clone()?;
+        let model = self
+            .store
+            .canvas
+            .get(self.store.main.run, &t, self.store.cursor);
+        Some(canvas::render_png(ctx, &t, model, mode, 14.0))
+    }
+
+    pub fn export_canvas_png(&mut self, ctx: &egui::Context, path: &Path) {
+        let Some(img) = self.canvas_image(ctx) else {
+            return;
+        };
+        let path = path.to_path_buf();
+        self.spawn_job(format!("Writing {}", file_name(&path)), move || {
+            files::save_png(&img, &path)
+                .map(|()| Outcome::Done(format!("Wrote {}", file_name(&path))))
+        });
+    }
+
+    /// Writes the decoding as an animated PNG (one frame per step, `fps` a second) in the
+    /// background; the texts are laid out here first.
+    pub fn export_animation(&mut self, ctx: &egui::Context, path: &Path, fps: u16) {
+        let Some(t) = self.store.main.trace.clone() else {
+            return;
+        };
+        let sheet = canvas::GlyphSheet::for_trace(ctx, &t, 14.0);
+        let mode = self.settings.color_mode;
+        let path = path.to_path_buf();
+        self.spawn_job(format!("Writing {}", file_name(&path)), move || {
+            files::save_apng(&sheet, &t, mode, fps, &path)
+                .map(|()| Outcome::Done(format!("Wrote {}", file_name(&path))))
+        });
+    }
+
+    /// The commit map at its stored resolution (one texel per position and step up to
+    /// `commit_map::MAX_SIDE`), each texel scaled up to at least 1024 pixels across.
+    pub fn commit_map_image(&self) -> Option<image::RgbaImage> {
+        let t = self.store.trace()?;
+        let r = Raster::build(t, self.store.main.run);
+        let px = (1024 / r.cols.max(1)).clamp(1, 16) as u32;
+        Some(r.to_image(px, self.settings.color_mode))
     }
 
     pub fn export_commit_map_png(&mut self, path: &Path) {
-        let Some(t) = self.store.trace() else { return };
-        let r = Raster::build(t, self.store.main.run, self.settings.color_mode);
-        let px = (1024 / r.width.max(1)).clamp(1, 16) as u32;
-        if let Err(e) = files::save_png(&r.to_image(px), path) {
-            self.errors.push(e);
-        }
+        let Some(t) = self.store.main.trace.clone() else {
+            return;
+        };
+        let (run, mode) = (self.store.main.run, self.settings.color_mode);
+        let path = path.to_path_buf();
+        self.spawn_job(format!("Writing {}", file_name(&path)), move || {
+            let r = Raster::build(&t, run);
+            let px = (1024 / r.cols.max(1)).clamp(1, 16) as u32;
+            files::save_png(&r.to_image(px, mode), &path)
+                .map(|()| Outcome::Done(format!("Wrote {}", file_name(&path))))
+        });
+    }
+
+    /// File-menu entries that first ask for a path: the dialog runs on the job's thread too.
+    fn pick_then(
+        &mut self,
+        what: &str,
+        default_name: &'static str,
+        ext: &'static str,
+        then: impl FnOnce(PathBuf) -> Result<Outcome, String> + Send + 'static,
+    ) {
+        self.spawn_job(what.to_string(), move || {
+            match files::pick_save(default_name, ext) {
+                Some(p) => then(p),
+                None => Ok(Outcome::Cancelled),
+            }
+        });
     }
 
     /// Starts loading `folder` (`None`: embedded) on a background thread.
@@ -294,13 +569,7 @@ impl PlaygroundApp {
             return;
         }
         let diffusion = self.settings.params.clone();
-        let ar = SamplerParams {
-            block_size: 1,
-            steps: 1,
-            rule: UnmaskRule::LowConfidence,
-            edit_noise: 0.0,
-            ..diffusion.clone()
-        };
+        let ar = diffusion.autoregressive();
         self.send_generate(Lane::RaceAr, ar);
         self.send_generate(Lane::RaceDiffusion, diffusion);
         self.settings.view = View::Race;
@@ -314,9 +583,15 @@ impl PlaygroundApp {
 
     /// One-time setup that needs the context: engine, model load, commit-map painter.
     fn start(&mut self, ctx: &egui::Context, frame: &eframe::Frame) {
+        self.ctx = Some(ctx.clone());
         if self.engine.is_none() {
             let c = ctx.clone();
-            self.engine = Some(Engine::spawn(move || c.request_repaint()));
+            let every = self.repaint_ms.clone();
+            // Events wake the window at most at the frame rate (or rarer while the race times
+            // its lanes); a repaint per event would take the decoder's CPU.
+            self.engine = Some(Engine::spawn(move || {
+                c.request_repaint_after(Duration::from_millis(every.load(Ordering::Relaxed)))
+            }));
         }
         if matches!(self.model, ModelSlot::Unloaded) {
             self.load_model(self.settings.model.clone(), ctx);
@@ -335,11 +610,32 @@ impl PlaygroundApp {
     /// Everything that happens before drawing.
     pub fn update_state(&mut self, ctx: &egui::Context) {
         self.poll_model();
+        self.poll_jobs(ctx);
+        let racing =
+            self.store.race_ar.status.is_active() || self.store.race_diffusion.status.is_active();
+        let interval = if racing {
+            QUIET_INTERVAL_MS
+        } else {
+            FRAME_INTERVAL_MS
+        };
+        self.repaint_ms.store(interval, Ordering::Relaxed);
         if let Some(engine) = &self.engine {
             let drained = self.store.drain(|| engine.try_recv(), DRAIN_BUDGET);
             if drained > 0 {
-                ctx.request_repaint();
+                ctx.request_repaint_after(Duration::from_millis(interval));
             }
+        }
+        if (self.launch.run || self.launch.race) && !self.launched && self.model_ready() {
+            self.launched = true;
+            self.stats.mark_start();
+            if self.launch.race {
+                self.race();
+            } else {
+                self.generate();
+            }
+        }
+        if self.launched && !self.running() {
+            self.stats.mark_end();
         }
         if ctx.input_mut(|i| i.consume_key(egui::Modifiers::COMMAND, egui::Key::Enter)) {
             self.generate();
@@ -347,7 +643,7 @@ impl PlaygroundApp {
         timeline::keys(ctx, &mut self.store);
         let dt = ctx.input(|i| i.stable_dt).min(0.1);
         if self.store.tick(dt) {
-            ctx.request_repaint();
+            ctx.request_repaint_after(Duration::from_millis(FRAME_INTERVAL_MS));
         }
         if matches!(self.model, ModelSlot::Loading { .. }) {
             ctx.request_repaint_after(Duration::from_millis(100));
@@ -358,17 +654,21 @@ impl PlaygroundApp {
         egui::MenuBar::new().ui(ui, |ui| {
             ui.menu_button("File", |ui| {
                 if ui.button("Open trace…").clicked() {
-                    if let Some(p) = files::pick_open_trace() {
-                        self.open_trace(&p);
-                    }
+                    self.spawn_job("Choosing a trace", || match files::pick_open_trace() {
+                        Some(p) => files::open_trace(&p).map(|t| Outcome::Opened(p, Box::new(t))),
+                        None => Ok(Outcome::Cancelled),
+                    });
                 }
                 let has = self.store.trace().is_some();
                 if ui
                     .add_enabled(has, egui::Button::new("Save trace…"))
                     .clicked()
                 {
-                    if let Some(p) = files::pick_save("trace.jsonl", "jsonl") {
-                        self.save_trace(&p);
+                    if let Some(t) = self.store.main.trace.clone() {
+                        self.pick_then("Saving the trace", "trace.jsonl", "jsonl", move |p| {
+                            files::save_trace(&t, &p)
+                                .map(|()| Outcome::Done(format!("Saved {}", file_name(&p))))
+                        });
                     }
                 }
                 ui.separator();
@@ -376,22 +676,71 @@ impl PlaygroundApp {
                     .add_enabled(has, egui::Button::new("Export canvas PNG…"))
                     .clicked()
                 {
-                    if let Some(p) = files::pick_save("canvas.png", "png") {
-                        self.export_canvas_png(&p);
+                    // Texts are laid out here (that needs the window's fonts); the picture is
+                    // drawn, and the file chosen and written, off the UI thread.
+                    let ctx = ui.ctx().clone();
+                    let mode = self.settings.color_mode;
+                    if let Some(t) = self.store.main.trace.clone() {
+                        let model = self
+                            .store
+                            .canvas
+                            .get(self.store.main.run, &t, self.store.cursor)
+                            .clone();
+                        let sheet = canvas::GlyphSheet::new(
+                            &ctx,
+                            14.0,
+                            model.tiles.iter().map(|t| t.text.as_str()),
+                        );
+                        self.pick_then("Exporting the canvas", "canvas.png", "png", move |p| {
+                            let img = canvas::render_picture(&sheet, &t, &model, mode, None);
+                            files::save_png(&img, &p)
+                                .map(|()| Outcome::Done(format!("Wrote {}", file_name(&p))))
+                        });
+                    }
+                }
+                if ui
+                    .add_enabled(has, egui::Button::new("Export decoding animation (APNG)…"))
+                    .clicked()
+                {
+                    let ctx = ui.ctx().clone();
+                    if let Some(t) = self.store.main.trace.clone() {
+                        let sheet = canvas::GlyphSheet::for_trace(&ctx, &t, 14.0);
+                        let mode = self.settings.color_mode;
+                        self.pick_then(
+                            "Exporting the animation",
+                            "decoding.png",
+                            "png",
+                            move |p| {
+                                files::save_apng(&sheet, &t, mode, 4, &p)
+                                    .map(|()| Outcome::Done(format!("Wrote {}", file_name(&p))))
+                            },
+                        );
                     }
                 }
                 if ui
                     .add_enabled(has, egui::Button::new("Export commit map PNG…"))
                     .clicked()
                 {
-                    if let Some(p) = files::pick_save("commit-map.png", "png") {
-                        self.export_commit_map_png(&p);
+                    if let Some(t) = self.store.main.trace.clone() {
+                        let (run, mode) = (self.store.main.run, self.settings.color_mode);
+                        self.pick_then(
+                            "Exporting the commit map",
+                            "commit-map.png",
+                            "png",
+                            move |p| {
+                                let r = Raster::build(&t, run);
+                                let px = (1024 / r.cols.max(1)).clamp(1, 16) as u32;
+                                files::save_png(&r.to_image(px, mode), &p)
+                                    .map(|()| Outcome::Done(format!("Wrote {}", file_name(&p))))
+                            },
+                        );
                     }
                 }
             });
             ui.separator();
             ui.selectable_value(&mut self.settings.view, View::Canvas, "Canvas");
             ui.selectable_value(&mut self.settings.view, View::Race, "Race");
+            ui.selectable_value(&mut self.settings.view, View::Fork, "Fork");
             ui.separator();
             ui.label("colour:");
             egui::ComboBox::from_id_salt("color-mode")
@@ -405,6 +754,14 @@ impl PlaygroundApp {
             ui.label(run_status(&self.store.main.status));
             if let Some(n) = &self.notice {
                 ui.weak(n);
+            }
+            for j in &self.jobs {
+                ui.spinner();
+                ui.label(format!(
+                    "{}… {:.1} s",
+                    j.what,
+                    j.since.elapsed().as_secs_f32()
+                ));
             }
         });
         let mut dismiss = None;
@@ -443,6 +800,10 @@ impl PlaygroundApp {
             race::show(ui, &mut self.store, self.settings.color_mode);
             return;
         }
+        if self.settings.view == View::Fork {
+            compare::show(ui, &mut self.store, self.settings.color_mode);
+            return;
+        }
         let Some(trace) = self.store.main.trace.clone() else {
             ui.centered_and_justified(|ui| {
                 ui.weak(match &self.store.main.status {
@@ -455,15 +816,17 @@ impl PlaygroundApp {
         };
         let mode = self.settings.color_mode;
         let run = self.store.main.run;
-        let stale = self
+        // The raster moves forward with the trace: a new step writes one row.
+        if self
             .raster
             .as_ref()
-            .is_none_or(|r| r.key.run != run || r.key.steps != trace.len() || r.key.mode != mode);
-        if stale {
-            if self.raster.as_ref().is_some_and(|r| r.key.run != run) {
-                self.map_uv = egui::Rect::from_min_max(egui::pos2(0.0, 0.0), egui::pos2(1.0, 1.0));
-            }
-            self.raster = Some(Raster::build(&trace, run, mode));
+            .is_none_or(|r| r.run != run || r.steps > trace.len())
+        {
+            self.map_uv = egui::Rect::from_min_max(egui::pos2(0.0, 0.0), egui::pos2(1.0, 1.0));
+            self.raster = Some(Raster::new(&trace, run));
+        }
+        if let Some(r) = self.raster.as_mut() {
+            r.update(&trace);
         }
         let mut new_hover = None;
         egui::Panel::bottom("commit-map").resizable(true).default_size(190.0).show(ui, |ui| {
@@ -472,7 +835,7 @@ impl PlaygroundApp {
                 ui.weak("rows: steps · columns: positions · scroll to zoom, drag to pan, click a row to jump");
             });
             if let (Some(r), Some(p)) = (&self.raster, self.map_painter.as_mut()) {
-                let resp = commit_map::show(ui, p.as_mut(), r, trace.header.gen_start, &mut self.map_uv, self.store.cursor, self.hover_pos);
+                let resp = commit_map::show(ui, p.as_mut(), r, mode, &mut self.map_uv, self.store.cursor, self.hover_pos);
                 if let Some((_, pos)) = resp.hovered {
                     new_hover = Some(pos);
                 }
@@ -483,8 +846,10 @@ impl PlaygroundApp {
             }
         });
         let cursor = self.store.cursor;
-        let cells = self.store.cells().to_vec();
-        let masked = cells
+        let mut clicked = None;
+        let model = self.store.canvas.get(run, &trace, cursor);
+        let masked = model
+            .cells
             .get(trace.header.gen_start..trace.header.gen_end)
             .map_or(0, |c| c.iter().filter(|c| c.masked).count());
         ui.horizontal(|ui| {
@@ -500,28 +865,41 @@ impl PlaygroundApp {
             .show(ui, |ui| {
                 let v = CanvasView {
                     trace: &trace,
-                    cells: &cells,
+                    model,
                     cursor,
                     mode,
                     hover: self.hover_pos,
                     font_size: 14.0,
+                    marked: None,
+                    selected: self
+                        .intervene
+                        .selected
+                        .filter(|_| self.intervene.at_step == cursor),
                 };
-                if let Some(p) = canvas::show(ui, &v) {
+                let r = canvas::show(ui, &v);
+                if let Some(p) = r.hovered {
                     new_hover = Some(p);
                 }
+                clicked = r.clicked;
             });
+        if let Some(p) = clicked {
+            self.select_tile(p);
+        }
         self.hover_pos = new_hover;
     }
 
     fn side(&mut self, ui: &mut egui::Ui) {
         egui::ScrollArea::vertical().id_salt("side").show(ui, |ui| {
+            egui::CollapsingHeader::new("Intervene")
+                .default_open(true)
+                .show(ui, |ui| self.intervene_ui(ui));
             egui::CollapsingHeader::new("Metrics")
                 .default_open(true)
                 .show(ui, |ui| metrics::show(ui, &self.store));
             egui::CollapsingHeader::new("Explain")
                 .default_open(true)
                 .show(ui, |ui| {
-                    explain::show(ui, self.store.main.trace.as_ref(), self.store.cursor);
+                    explain::show(ui, self.store.main.trace.as_deref(), self.store.cursor);
                 });
             egui::CollapsingHeader::new("Output")
                 .default_open(true)
@@ -578,13 +956,85 @@ impl PlaygroundApp {
                 }
                 Action::LoadModel(f) => self.load_model(f, &ctx),
                 Action::PickModelFolder => {
-                    if let Some(f) = files::pick_model_folder() {
-                        self.load_model(Some(f), &ctx);
-                    }
+                    self.spawn_job("Choosing a model folder", || {
+                        Ok(files::pick_model_folder()
+                            .map_or(Outcome::Cancelled, Outcome::ModelFolder))
+                    });
                 }
             }
         }
     }
+}
+
+impl PlaygroundApp {
+    /// The figures of this session so far (frames, frame times, UI-thread CPU, the live run).
+    pub fn report(&self) -> report::Report {
+        let run = self.store.trace().map(|t| {
+            let m = self.store.metrics().unwrap_or_default();
+            RunReport {
+                tokens: m.tokens,
+                steps: m.steps,
+                forwards: m.forwards,
+                total_ms: m.total_ms,
+                tokens_per_second: m.tokens_per_second(),
+                gen_length: t.header.params.gen_length,
+                block_size: t.header.params.block_size,
+                steps_per_block: t.header.params.steps,
+            }
+        });
+        let mut r = self.stats.report(run);
+        let lane = |l: &super::store::LaneRun| {
+            l.trace
+                .as_ref()
+                .and_then(|t| t.finish.as_ref())
+                .map(|f| f.metrics.tokens_per_second())
+        };
+        if let (Some(a), Some(d)) = (lane(&self.store.race_ar), lane(&self.store.race_diffusion)) {
+            r.race = Some(report::RaceReport {
+                ar_tokens_per_second: a,
+                diffusion_tokens_per_second: d,
+                speedup: race::speedup(&self.store).unwrap_or(0.0),
+            });
+        }
+        r
+    }
+
+    /// Writes `--report` once, when the window closes or the launch run ends.
+    fn finish_report(&mut self) {
+        if self.reported {
+            return;
+        }
+        self.reported = true;
+        if let Some(path) = self.launch.report.clone() {
+            if let Err(e) = report::write(&self.report(), &path) {
+                eprintln!("error: {e}");
+            }
+        }
+    }
+}
+
+/// Applies the command line's choices over the stored settings; flags left out keep them.
+pub fn apply_args(settings: &mut Settings, args: &GuiArgs) {
+    if args.model != "embedded" {
+        let folder = model::resolve_model_arg(&args.model);
+        settings.remember(folder.clone());
+        settings.model = Some(folder);
+    }
+    if let Some(p) = &args.prompt {
+        settings.prompt = p.clone();
+        settings.mode = super::settings::Mode::Complete;
+    }
+    if let Some(s) = &args.suffix {
+        settings.suffix = s.clone();
+        settings.mode = super::settings::Mode::Infill;
+    }
+    if args.chat {
+        settings.chat = true;
+    }
+    if let Some(d) = &args.device {
+        settings.device = d.clone();
+    }
+    args.sampler.apply_to(&mut settings.params);
 }
 
 /// The last component of a path, for short notices.
@@ -615,13 +1065,23 @@ fn run_status(s: &RunStatus) -> String {
 
 impl eframe::App for PlaygroundApp {
     fn ui(&mut self, ui: &mut egui::Ui, frame: &mut eframe::Frame) {
+        let t0 = Instant::now();
         let ctx = ui.ctx().clone();
         self.start(&ctx, frame);
         self.update_state(&ctx);
         self.draw(ui);
+        self.stats.record(t0.elapsed());
+        if self.launch.quit_when_done && self.launched && !self.running() {
+            self.finish_report();
+            ctx.send_viewport_cmd(egui::ViewportCommand::Close);
+        }
     }
 
     fn save(&mut self, storage: &mut dyn eframe::Storage) {
         eframe::set_value(storage, eframe::APP_KEY, &self.settings);
+    }
+
+    fn on_exit(&mut self) {
+        self.finish_report();
     }
 }

@@ -1,11 +1,12 @@
 //! The canvas: the generated region as token tiles laid out like code.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 
 use egui::{Color32, FontId, Rect, Sense, Stroke, StrokeKind, Vec2};
 
 use super::colors::{self, ColorMode, Scale};
-use crate::trace::{Cell, Trace};
+use crate::trace::{Canvas, Cell, Trace};
 
 /// One tile of the laid-out canvas, in character units. A token containing newlines gives
 /// several tiles (one per line piece) that share a position.
@@ -86,26 +87,108 @@ pub fn layout(cells: &[Cell], range: std::ops::Range<usize>) -> Vec<Tile> {
     tiles
 }
 
+/// Everything the canvas draws at one cursor that does not change between frames: the cells,
+/// their tiles, re-opened texts and block starts. Built once per step and moved forward step by
+/// step while a run streams in, so a frame never replays the trace.
+#[derive(Clone, Debug, Default)]
+pub struct CanvasModel {
+    pub cells: Vec<Cell>,
+    pub tiles: Vec<Tile>,
+    /// Text each re-opened position held, as of the cursor (for strike-through and tooltips).
+    pub reopened: HashMap<usize, String>,
+    /// Canvas positions where a block starts, over the whole trace so far.
+    pub block_starts: HashSet<usize>,
+    pub rows: usize,
+    pub cols: usize,
+    /// Score range of the committed cells (the steps part is filled in when drawing).
+    pub scale: Scale,
+}
+
+/// How much work the cache did, for tests that count work rather than time.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct CacheWork {
+    /// Canvases rebuilt by replaying from step 0.
+    pub replays: usize,
+    /// Steps applied to a cached canvas.
+    pub steps_applied: usize,
+    /// Times the tiles were laid out.
+    pub layouts: usize,
+}
+
+/// The canvas of one lane at one cursor, cached until the run or the cursor changes.
+#[derive(Default)]
+pub struct CanvasCache {
+    key: Option<(u64, usize)>,
+    block_events: usize,
+    model: CanvasModel,
+    pub work: CacheWork,
+}
+
+impl CanvasCache {
+    /// The canvas of `trace` (run `run`) after `cursor` steps. Moving forward applies only the
+    /// new steps; moving back replays from the start.
+    pub fn get(&mut self, run: u64, trace: &Trace, cursor: usize) -> &CanvasModel {
+        let cursor = cursor.min(trace.len());
+        let h = &trace.header;
+        let same_run =
+            self.key.is_some_and(|(r, _)| r == run) && self.model.cells.len() == h.initial.len();
+        if !same_run {
+            self.block_events = 0;
+            self.model.block_starts.clear();
+        }
+        // Block starts cover the whole trace so far, whatever the cursor.
+        for e in trace.events.iter().skip(self.block_events) {
+            self.model.block_starts.insert(e.block_start);
+        }
+        self.block_events = trace.len();
+        let from = match self.key {
+            Some((r, k)) if same_run && r == run && k == cursor => return &self.model,
+            Some((_, k)) if same_run && k <= cursor => k,
+            _ => {
+                self.work.replays += 1;
+                self.model.cells = trace.cells_at(0);
+                self.model.reopened.clear();
+                0
+            }
+        };
+        for e in &trace.events[from..cursor] {
+            Canvas::apply_to(&mut self.model.cells, h.mask_id, e);
+            for r in &e.reopened {
+                self.model.reopened.insert(r.pos, r.text.clone());
+            }
+            self.work.steps_applied += 1;
+        }
+        let m = &mut self.model;
+        m.tiles = layout(&m.cells, h.gen_start..h.gen_end);
+        m.rows = m.tiles.last().map_or(1, |t| t.row + 1);
+        m.cols = m.tiles.iter().map(|t| t.col + t.width).max().unwrap_or(1);
+        m.scale = Scale::new(&m.cells, 1);
+        self.work.layouts += 1;
+        self.key = Some((run, cursor));
+        &self.model
+    }
+}
+
 /// What the canvas shows about the run besides the cells.
 pub struct CanvasView<'a> {
     pub trace: &'a Trace,
-    pub cells: &'a [Cell],
+    pub model: &'a CanvasModel,
     pub cursor: usize,
     pub mode: ColorMode,
     /// Position hovered here or in the commit map.
     pub hover: Option<usize>,
     pub font_size: f32,
+    /// Positions to outline as different (the fork's diff).
+    pub marked: Option<&'a HashSet<usize>>,
+    /// Position chosen for an intervention.
+    pub selected: Option<usize>,
 }
 
-/// Text each re-opened position held, as of `cursor` (for strike-through and tooltips).
-fn reopened_text(trace: &Trace, cursor: usize) -> HashMap<usize, String> {
-    let mut m = HashMap::new();
-    for e in trace.events.iter().take(cursor) {
-        for r in &e.reopened {
-            m.insert(r.pos, r.text.clone());
-        }
-    }
-    m
+/// What the pointer did on the canvas this frame.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct CanvasResponse {
+    pub hovered: Option<usize>,
+    pub clicked: Option<usize>,
 }
 
 /// The block the cursor is in: that of the last applied step, else of the next one.
@@ -118,33 +201,38 @@ pub fn active_block(trace: &Trace, cursor: usize) -> Option<(usize, usize)> {
     e.map(|e| (e.block_start, e.block_end))
 }
 
-/// Draws the tiles; returns the hovered position.
-pub fn show(ui: &mut egui::Ui, v: &CanvasView) -> Option<usize> {
+/// Draws the tiles that fall inside the clip rectangle; says which one is hovered or clicked.
+pub fn show(ui: &mut egui::Ui, v: &CanvasView) -> CanvasResponse {
     let h = &v.trace.header;
-    let tiles = layout(v.cells, h.gen_start..h.gen_end);
+    let m = v.model;
+    let tiles = &m.tiles;
     let font = FontId::monospace(v.font_size);
     let cw = ui.ctx().fonts_mut(|f| f.glyph_width(&font, 'M')).max(1.0);
     let rh = v.font_size + 8.0;
-    let rows = tiles.last().map_or(1, |t| t.row + 1);
-    let cols = tiles.iter().map(|t| t.col + t.width).max().unwrap_or(1);
     let size = Vec2::new(
-        (cols as f32 * cw + 8.0).max(ui.available_width()),
-        rows as f32 * rh + 8.0,
+        (m.cols as f32 * cw + 8.0).max(ui.available_width()),
+        m.rows as f32 * rh + 8.0,
     );
-    let (resp, painter) = ui.allocate_painter(size, Sense::hover());
+    let (resp, painter) = ui.allocate_painter(size, Sense::click());
     let origin = resp.rect.min + Vec2::splat(4.0);
-    let scale = Scale::new(v.cells, v.trace.len());
+    let scale = Scale {
+        steps: v.trace.len().max(1),
+        ..m.scale
+    };
     let just = v.cursor.checked_sub(1);
     let active = active_block(v.trace, v.cursor);
-    let reopened = reopened_text(v.trace, v.cursor);
-    // Block-causal models align blocks to absolute positions, so take the boundaries from the
-    // steps rather than from the block size.
-    let block_starts: std::collections::HashSet<usize> =
-        v.trace.events.iter().map(|e| e.block_start).collect();
+    // Only the rows inside the clip rectangle are drawn: tiles are in row order, so two binary
+    // searches find them, and a long canvas costs what the screen shows.
+    let clip = ui.clip_rect();
+    let row_lo = ((clip.top() - origin.y) / rh).floor().max(0.0) as usize;
+    let row_hi = ((clip.bottom() - origin.y) / rh).ceil().max(0.0) as usize + 1;
+    let first = tiles.partition_point(|t| t.row < row_lo);
+    let last = tiles.partition_point(|t| t.row < row_hi);
+    let tiles = &tiles[first..last.max(first)];
     let pointer = resp.hover_pos();
     let mut hovered = None;
     let mut rects: Vec<(usize, Rect)> = Vec::with_capacity(tiles.len());
-    for t in &tiles {
+    for t in tiles {
         let min = origin + Vec2::new(t.col as f32 * cw, t.row as f32 * rh);
         let rect = Rect::from_min_size(min, Vec2::new(t.width as f32 * cw, rh - 2.0))
             .shrink2(Vec2::new(0.5, 0.0));
@@ -155,9 +243,12 @@ pub fn show(ui: &mut egui::Ui, v: &CanvasView) -> Option<usize> {
     }
     let hover = hovered.or(v.hover);
     for (t, &(pos, rect)) in tiles.iter().zip(&rects) {
-        let Some(cell) = v.cells.get(pos) else {
+        let Some(cell) = m.cells.get(pos) else {
             continue;
         };
+        if !clip.intersects(rect) {
+            continue;
+        }
         let in_active = active.is_some_and(|(a, b)| (a..b).contains(&pos));
         let future = active.is_some_and(|(_, b)| pos >= b);
         let mut fill = colors::cell_color(cell, v.mode, &scale);
@@ -181,6 +272,22 @@ pub fn show(ui: &mut egui::Ui, v: &CanvasView) -> Option<usize> {
                 StrokeKind::Inside,
             );
         }
+        if v.marked.is_some_and(|m| m.contains(&pos)) {
+            painter.rect_stroke(
+                rect.expand(1.5),
+                3.0,
+                Stroke::new(2.0, colors::REVISED),
+                StrokeKind::Outside,
+            );
+        }
+        if v.selected == Some(pos) {
+            painter.rect_stroke(
+                rect.expand(2.5),
+                3.0,
+                Stroke::new(2.5, colors::JUST_COMMITTED),
+                StrokeKind::Outside,
+            );
+        }
         if hover == Some(pos) {
             painter.rect_stroke(
                 rect.expand(1.0),
@@ -195,7 +302,7 @@ pub fn show(ui: &mut egui::Ui, v: &CanvasView) -> Option<usize> {
             colors::text_on(fill)
         };
         if cell.masked {
-            if let Some(old) = reopened.get(&pos) {
+            if let Some(old) = m.reopened.get(&pos) {
                 // A re-opened token: its old text struck through, so the revision is visible.
                 let g = painter.text(
                     rect.left_center() + Vec2::new(2.0, 0.0),
@@ -229,7 +336,7 @@ pub fn show(ui: &mut egui::Ui, v: &CanvasView) -> Option<usize> {
     for &(pos, rect) in &rects {
         let first_piece = prev != Some(pos);
         prev = Some(pos);
-        if first_piece && pos > h.gen_start && block_starts.contains(&pos) {
+        if first_piece && pos > h.gen_start && m.block_starts.contains(&pos) {
             let x = rect.left() - 0.5;
             painter.vline(
                 x,
@@ -238,12 +345,13 @@ pub fn show(ui: &mut egui::Ui, v: &CanvasView) -> Option<usize> {
             );
         }
     }
+    let clicked = if resp.clicked() { hovered } else { None };
     if let Some(pos) = hovered {
-        if let Some(cell) = v.cells.get(pos) {
-            resp.on_hover_ui_at_pointer(|ui| tooltip(ui, pos, cell, reopened.get(&pos)));
+        if let Some(cell) = m.cells.get(pos) {
+            resp.on_hover_ui_at_pointer(|ui| tooltip(ui, pos, cell, m.reopened.get(&pos)));
         }
     }
-    hovered
+    CanvasResponse { hovered, clicked }
 }
 
 fn tooltip(ui: &mut egui::Ui, pos: usize, c: &Cell, old: Option<&String>) {
@@ -283,32 +391,265 @@ fn tooltip(ui: &mut egui::Ui, pos: usize, c: &Cell, old: Option<&String>) {
     }
 }
 
-/// Tiles of the canvas as a picture, `cell_px` pixels per character, for the PNG export.
-pub fn render_png(
+/// One glyph of a laid-out text: where it goes (points, relative to the text's top left) and
+/// where its coverage lies in the font atlas (texels).
+#[derive(Clone, Copy, Debug)]
+struct GlyphQuad {
+    at: egui::Pos2,
+    size: Vec2,
+    uv: [[u16; 2]; 2],
+}
+
+/// The texts a picture needs, laid out once with the window's fonts, plus a copy of the atlas
+/// holding their glyphs. Made on the UI thread (it needs the fonts); pictures are then drawn from
+/// it on any thread, so exports never hold up a frame.
+#[derive(Clone)]
+pub struct GlyphSheet {
+    ppp: f32,
+    font_size: f32,
+    cw: f32,
+    texts: HashMap<String, (Vec<GlyphQuad>, f32)>,
+    atlas: Arc<egui::ColorImage>,
+}
+
+impl GlyphSheet {
+    pub fn new<'a>(
+        ctx: &egui::Context,
+        font_size: f32,
+        texts: impl IntoIterator<Item = &'a str>,
+    ) -> Self {
+        let font = FontId::monospace(font_size);
+        let cw = ctx.fonts_mut(|f| f.glyph_width(&font, 'M')).max(1.0);
+        let mut out = HashMap::new();
+        for t in texts {
+            if out.contains_key(t) {
+                continue;
+            }
+            let galley =
+                ctx.fonts_mut(|f| f.layout_no_wrap(t.to_string(), font.clone(), Color32::WHITE));
+            let mut quads = Vec::new();
+            for placed in &galley.rows {
+                for g in &placed.row.glyphs {
+                    let uv = g.uv_rect;
+                    if uv.is_nothing() {
+                        continue;
+                    }
+                    quads.push(GlyphQuad {
+                        at: placed.pos + g.pos.to_vec2() + uv.offset,
+                        size: uv.size,
+                        uv: [uv.min, uv.max],
+                    });
+                }
+            }
+            out.insert(t.to_string(), (quads, galley.size().y));
+        }
+        // Read after every text has been laid out: laying out may add glyphs to the atlas.
+        let atlas = Arc::new(ctx.fonts(|f| f.image()));
+        GlyphSheet {
+            ppp: ctx.pixels_per_point().max(0.5),
+            font_size,
+            cw,
+            texts: out,
+            atlas,
+        }
+    }
+
+    /// A sheet for the canvases of every step of `trace` (for pictures and animations).
+    pub fn for_trace(ctx: &egui::Context, trace: &Trace, font_size: f32) -> Self {
+        let mut texts: HashSet<String> = [MASK_GLYPH.to_string()].into();
+        let mut add = |text: &str| {
+            let pieces: Vec<&str> = text.split('\n').collect();
+            let last = pieces.len() - 1;
+            for (i, p) in pieces.iter().enumerate() {
+                let mut v = visible(p);
+                if i < last {
+                    v.push('↵');
+                }
+                if v.is_empty() {
+                    v.push('∅');
+                }
+                texts.insert(v);
+            }
+        };
+        for t in &trace.header.initial_text {
+            add(t);
+        }
+        for e in &trace.events {
+            for c in &e.commits {
+                add(&c.text);
+            }
+        }
+        GlyphSheet::new(ctx, font_size, texts.iter().map(String::as_str))
+    }
+
+    /// Picture size in pixels of a canvas `cols` × `rows` characters.
+    pub fn size_px(&self, cols: usize, rows: usize) -> (u32, u32) {
+        // Bounded: a huge canvas is cut rather than allocating gigabytes.
+        let max_px = 16384.0;
+        let rh = self.font_size + 8.0;
+        (
+            ((cols.max(1) as f32 * self.cw + 8.0) * self.ppp).min(max_px) as u32,
+            ((rows.max(1) as f32 * rh + 8.0) * self.ppp).min(max_px) as u32,
+        )
+    }
+}
+
+/// The canvas as a picture with its token text, `size` pixels (`None`: just big enough).
+pub fn render_picture(
+    sheet: &GlyphSheet,
     trace: &Trace,
-    cells: &[Cell],
+    model: &CanvasModel,
     mode: ColorMode,
-    cell_px: u32,
+    size: Option<(u32, u32)>,
 ) -> image::RgbaImage {
-    let h = &trace.header;
-    let tiles = layout(cells, h.gen_start..h.gen_end);
-    let (cw, rh) = (cell_px.max(2), cell_px.max(2) * 2);
-    let cols = tiles.iter().map(|t| t.col + t.width).max().unwrap_or(1) as u32;
-    let rows = tiles.last().map_or(1, |t| t.row + 1) as u32;
-    let mut img =
-        image::RgbaImage::from_pixel(cols * cw + 4, rows * rh + 4, image::Rgba([24, 24, 28, 255]));
-    let scale = Scale::new(cells, trace.len());
-    for t in &tiles {
-        let Some(cell) = cells.get(t.pos) else {
+    let (w, h) = size.unwrap_or_else(|| sheet.size_px(m_cols(model), model.rows));
+    let ppp = sheet.ppp;
+    let (cw, rh) = (sheet.cw, sheet.font_size + 8.0);
+    let mut img = image::RgbaImage::from_pixel(w.max(1), h.max(1), image::Rgba([24, 24, 28, 255]));
+    let scale = Scale {
+        steps: trace.len().max(1),
+        ..model.scale
+    };
+    for t in &model.tiles {
+        let Some(cell) = model.cells.get(t.pos) else {
             continue;
         };
-        let c = colors::cell_color(cell, mode, &scale);
-        let (x0, y0) = (2 + t.col as u32 * cw, 2 + t.row as u32 * rh);
-        for y in y0 + 1..y0 + rh - 1 {
-            for x in x0 + 1..x0 + t.width as u32 * cw - 1 {
-                img.put_pixel(x, y, image::Rgba([c.r(), c.g(), c.b(), 255]));
-            }
+        let fill = colors::cell_color(cell, mode, &scale);
+        let (x0, y0) = (4.0 + t.col as f32 * cw, 4.0 + t.row as f32 * rh);
+        let (x1, y1) = (x0 + t.width as f32 * cw - 1.0, y0 + rh - 2.0);
+        if x0 * ppp >= w as f32 || y0 * ppp >= h as f32 {
+            continue;
+        }
+        fill_rect(&mut img, [x0 * ppp, y0 * ppp, x1 * ppp, y1 * ppp], fill);
+        let color = if cell.masked {
+            Color32::from_gray(120)
+        } else {
+            colors::text_on(fill)
+        };
+        let Some((quads, text_h)) = sheet.texts.get(&t.text) else {
+            continue;
+        };
+        let top = y0 + (rh - 2.0 - text_h) / 2.0;
+        for q in quads {
+            let p = egui::pos2(x0, top) + q.at.to_vec2();
+            blit_glyph(
+                &mut img,
+                &sheet.atlas,
+                q.uv,
+                [p.x * ppp, p.y * ppp],
+                q.size * ppp,
+                color,
+            );
         }
     }
     img
+}
+
+/// The canvas at the cursor as a picture (UI thread: lays out its texts first).
+pub fn render_png(
+    ctx: &egui::Context,
+    trace: &Trace,
+    model: &CanvasModel,
+    mode: ColorMode,
+    font_size: f32,
+) -> image::RgbaImage {
+    let sheet = GlyphSheet::new(ctx, font_size, model.tiles.iter().map(|t| t.text.as_str()));
+    render_picture(&sheet, trace, model, mode, None)
+}
+
+/// Writes the decoding as an animated PNG, one frame per step (plus the start), `fps` frames
+/// per second; every frame has the size of the largest canvas. Frames are drawn and written one
+/// at a time, so memory stays that of one picture.
+pub fn write_apng(
+    sheet: &GlyphSheet,
+    trace: &Trace,
+    mode: ColorMode,
+    fps: u16,
+    out: impl std::io::Write,
+) -> Result<(), String> {
+    // First pass: the largest layout, so every frame has one size.
+    let mut cache = CanvasCache::default();
+    let (mut cols, mut rows) = (1, 1);
+    for k in 0..=trace.len() {
+        let m = cache.get(0, trace, k);
+        cols = cols.max(m.cols);
+        rows = rows.max(m.rows);
+    }
+    let (w, hgt) = sheet.size_px(cols, rows);
+    let frames = trace.len() as u32 + 1;
+    let err = |e: png::EncodingError| format!("APNG: {e}");
+    let mut enc = png::Encoder::new(out, w, hgt);
+    enc.set_color(png::ColorType::Rgba);
+    enc.set_depth(png::BitDepth::Eight);
+    enc.set_animated(frames, 0).map_err(err)?;
+    enc.set_frame_delay(1, fps.max(1)).map_err(err)?;
+    let mut writer = enc.write_header().map_err(err)?;
+    let mut cache = CanvasCache::default();
+    for k in 0..=trace.len() {
+        let m = cache.get(0, trace, k);
+        let img = render_picture(sheet, trace, m, mode, Some((w, hgt)));
+        writer.write_image_data(img.as_raw()).map_err(err)?;
+    }
+    writer.finish().map_err(err)
+}
+
+fn m_cols(m: &CanvasModel) -> usize {
+    m.cols.max(1)
+}
+
+fn fill_rect(img: &mut image::RgbaImage, r: [f32; 4], c: Color32) {
+    let (w, h) = (img.width() as f32, img.height() as f32);
+    let (x0, y0) = (r[0].clamp(0.0, w) as u32, r[1].clamp(0.0, h) as u32);
+    let (x1, y1) = (r[2].clamp(0.0, w) as u32, r[3].clamp(0.0, h) as u32);
+    for y in y0..y1 {
+        for x in x0..x1 {
+            img.put_pixel(x, y, image::Rgba([c.r(), c.g(), c.b(), 255]));
+        }
+    }
+}
+
+/// Draws one glyph from the atlas, its coverage as alpha over what is there.
+fn blit_glyph(
+    img: &mut image::RgbaImage,
+    atlas: &egui::ColorImage,
+    uv: [[u16; 2]; 2],
+    at: [f32; 2],
+    size: Vec2,
+    color: Color32,
+) {
+    let [min, max] = uv;
+    let (tw, th) = (
+        f32::from(max[0].saturating_sub(min[0])),
+        f32::from(max[1].saturating_sub(min[1])),
+    );
+    let (dw, dh) = (
+        size.x.round().max(1.0) as i64,
+        size.y.round().max(1.0) as i64,
+    );
+    let (ox, oy) = (at[0].round() as i64, at[1].round() as i64);
+    for dy in 0..dh {
+        for dx in 0..dw {
+            let (x, y) = (ox + dx, oy + dy);
+            if x < 0 || y < 0 || x >= i64::from(img.width()) || y >= i64::from(img.height()) {
+                continue;
+            }
+            let sx = usize::from(min[0]) + ((dx as f32 + 0.5) * tw / dw as f32) as usize;
+            let sy = usize::from(min[1]) + ((dy as f32 + 0.5) * th / dh as f32) as usize;
+            let Some(src) = atlas.pixels.get(sy * atlas.size[0] + sx) else {
+                continue;
+            };
+            let a = f32::from(src.a()) / 255.0;
+            if a <= 0.0 {
+                continue;
+            }
+            let d = img.get_pixel_mut(x as u32, y as u32);
+            let mix = |bg: u8, fg: u8| (f32::from(bg) * (1.0 - a) + f32::from(fg) * a) as u8;
+            *d = image::Rgba([
+                mix(d[0], color.r()),
+                mix(d[1], color.g()),
+                mix(d[2], color.b()),
+                255,
+            ]);
+        }
+    }
 }

@@ -87,7 +87,7 @@ pub fn confidence(p: f32) -> Color32 {
 }
 
 /// The range of values a colour mode normalises over, taken from the visible canvas.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, Default)]
 pub struct Scale {
     pub steps: usize,
     pub score_min: f32,

@@ -1,103 +1,260 @@
-//! The commit map: a steps × positions raster of the whole run. Row `s` is the generated region
-//! after step `s + 1`; a texel is dark while its position is masked, then coloured by the colour
-//! mode. Drawn by a WGSL shader when wgpu is there, else by an egui texture of the same raster.
+//! The commit map: a steps × positions raster of the whole run. Row `r` is the generated region
+//! after the last step of its bin (one step per row unless the run has more steps than a texture
+//! may have rows); a texel holds what the colour needs (masked / given / commit step, probability,
+//! score, revisions), and the colour is computed when drawing: in `shaders/commit_map.wgsl` on the
+//! wgpu path, in `texel_color` on the CPU fallback. So a new step writes one row, a colour-mode
+//! change rewrites nothing, and any trace fits in `MAX_SIDE` × `MAX_SIDE` texels.
 
-use std::sync::Arc;
+use std::ops::Range;
 
 use egui::{Color32, Rect, Sense, Stroke, Vec2};
 
 use super::colors::{self, ColorMode, Scale};
-use crate::trace::{Cell, Trace};
+use crate::trace::{StepEvent, Trace};
 
-/// What a raster was built from; a painter re-uploads only when this changes.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct RasterKey {
-    pub run: u64,
-    pub steps: usize,
-    pub mode: ColorMode,
+/// Largest texture side: wider regions keep every `k`-th position, longer runs every `k`-th
+/// step, so a 100k × 100k trace takes 2048 × 2048 × 8 bytes (32 MiB), not 40 GB.
+pub const MAX_SIDE: usize = 2048;
+
+/// One texel: `[state | revisions << 24, prob_u16 << 16 | score_f16]` where state is 0 for
+/// masked, 1 for given, `2 + step` for committed at `step` (saturating).
+pub type Texel = [u32; 2];
+
+const STATE_BITS: u32 = 0x00ff_ffff;
+
+fn texel(
+    committed_at: Option<usize>,
+    masked: bool,
+    prob: f32,
+    score: f32,
+    revisions: usize,
+) -> Texel {
+    let state = if masked {
+        0
+    } else {
+        committed_at.map_or(1, |s| (s as u64 + 2).min(u64::from(STATE_BITS)) as u32)
+    };
+    let rev = (revisions.min(255) as u32) << 24;
+    let p = if prob.is_finite() {
+        prob.clamp(0.0, 1.0)
+    } else {
+        0.0
+    };
+    let p16 = (p * 65535.0).round() as u32;
+    let s16 = u32::from(half::f16::from_f32(if score.is_finite() { score } else { 0.0 }).to_bits());
+    [state | rev, (p16 << 16) | s16]
 }
 
-/// RGBA8 texels, `width` positions × `height` steps, row-major.
+/// The colour of a texel in `mode`; the same mapping as `colors::cell_color` and the shader.
+pub fn texel_color(t: Texel, mode: ColorMode, scale: &Scale) -> Color32 {
+    let state = t[0] & STATE_BITS;
+    if state == 0 {
+        return colors::MASKED;
+    }
+    if state == 1 {
+        return colors::GIVEN;
+    }
+    let cell = crate::trace::Cell {
+        token: 0,
+        text: String::new(),
+        masked: false,
+        committed_at: Some((state - 2) as usize),
+        prob: (t[1] >> 16) as f32 / 65535.0,
+        score: half::f16::from_bits((t[1] & 0xffff) as u16).to_f32(),
+        revisions: (t[0] >> 24) as usize,
+        previous: None,
+        top: Vec::new(),
+    };
+    colors::cell_color(&cell, mode, scale)
+}
+
+/// The raster of one run, moved forward as steps arrive.
 #[derive(Clone, Debug)]
 pub struct Raster {
-    pub key: RasterKey,
-    pub width: usize,
-    pub height: usize,
-    pub rgba: Arc<Vec<u8>>,
+    pub run: u64,
+    gen_start: usize,
+    /// Positions per column and steps per row (level of detail; 1 = full resolution).
+    pub pos_per_col: usize,
+    pub steps_per_row: usize,
+    pub cols: usize,
+    pub rows: usize,
+    /// Steps applied so far.
+    pub steps: usize,
+    /// The current texel of each column's position.
+    state: Vec<Texel>,
+    /// `rows × cols` texels, row-major.
+    pub data: Vec<Texel>,
+    pub score_min: f32,
+    pub score_max: f32,
+    /// Bumped when rows are rewritten wholesale (a coarser level of detail), so painters know
+    /// to upload everything rather than the new rows.
+    pub generation: u64,
+    /// Rows written since the raster was made: the work counter the tests check.
+    pub rows_written: usize,
 }
 
 impl Raster {
-    /// Builds the raster by replaying the trace once.
-    pub fn build(trace: &Trace, run: u64, mode: ColorMode) -> Raster {
+    /// An empty raster for `trace`'s canvas; `update` fills it.
+    pub fn new(trace: &Trace, run: u64) -> Raster {
         let h = &trace.header;
-        let width = h.gen_end - h.gen_start;
-        let height = trace.len();
-        let mut rgba = Vec::with_capacity(width * height * 4);
-        let mut cells: Vec<Cell> = trace.cells_at(0);
-        // The score scale spans the whole run so a position keeps its colour across rows.
-        let all: Vec<Cell> = trace
-            .events
-            .iter()
-            .flat_map(|e| e.commits.iter())
-            .map(|c| Cell {
-                token: c.token,
-                text: String::new(),
-                masked: false,
-                committed_at: Some(0),
-                prob: c.prob,
-                score: c.score,
-                revisions: 0,
-                previous: None,
-                top: Vec::new(),
+        let width = h.gen_end.saturating_sub(h.gen_start);
+        let pos_per_col = width.div_ceil(MAX_SIDE).max(1);
+        let cols = width.div_ceil(pos_per_col);
+        let state = (0..cols)
+            .map(|x| {
+                let pos = h.gen_start + x * pos_per_col;
+                let masked = h.initial.get(pos).is_none_or(|&t| t == h.mask_id);
+                texel(None, masked, 1.0, 0.0, 0)
             })
             .collect();
-        let scale = Scale::new(&all, height);
-        for e in &trace.events {
-            for r in &e.reopened {
-                if let Some(c) = cells.get_mut(r.pos) {
-                    c.masked = true;
-                    c.previous = Some(r.token);
-                }
-            }
-            for m in &e.commits {
-                if let Some(c) = cells.get_mut(m.pos) {
-                    if m.previous.is_some() {
-                        c.revisions += 1;
-                    }
-                    c.masked = false;
-                    c.committed_at = Some(e.index);
-                    c.prob = m.prob;
-                    c.score = m.score;
-                }
-            }
-            for c in &cells[h.gen_start..h.gen_end] {
-                let col = colors::cell_color(c, mode, &scale);
-                rgba.extend_from_slice(&[col.r(), col.g(), col.b(), 255]);
-            }
-        }
         Raster {
-            key: RasterKey {
-                run,
-                steps: height,
-                mode,
-            },
-            width,
-            height,
-            rgba: Arc::new(rgba),
+            run,
+            gen_start: h.gen_start,
+            pos_per_col,
+            steps_per_row: 1,
+            cols,
+            rows: 0,
+            steps: 0,
+            state,
+            data: Vec::new(),
+            score_min: f32::INFINITY,
+            score_max: f32::NEG_INFINITY,
+            generation: 0,
+            rows_written: 0,
         }
+    }
+
+    /// Builds the raster of a whole trace.
+    pub fn build(trace: &Trace, run: u64) -> Raster {
+        let mut r = Raster::new(trace, run);
+        r.update(trace);
+        r
+    }
+
+    /// Applies the steps that arrived since the last call. Each row touched is written once per
+    /// call, so a live step costs one row and a whole trace costs its rows.
+    pub fn update(&mut self, trace: &Trace) {
+        let new = trace.events.get(self.steps..).unwrap_or(&[]);
+        let mut pending: Option<usize> = None;
+        for e in new {
+            let mut row = self.steps / self.steps_per_row;
+            if let Some(p) = pending.filter(|&p| p != row) {
+                // The previous row's bin is complete: write it before this step changes state.
+                self.write_row(p);
+            }
+            if row >= MAX_SIDE {
+                // Out of rows: halve the level of detail in time, keeping each pair's later row.
+                self.coarsen();
+                row = self.steps / self.steps_per_row;
+            }
+            self.apply(e);
+            self.steps += 1;
+            pending = Some(row);
+        }
+        if let Some(p) = pending {
+            self.write_row(p);
+        }
+    }
+
+    fn apply(&mut self, e: &StepEvent) {
+        let on_grid = |pos: usize, r: &Raster| {
+            pos.checked_sub(r.gen_start)
+                .filter(|d| d % r.pos_per_col == 0)
+                .map(|d| d / r.pos_per_col)
+                .filter(|&x| x < r.cols)
+        };
+        for r in &e.reopened {
+            if let Some(x) = on_grid(r.pos, self) {
+                self.state[x][0] &= !STATE_BITS;
+            }
+        }
+        for m in &e.commits {
+            if m.score.is_finite() {
+                self.score_min = self.score_min.min(m.score);
+                self.score_max = self.score_max.max(m.score);
+            }
+            if let Some(x) = on_grid(m.pos, self) {
+                let revisions =
+                    (self.state[x][0] >> 24) as usize + usize::from(m.previous.is_some());
+                self.state[x] = texel(Some(e.index), false, m.prob, m.score, revisions);
+            }
+        }
+    }
+
+    fn write_row(&mut self, row: usize) {
+        let start = row * self.cols;
+        if self.data.len() < start + self.cols {
+            self.data.resize(start + self.cols, [0, 0]);
+        }
+        self.data[start..start + self.cols].copy_from_slice(&self.state);
+        self.rows = self.rows.max(row + 1);
+        self.rows_written += 1;
+    }
+
+    fn coarsen(&mut self) {
+        let old_rows = self.rows.max(1);
+        let keep = old_rows.div_ceil(2);
+        for r in 0..keep {
+            let src = (2 * r + 1).min(old_rows - 1) * self.cols;
+            self.data.copy_within(src..src + self.cols, r * self.cols);
+        }
+        self.rows = keep;
+        self.data.truncate(keep * self.cols);
+        self.steps_per_row *= 2;
+        self.generation += 1;
     }
 
     pub fn is_empty(&self) -> bool {
-        self.width == 0 || self.height == 0
+        self.cols == 0 || self.rows == 0
     }
 
-    /// The raster scaled up `px` times, for the PNG export.
-    pub fn to_image(&self, px: u32) -> image::RgbaImage {
+    /// The colour scale of the whole run so far.
+    pub fn scale(&self) -> Scale {
+        Scale {
+            steps: self.steps.max(1),
+            score_min: self.score_min,
+            score_max: self.score_max,
+        }
+    }
+
+    /// Row drawn for step `s` (0-based).
+    pub fn row_of_step(&self, s: usize) -> usize {
+        s / self.steps_per_row
+    }
+
+    /// The last step a row shows.
+    pub fn step_of_row(&self, r: usize) -> usize {
+        ((r + 1) * self.steps_per_row).min(self.steps.max(1)) - 1
+    }
+
+    /// Canvas position a column shows.
+    pub fn pos_of_col(&self, x: usize) -> usize {
+        self.gen_start + x * self.pos_per_col
+    }
+
+    /// Colours of rows `rows` as RGBA8.
+    pub fn rgba(&self, rows: Range<usize>, mode: ColorMode) -> Vec<u8> {
+        let scale = self.scale();
+        let texels = self
+            .data
+            .get(rows.start * self.cols..rows.end * self.cols)
+            .unwrap_or(&[]);
+        let mut out = Vec::with_capacity(texels.len() * 4);
+        for &t in texels {
+            let c = texel_color(t, mode, &scale);
+            out.extend_from_slice(&[c.r(), c.g(), c.b(), 255]);
+        }
+        out
+    }
+
+    /// The raster at its full stored resolution, each texel `px` × `px`, for the PNG export.
+    pub fn to_image(&self, px: u32, mode: ColorMode) -> image::RgbaImage {
         let px = px.max(1);
-        let (w, h) = (self.width.max(1) as u32, self.height.max(1) as u32);
+        let (w, h) = (self.cols.max(1) as u32, self.rows.max(1) as u32);
+        let rgba = self.rgba(0..self.rows, mode);
         image::RgbaImage::from_fn(w * px, h * px, |x, y| {
-            let i = ((y / px) as usize * self.width + (x / px) as usize) * 4;
-            match self.rgba.get(i..i + 4) {
+            let i = ((y / px) as usize * self.cols + (x / px) as usize) * 4;
+            match rgba.get(i..i + 4) {
                 Some(p) => image::Rgba([p[0], p[1], p[2], p[3]]),
                 None => image::Rgba([0, 0, 0, 255]),
             }
@@ -105,36 +262,125 @@ impl Raster {
     }
 }
 
-/// Paints a raster's uv window into a rectangle. Two implementations paint the same picture.
-pub trait MapPainter {
-    fn paint(&mut self, ui: &mut egui::Ui, rect: Rect, raster: &Raster, uv: Rect);
-    /// Shown in the view's corner, so a screenshot says which path drew it.
-    fn name(&self) -> &'static str;
+/// What a painter has uploaded of a raster: it sends only the rows the steps since then wrote
+/// (the row of the first new step onwards), unless the run or the level of detail changed.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Synced {
+    pub run: u64,
+    pub generation: u64,
+    pub steps: usize,
+    pub rows: usize,
+    pub cols: usize,
 }
 
-/// CPU fallback: the raster as a nearest-filtered egui texture.
+impl Synced {
+    /// Rows to upload; `None`: everything.
+    pub fn rows_to_send(&self, r: &Raster) -> Option<Range<usize>> {
+        if self.run != r.run
+            || self.generation != r.generation
+            || self.cols != r.cols
+            || self.steps > r.steps
+            || self.rows == 0
+        {
+            return None;
+        }
+        Some(r.row_of_step(self.steps).min(r.rows)..r.rows)
+    }
+
+    pub fn of(r: &Raster) -> Synced {
+        Synced {
+            run: r.run,
+            generation: r.generation,
+            steps: r.steps,
+            rows: r.rows,
+            cols: r.cols,
+        }
+    }
+}
+
+/// Paints a raster's uv window into a rectangle. Two implementations paint the same picture.
+pub trait MapPainter {
+    fn paint(&mut self, ui: &mut egui::Ui, rect: Rect, raster: &Raster, uv: Rect, mode: ColorMode);
+    /// Shown in the view's corner, so a screenshot says which path drew it.
+    fn name(&self) -> &'static str;
+    /// Rows uploaded since the painter was made (the work counter the tests check).
+    fn rows_uploaded(&self) -> usize;
+}
+
+/// CPU fallback: the raster as a nearest-filtered egui texture, coloured on the CPU. New rows go
+/// up as partial texture updates; a new colour scale recolours everything.
 #[derive(Default)]
 pub struct CpuMapPainter {
-    texture: Option<(RasterKey, egui::TextureHandle)>,
+    texture: Option<egui::TextureHandle>,
+    /// Texture rows allocated (grows by doubling).
+    capacity: usize,
+    synced: Synced,
+    colored: Option<(ColorMode, u64, u64, u64)>,
+    uploaded: usize,
 }
 
 impl MapPainter for CpuMapPainter {
-    fn paint(&mut self, ui: &mut egui::Ui, rect: Rect, raster: &Raster, uv: Rect) {
+    fn paint(&mut self, ui: &mut egui::Ui, rect: Rect, raster: &Raster, uv: Rect, mode: ColorMode) {
         if raster.is_empty() {
             return;
         }
-        let stale = self.texture.as_ref().is_none_or(|(k, _)| *k != raster.key);
-        if stale {
-            let img = egui::ColorImage::from_rgba_unmultiplied(
-                [raster.width, raster.height],
-                &raster.rgba,
-            );
-            let tex = ui
-                .ctx()
-                .load_texture("commit-map", img, egui::TextureOptions::NEAREST);
-            self.texture = Some((raster.key, tex));
+        let sc = raster.scale();
+        // Only what the mode's colours depend on: commit-step colours move with the run's
+        // length, score colours with its score range, the others with nothing.
+        let color_key = match mode {
+            ColorMode::CommitStep => (mode, sc.steps as u64, 0, 0),
+            ColorMode::Score => (
+                mode,
+                0,
+                u64::from(sc.score_min.to_bits()),
+                u64::from(sc.score_max.to_bits()),
+            ),
+            _ => (mode, 0, 0, 0),
+        };
+        let mut send = self.synced.rows_to_send(raster);
+        if self.colored != Some(color_key) || raster.rows > self.capacity || self.texture.is_none()
+        {
+            send = None;
         }
-        if let Some((_, tex)) = &self.texture {
+        let opts = egui::TextureOptions::NEAREST;
+        match send {
+            Some(rows) if rows.is_empty() => {}
+            Some(rows) => {
+                let img = egui::ColorImage::from_rgba_unmultiplied(
+                    [raster.cols, rows.len()],
+                    &raster.rgba(rows.clone(), mode),
+                );
+                if let Some(t) = self.texture.as_mut() {
+                    t.set_partial([0, rows.start], img, opts);
+                }
+                self.uploaded += rows.len();
+            }
+            None => {
+                let capacity = raster
+                    .rows
+                    .next_power_of_two()
+                    .clamp(64, MAX_SIDE)
+                    .max(raster.rows);
+                let mut rgba = raster.rgba(0..raster.rows, mode);
+                rgba.resize(raster.cols * capacity * 4, 0);
+                let img = egui::ColorImage::from_rgba_unmultiplied([raster.cols, capacity], &rgba);
+                match self.texture.as_mut() {
+                    Some(t) if t.size() == [raster.cols, capacity] => t.set(img, opts),
+                    _ => self.texture = Some(ui.ctx().load_texture("commit-map", img, opts)),
+                }
+                self.capacity = capacity;
+                self.uploaded += raster.rows;
+            }
+        }
+        self.synced = Synced::of(raster);
+        self.colored = Some(color_key);
+        if let Some(tex) = &self.texture {
+            // Only the filled rows of the texture are shown.
+            let fill = raster.rows as f32 / self.capacity.max(1) as f32;
+            let uv = Rect::from_min_max(
+                egui::pos2(uv.min.x, uv.min.y * fill),
+                egui::pos2(uv.max.x, uv.max.y * fill),
+            );
             ui.painter().image(tex.id(), rect, uv, Color32::WHITE);
         }
     }
@@ -142,49 +388,87 @@ impl MapPainter for CpuMapPainter {
     fn name(&self) -> &'static str {
         "cpu"
     }
+
+    fn rows_uploaded(&self) -> usize {
+        self.uploaded
+    }
 }
 
-/// GPU path: `shaders/commit_map.wgsl` through an egui-wgpu paint callback.
-pub struct GpuMapPainter;
+/// GPU path: `shaders/commit_map.wgsl` through an egui-wgpu paint callback. The texture holds
+/// the texel data; new rows are written into it in place from the UI thread's queue.
+pub struct GpuMapPainter {
+    rs: egui_wgpu::RenderState,
+    synced: Synced,
+    uploaded: usize,
+}
 
 impl GpuMapPainter {
     /// Creates the pipeline once and stores it in the renderer's callback resources.
     pub fn new(rs: &egui_wgpu::RenderState) -> Self {
         let resources = gpu::Resources::new(&rs.device, rs.target_format);
         rs.renderer.write().callback_resources.insert(resources);
-        GpuMapPainter
+        GpuMapPainter {
+            rs: rs.clone(),
+            synced: Synced::default(),
+            uploaded: 0,
+        }
     }
 }
 
 impl MapPainter for GpuMapPainter {
-    fn paint(&mut self, ui: &mut egui::Ui, rect: Rect, raster: &Raster, uv: Rect) {
+    fn paint(&mut self, ui: &mut egui::Ui, rect: Rect, raster: &Raster, uv: Rect, mode: ColorMode) {
         if raster.is_empty() {
             return;
         }
-        let cb = gpu::MapCallback {
-            raster: raster.clone(),
-            uv,
-        };
-        ui.painter()
-            .add(egui_wgpu::Callback::new_paint_callback(rect, cb));
+        {
+            let mut renderer = self.rs.renderer.write();
+            let Some(res) = renderer.callback_resources.get_mut::<gpu::Resources>() else {
+                return;
+            };
+            let send = self.synced.rows_to_send(raster);
+            self.uploaded += res.sync(&self.rs.device, &self.rs.queue, raster, send);
+            let sc = raster.scale();
+            res.set_view(&self.rs.queue, raster, uv, mode, &sc);
+        }
+        self.synced = Synced::of(raster);
+        ui.painter().add(egui_wgpu::Callback::new_paint_callback(
+            rect,
+            gpu::MapCallback,
+        ));
     }
 
     fn name(&self) -> &'static str {
         "wgpu"
     }
+
+    fn rows_uploaded(&self) -> usize {
+        self.uploaded
+    }
 }
 
 mod gpu {
+    use std::ops::Range;
+
     use egui_wgpu::wgpu;
 
-    use super::{Raster, RasterKey};
+    use super::{ColorMode, Raster, Scale, MAX_SIDE};
 
     #[repr(C)]
     #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
     struct ViewUniform {
         uv_min: [f32; 2],
         uv_max: [f32; 2],
-        flags: [u32; 4],
+        /// cols, rows, colour mode, 1 when the target is sRGB.
+        size: [u32; 4],
+        /// steps, score min, score max, unused.
+        scale: [f32; 4],
+    }
+
+    struct Tex {
+        texture: wgpu::Texture,
+        bind: wgpu::BindGroup,
+        cols: usize,
+        capacity: usize,
     }
 
     pub struct Resources {
@@ -192,7 +476,7 @@ mod gpu {
         layout: wgpu::BindGroupLayout,
         uniform: wgpu::Buffer,
         srgb_target: bool,
-        texture: Option<(RasterKey, wgpu::BindGroup)>,
+        tex: Option<Tex>,
     }
 
     impl Resources {
@@ -221,7 +505,7 @@ mod gpu {
                         visibility: wgpu::ShaderStages::FRAGMENT,
                         ty: wgpu::BindingType::Texture {
                             multisampled: false,
-                            sample_type: wgpu::TextureSampleType::Float { filterable: false },
+                            sample_type: wgpu::TextureSampleType::Uint,
                             view_dimension: wgpu::TextureViewDimension::D2,
                         },
                         count: None,
@@ -269,41 +553,27 @@ mod gpu {
                 layout,
                 uniform,
                 srgb_target: format.is_srgb(),
-                texture: None,
+                tex: None,
             }
         }
 
-        fn upload(&mut self, device: &wgpu::Device, queue: &wgpu::Queue, r: &Raster) {
-            let size = wgpu::Extent3d {
-                width: r.width as u32,
-                height: r.height as u32,
-                depth_or_array_layers: 1,
-            };
+        /// A texture with room for `capacity` rows (grown by doubling, so appends rarely
+        /// reallocate).
+        fn allocate(&mut self, device: &wgpu::Device, cols: usize, capacity: usize) {
             let texture = device.create_texture(&wgpu::TextureDescriptor {
-                label: Some("commit_map_raster"),
-                size,
+                label: Some("commit_map_texels"),
+                size: wgpu::Extent3d {
+                    width: cols as u32,
+                    height: capacity as u32,
+                    depth_or_array_layers: 1,
+                },
                 mip_level_count: 1,
                 sample_count: 1,
                 dimension: wgpu::TextureDimension::D2,
-                format: wgpu::TextureFormat::Rgba8Unorm,
+                format: wgpu::TextureFormat::Rg32Uint,
                 usage: wgpu::TextureUsages::TEXTURE_BINDING | wgpu::TextureUsages::COPY_DST,
                 view_formats: &[],
             });
-            queue.write_texture(
-                wgpu::TexelCopyTextureInfo {
-                    texture: &texture,
-                    mip_level: 0,
-                    origin: wgpu::Origin3d::ZERO,
-                    aspect: wgpu::TextureAspect::All,
-                },
-                &r.rgba,
-                wgpu::TexelCopyBufferLayout {
-                    offset: 0,
-                    bytes_per_row: Some(4 * r.width as u32),
-                    rows_per_image: Some(r.height as u32),
-                },
-                size,
-            );
             let view = texture.create_view(&wgpu::TextureViewDescriptor::default());
             let bind = device.create_bind_group(&wgpu::BindGroupDescriptor {
                 label: Some("commit_map"),
@@ -319,43 +589,101 @@ mod gpu {
                     },
                 ],
             });
-            self.texture = Some((r.key, bind));
+            self.tex = Some(Tex {
+                texture,
+                bind,
+                cols,
+                capacity,
+            });
         }
-    }
 
-    pub struct MapCallback {
-        pub raster: Raster,
-        pub uv: egui::Rect,
-    }
-
-    impl egui_wgpu::CallbackTrait for MapCallback {
-        fn prepare(
-            &self,
+        /// Writes `send` rows of the raster (all of them when `None` or when the texture must
+        /// grow) into the texture; returns the rows written.
+        pub fn sync(
+            &mut self,
             device: &wgpu::Device,
             queue: &wgpu::Queue,
-            _screen: &egui_wgpu::ScreenDescriptor,
-            _encoder: &mut wgpu::CommandEncoder,
-            resources: &mut egui_wgpu::CallbackResources,
-        ) -> Vec<wgpu::CommandBuffer> {
-            let Some(res) = resources.get_mut::<Resources>() else {
-                return Vec::new();
-            };
-            if res
-                .texture
+            r: &Raster,
+            send: Option<Range<usize>>,
+        ) -> usize {
+            let fits = self
+                .tex
                 .as_ref()
-                .is_none_or(|(k, _)| *k != self.raster.key)
-            {
-                res.upload(device, queue, &self.raster);
-            }
-            let u = ViewUniform {
-                uv_min: [self.uv.min.x, self.uv.min.y],
-                uv_max: [self.uv.max.x, self.uv.max.y],
-                flags: [u32::from(res.srgb_target), 0, 0, 0],
+                .is_some_and(|t| t.cols == r.cols && t.capacity >= r.rows);
+            let rows = match send {
+                Some(rows) if fits => rows,
+                _ => {
+                    if !fits {
+                        let capacity = r.rows.next_power_of_two().clamp(64, MAX_SIDE).max(r.rows);
+                        self.allocate(device, r.cols, capacity);
+                    }
+                    0..r.rows
+                }
             };
-            queue.write_buffer(&res.uniform, 0, bytemuck::bytes_of(&u));
-            Vec::new()
+            let Some(t) = &self.tex else { return 0 };
+            if rows.is_empty() {
+                return 0;
+            }
+            let texels = &r.data[rows.start * r.cols..rows.end * r.cols];
+            queue.write_texture(
+                wgpu::TexelCopyTextureInfo {
+                    texture: &t.texture,
+                    mip_level: 0,
+                    origin: wgpu::Origin3d {
+                        x: 0,
+                        y: rows.start as u32,
+                        z: 0,
+                    },
+                    aspect: wgpu::TextureAspect::All,
+                },
+                bytemuck::cast_slice(texels),
+                wgpu::TexelCopyBufferLayout {
+                    offset: 0,
+                    bytes_per_row: Some(8 * r.cols as u32),
+                    rows_per_image: Some(rows.len() as u32),
+                },
+                wgpu::Extent3d {
+                    width: r.cols as u32,
+                    height: rows.len() as u32,
+                    depth_or_array_layers: 1,
+                },
+            );
+            rows.len()
         }
 
+        pub fn set_view(
+            &self,
+            queue: &wgpu::Queue,
+            r: &Raster,
+            uv: egui::Rect,
+            mode: ColorMode,
+            sc: &Scale,
+        ) {
+            let mode = match mode {
+                ColorMode::CommitStep => 0,
+                ColorMode::Probability => 1,
+                ColorMode::Score => 2,
+                ColorMode::Revisions => 3,
+            };
+            let u = ViewUniform {
+                uv_min: [uv.min.x, uv.min.y],
+                uv_max: [uv.max.x, uv.max.y],
+                size: [
+                    r.cols as u32,
+                    r.rows as u32,
+                    mode,
+                    u32::from(self.srgb_target),
+                ],
+                scale: [sc.steps as f32, sc.score_min, sc.score_max, 0.0],
+            };
+            queue.write_buffer(&self.uniform, 0, bytemuck::bytes_of(&u));
+        }
+    }
+
+    /// Draws the texture the painter keeps up to date.
+    pub struct MapCallback;
+
+    impl egui_wgpu::CallbackTrait for MapCallback {
         fn paint(
             &self,
             _info: egui::PaintCallbackInfo,
@@ -365,11 +693,11 @@ mod gpu {
             let Some(res) = resources.get::<Resources>() else {
                 return;
             };
-            let Some((_, bind)) = &res.texture else {
+            let Some(t) = &res.tex else {
                 return;
             };
             pass.set_pipeline(&res.pipeline);
-            pass.set_bind_group(0, bind, &[]);
+            pass.set_bind_group(0, &t.bind, &[]);
             pass.draw(0..6, 0..1);
         }
     }
@@ -389,7 +717,7 @@ pub fn show(
     ui: &mut egui::Ui,
     painter: &mut dyn MapPainter,
     raster: &Raster,
-    gen_start: usize,
+    mode: ColorMode,
     uv: &mut Rect,
     cursor: usize,
     hover_pos: Option<usize>,
@@ -438,15 +766,16 @@ pub fn show(
         (-uv.min.y).max(0.0) - (uv.max.y - 1.0).max(0.0),
     );
     *uv = uv.translate(shift);
-    painter.paint(ui, rect, raster, *uv);
+    painter.paint(ui, rect, raster, *uv, mode);
 
-    let (w, h) = (raster.width as f32, raster.height as f32);
+    let (w, h) = (raster.cols as f32, raster.rows as f32);
     let to_screen = |u: egui::Pos2| rect.min + ((u - uv.min) / uv.size()) * rect.size();
     let p = ui.painter_at(rect);
     if cursor > 0 {
         // The row of the step under the timeline cursor.
-        let y0 = to_screen(egui::pos2(0.0, (cursor - 1) as f32 / h)).y;
-        let y1 = to_screen(egui::pos2(0.0, cursor as f32 / h)).y;
+        let row = raster.row_of_step(cursor - 1) as f32;
+        let y0 = to_screen(egui::pos2(0.0, row / h)).y;
+        let y1 = to_screen(egui::pos2(0.0, (row + 1.0) / h)).y;
         p.rect_stroke(
             Rect::from_x_y_ranges(rect.x_range(), y0..=y1.max(y0 + 1.0)),
             0.0,
@@ -454,7 +783,11 @@ pub fn show(
             egui::StrokeKind::Outside,
         );
     }
-    if let Some(pos) = hover_pos.and_then(|q| q.checked_sub(gen_start)) {
+    let gen_start = raster.pos_of_col(0);
+    if let Some(pos) = hover_pos
+        .and_then(|q| q.checked_sub(gen_start))
+        .map(|d| d / raster.pos_per_col)
+    {
         let x0 = to_screen(egui::pos2(pos as f32 / w, 0.0)).x;
         let x1 = to_screen(egui::pos2((pos + 1) as f32 / w, 0.0)).x;
         p.rect_stroke(
@@ -464,10 +797,20 @@ pub fn show(
             egui::StrokeKind::Outside,
         );
     }
+    let lod = if raster.pos_per_col > 1 || raster.steps_per_row > 1 {
+        format!(
+            "{} · 1 texel = {} position(s) × {} step(s)",
+            painter.name(),
+            raster.pos_per_col,
+            raster.steps_per_row
+        )
+    } else {
+        painter.name().to_string()
+    };
     p.text(
         rect.right_bottom() - Vec2::splat(4.0),
         egui::Align2::RIGHT_BOTTOM,
-        painter.name(),
+        lod,
         egui::FontId::monospace(10.0),
         Color32::from_gray(140),
     );
@@ -475,7 +818,10 @@ pub fn show(
         let u = to_uv(pt, uv);
         let (x, y) = ((u.x * w).floor(), (u.y * h).floor());
         if (0.0..w).contains(&x) && (0.0..h).contains(&y) {
-            out.hovered = Some((y as usize, gen_start + x as usize));
+            out.hovered = Some((
+                raster.step_of_row(y as usize),
+                raster.pos_of_col(x as usize),
+            ));
         }
     }
     if resp.clicked() {

@@ -1,6 +1,8 @@
 //! Syntax highlighting with syntect, as an egui layout job. The syntax and theme sets are loaded
 //! once: they take tens of milliseconds, far too long for every frame.
 
+use std::cell::RefCell;
+use std::hash::{Hash, Hasher};
 use std::sync::{Arc, OnceLock};
 
 use egui::text::{LayoutJob, TextFormat};
@@ -71,6 +73,53 @@ pub fn job(code: &str, lang: &str, dark: bool, font: FontId) -> LayoutJob {
     job
 }
 
+/// Layouts kept by `cached_job`: a few, since the output and the editors each have one.
+const CACHE_ENTRIES: usize = 6;
+
+thread_local! {
+    static CACHE: RefCell<Vec<(u64, LayoutJob)>> = const { RefCell::new(Vec::new()) };
+    static HIGHLIGHTS: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// How many times syntect ran on this thread (tests count work, not time).
+pub fn highlights_run() -> usize {
+    HIGHLIGHTS.with(|h| h.get())
+}
+
+/// `job`, memoised by content: syntect runs when the text (or language, theme, font) changes,
+/// not every frame.
+pub fn cached_job(code: &str, lang: &str, dark: bool, font: FontId) -> LayoutJob {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    (
+        code,
+        lang,
+        dark,
+        font.size.to_bits(),
+        format!("{:?}", font.family),
+    )
+        .hash(&mut h);
+    let key = h.finish();
+    if let Some(j) = CACHE.with(|c| {
+        let mut c = c.borrow_mut();
+        let i = c.iter().position(|(k, _)| *k == key)?;
+        let hit = c.remove(i);
+        c.push(hit.clone());
+        Some(hit.1)
+    }) {
+        return j;
+    }
+    HIGHLIGHTS.with(|h| h.set(h.get() + 1));
+    let j = job(code, lang, dark, font);
+    CACHE.with(|c| {
+        let mut c = c.borrow_mut();
+        if c.len() >= CACHE_ENTRIES {
+            c.remove(0);
+        }
+        c.push((key, j.clone()));
+    });
+    j
+}
+
 /// A code editor with highlighting; memoises the last layout so typing stays cheap.
 pub fn code_editor(
     ui: &mut egui::Ui,
@@ -84,7 +133,7 @@ pub fn code_editor(
     let mut layouter =
         move |ui: &egui::Ui, buf: &dyn egui::TextBuffer, wrap: f32| -> Arc<egui::Galley> {
             let font = egui::TextStyle::Monospace.resolve(ui.style());
-            let mut j = job(buf.as_str(), &lang, dark, font);
+            let mut j = cached_job(buf.as_str(), &lang, dark, font);
             j.wrap.max_width = wrap;
             ui.ctx().fonts_mut(|f| f.layout_job(j))
         };

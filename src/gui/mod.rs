@@ -5,21 +5,29 @@ mod app;
 pub mod canvas;
 pub mod colors;
 pub mod commit_map;
+mod compare;
 mod controls;
 mod explain;
 mod files;
-mod highlight;
+pub mod highlight;
+mod jobs;
 mod metrics;
 mod output;
-mod race;
+pub mod race;
+pub mod report;
 pub mod settings;
 pub mod store;
 mod timeline;
 
-pub use app::PlaygroundApp;
+pub use app::{apply_args, Launch, PlaygroundApp};
 
-/// Opens the window on `model` (a folder or `embedded`), optionally with a trace loaded.
-pub fn run(model: String, trace: Option<std::path::PathBuf>) -> anyhow::Result<()> {
+/// Opens the window with the command line's model, settings and launch actions.
+pub fn run(args: crate::cli::GuiArgs) -> anyhow::Result<()> {
+    if let Some(t) = &args.trace {
+        if !t.exists() {
+            anyhow::bail!("--trace {}: no such file", t.display());
+        }
+    }
     let options = eframe::NativeOptions {
         viewport: egui::ViewportBuilder::default()
             .with_title("unmask")
@@ -30,7 +38,7 @@ pub fn run(model: String, trace: Option<std::path::PathBuf>) -> anyhow::Result<(
     eframe::run_native(
         "unmask",
         options,
-        Box::new(move |cc| Ok(Box::new(PlaygroundApp::new(cc, &model, trace)))),
+        Box::new(move |cc| Ok(Box::new(PlaygroundApp::new(cc, &args)))),
     )
     .map_err(|e| anyhow::anyhow!("could not open the window: {e}"))
 }

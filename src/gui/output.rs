@@ -36,7 +36,7 @@ pub fn show(ui: &mut egui::Ui, store: &mut Store, lang: &str) {
         ui.weak(format!("{} characters", code.chars().count()));
     });
     let font = egui::TextStyle::Monospace.resolve(ui.style());
-    let job = highlight::job(&code, lang, ui.visuals().dark_mode, font);
+    let job = highlight::cached_job(&code, lang, ui.visuals().dark_mode, font);
     egui::ScrollArea::vertical()
         .id_salt("output")
         .max_height(260.0)

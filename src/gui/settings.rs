@@ -32,6 +32,8 @@ impl Mode {
 pub enum View {
     Canvas,
     Race,
+    /// The original run beside its fork, with the diff.
+    Fork,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

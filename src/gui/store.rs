@@ -1,8 +1,10 @@
 //! What the window knows about runs: the traces being built from engine events, and the timeline
 //! cursor. Views read from here; nothing about a generation lives inside a widget.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::canvas::{CanvasCache, CanvasModel};
 use crate::engine::{Event, Lane};
 use crate::trace::{Cell, FinishReason, Metrics, Trace};
 
@@ -24,11 +26,12 @@ impl RunStatus {
     }
 }
 
-/// One lane's run: the trace as far as it has arrived.
+/// One lane's run: the trace as far as it has arrived. Views borrow it (or share the `Arc`, as a
+/// background save does); appending copies it only while such a share is alive.
 #[derive(Clone, Debug)]
 pub struct LaneRun {
     pub run: u64,
-    pub trace: Option<Trace>,
+    pub trace: Option<Arc<Trace>>,
     pub status: RunStatus,
 }
 
@@ -46,11 +49,11 @@ impl LaneRun {
     fn apply(&mut self, ev: Event) {
         match ev {
             Event::Started { header, .. } => {
-                self.trace = Some(Trace::new(*header));
+                self.trace = Some(Arc::new(Trace::new(*header)));
                 self.status = RunStatus::Running;
             }
             Event::Step { event, .. } => {
-                if let Some(t) = self.trace.as_mut() {
+                if let Some(t) = self.trace.as_mut().map(Arc::make_mut) {
                     // Events of one run arrive in order; a gap would mean a bug upstream, and
                     // appending anyway would make the canvas lie, so drop it.
                     if event.index == t.events.len() {
@@ -63,7 +66,7 @@ impl LaneRun {
                     Some(f) => RunStatus::Finished(f.reason.clone()),
                     None => RunStatus::Finished(FinishReason::Complete),
                 };
-                self.trace = Some(*trace);
+                self.trace = Some(Arc::new(*trace));
             }
             Event::Failed { error, .. } => {
                 // A cancelled run arrives as an error from the sampler; keep what was decoded.
@@ -77,20 +80,14 @@ impl LaneRun {
     }
 }
 
-/// Cached canvas at one cursor position.
-struct CellCache {
-    run: u64,
-    events: usize,
-    cursor: usize,
-    cells: Vec<Cell>,
-}
-
 /// All run state of the window.
 pub struct Store {
     next_run: u64,
     pub main: LaneRun,
     pub race_ar: LaneRun,
     pub race_diffusion: LaneRun,
+    /// A fork of the main run (an intervention continued), or a second trace to compare.
+    pub fork: LaneRun,
     /// Timeline cursor over the main trace: 0 = before the first step, k = after k steps.
     pub cursor: usize,
     /// Keep the cursor at the newest step while a run streams in.
@@ -102,7 +99,14 @@ pub struct Store {
     /// The race view's shared clock in milliseconds of run time.
     pub race_clock_ms: f64,
     pub race_playing: bool,
-    cache: Option<CellCache>,
+    /// The canvas at the cursor, moved forward step by step.
+    pub canvas: CanvasCache,
+    /// The race lanes' canvases at the shared clock (autoregressive, diffusion).
+    pub race_canvas: [CanvasCache; 2],
+    /// The compare view's canvases (original, fork).
+    pub fork_canvas: [CanvasCache; 2],
+    /// The race's quality line, for the (autoregressive, diffusion) runs it was computed from.
+    pub race_quality: Option<((u64, u64), String)>,
 }
 
 impl Default for Store {
@@ -112,6 +116,7 @@ impl Default for Store {
             main: LaneRun::default(),
             race_ar: LaneRun::default(),
             race_diffusion: LaneRun::default(),
+            fork: LaneRun::default(),
             cursor: 0,
             follow: true,
             playing: false,
@@ -119,7 +124,10 @@ impl Default for Store {
             play_accum: 0.0,
             race_clock_ms: 0.0,
             race_playing: false,
-            cache: None,
+            canvas: CanvasCache::default(),
+            race_canvas: Default::default(),
+            fork_canvas: Default::default(),
+            race_quality: None,
         }
     }
 }
@@ -144,9 +152,11 @@ impl Store {
             Lane::RaceAr => {
                 self.race_ar = fresh;
                 self.race_clock_ms = 0.0;
+                // The replay starts once both lanes are timed (see `tick`).
                 self.race_playing = true;
             }
             Lane::RaceDiffusion => self.race_diffusion = fresh,
+            Lane::Fork => self.fork = fresh,
         }
         run
     }
@@ -156,6 +166,7 @@ impl Store {
             Lane::Main => &mut self.main,
             Lane::RaceAr => &mut self.race_ar,
             Lane::RaceDiffusion => &mut self.race_diffusion,
+            Lane::Fork => &mut self.fork,
         }
     }
 
@@ -199,7 +210,7 @@ impl Store {
         };
         self.main = LaneRun {
             run,
-            trace: Some(trace),
+            trace: Some(Arc::new(trace)),
             status,
         };
         self.cursor = self.len();
@@ -208,7 +219,7 @@ impl Store {
     }
 
     pub fn trace(&self) -> Option<&Trace> {
-        self.main.trace.as_ref()
+        self.main.trace.as_deref()
     }
 
     /// Number of steps of the main trace so far.
@@ -229,23 +240,13 @@ impl Store {
 
     /// The canvas at the cursor, cached until the cursor or the trace changes.
     pub fn cells(&mut self) -> &[Cell] {
-        let Some(t) = self.main.trace.as_ref() else {
-            return &[];
-        };
-        let cursor = self.cursor.min(t.len());
-        let fresh = match &self.cache {
-            Some(c) => c.run != self.main.run || c.events != t.len() || c.cursor != cursor,
-            None => true,
-        };
-        if fresh {
-            self.cache = Some(CellCache {
-                run: self.main.run,
-                events: t.len(),
-                cursor,
-                cells: t.cells_at(cursor),
-            });
-        }
-        self.cache.as_ref().map_or(&[], |c| c.cells.as_slice())
+        self.canvas_model().map_or(&[], |m| m.cells.as_slice())
+    }
+
+    /// Everything the canvas view draws at the cursor.
+    pub fn canvas_model(&mut self) -> Option<&CanvasModel> {
+        let t = self.main.trace.as_ref()?;
+        Some(self.canvas.get(self.main.run, t, self.cursor))
     }
 
     /// Advances playback by `dt` seconds; returns whether anything is animating.
@@ -262,11 +263,11 @@ impl Store {
             }
             animating = true;
         }
-        if self.race_playing {
+        let measuring = self.race_ar.status.is_active() || self.race_diffusion.status.is_active();
+        if self.race_playing && !measuring {
             self.race_clock_ms += f64::from(dt) * 1000.0;
             let end = race_end_ms(&self.race_ar).max(race_end_ms(&self.race_diffusion));
-            let running = self.race_ar.status.is_active() || self.race_diffusion.status.is_active();
-            if !running && self.race_clock_ms >= end {
+            if self.race_clock_ms >= end {
                 self.race_clock_ms = end;
                 self.race_playing = false;
             }

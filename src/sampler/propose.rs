@@ -1,12 +1,14 @@
 //! Turning one position's logits into a proposed token and the scores every rule ranks on.
 //!
-//! Filter order: temperature → top-k → top-p (SDAR's order). With temperature 0 the token is the
-//! argmax (lowest id on ties) and probabilities are the plain softmax, filtered the same way.
-//! Scores come from the filtered distribution (as Dream and SDAR do).
+//! Filters as the reference of [`Filters`] does (SDAR: temperature → top-k → top-p; Dream:
+//! temperature → top-p → top-k; LLaDA: none of its own, scores from the plain softmax). With
+//! temperature 0 the token is the argmax (lowest id on ties) and probabilities are the softmax at
+//! temperature 1, filtered the same way. Scores come from the filtered distribution, as Dream
+//! and SDAR do, except for LLaDA.
 
 use rand::Rng;
 
-use super::params::{SamplerParams, UnmaskRule};
+use super::params::{Filters, SamplerParams, UnmaskRule};
 
 /// A proposal for one masked position.
 #[derive(Clone, Debug)]
@@ -22,9 +24,37 @@ pub struct Proposal {
     pub top: Vec<(u32, f32)>,
 }
 
-/// Softmax of `logits / t` with top-k / top-p filtering; returns probabilities (zeros where
-/// filtered) in f32, computed in f64 for stability.
+/// Softmax of `logits / t` with top-k then top-p filtering (SDAR's order); probabilities (zeros
+/// where filtered) in f32, computed in f64. See [`filtered_probs_with`].
 pub fn filtered_probs(logits: &[f32], temperature: f32, top_k: usize, top_p: f32) -> Vec<f32> {
+    filtered_probs_with(Filters::TopKThenTopP, logits, temperature, top_k, top_p)
+}
+
+/// The distribution a step ranks on and reports p(x̂) from, as the reference of `filters` does.
+pub fn score_probs(
+    filters: Filters,
+    logits: &[f32],
+    temperature: f32,
+    top_k: usize,
+    top_p: f32,
+) -> Vec<f32> {
+    match filters {
+        Filters::PlainScores => filtered_probs_with(filters, logits, 0.0, 0, 1.0),
+        _ => filtered_probs_with(filters, logits, temperature, top_k, top_p),
+    }
+}
+
+/// Softmax of `logits / t` (t = 1 at temperature 0) filtered in the references' way: top-k keeps
+/// every token tied with the k-th; top-p keeps a token while the (renormalised) mass before it is
+/// at most `top_p`, so the first always stays. [`Filters::PlainScores`] filters as
+/// [`Filters::TopKThenTopP`]. Computed in f64, returned in f32.
+pub fn filtered_probs_with(
+    filters: Filters,
+    logits: &[f32],
+    temperature: f32,
+    top_k: usize,
+    top_p: f32,
+) -> Vec<f32> {
     let t = if temperature > 0.0 {
         temperature as f64
     } else {
@@ -48,16 +78,38 @@ pub fn filtered_probs(logits: &[f32], temperature: f32, top_k: usize, top_p: f32
     if filter_k || filter_p {
         let mut order: Vec<usize> = (0..p.len()).collect();
         order.sort_by(|&a, &b| p[b].total_cmp(&p[a]).then(a.cmp(&b)));
-        let mut keep = if filter_k { top_k } else { p.len() };
-        if filter_p {
-            // Keep the smallest prefix whose mass reaches top_p (the first token always stays).
-            let mut acc = 0.0;
-            for (i, &idx) in order.iter().enumerate().take(keep) {
-                acc += p[idx];
-                if acc >= top_p as f64 {
-                    keep = i + 1;
+        // Kept tokens are always a prefix of `order`; each filter shortens it.
+        let by_k = |n: usize| {
+            let kth = p[order[top_k.min(n) - 1]];
+            order[..n].iter().take_while(|&&i| p[i] >= kth).count()
+        };
+        let by_p = |n: usize| {
+            let total: f64 = order[..n].iter().map(|&i| p[i]).sum();
+            let mut before = 0.0;
+            let mut keep = 0;
+            for &i in &order[..n] {
+                if keep > 0 && before / total > top_p as f64 {
                     break;
                 }
+                before += p[i];
+                keep += 1;
+            }
+            keep
+        };
+        let mut keep = p.len();
+        if filters == Filters::TopPThenTopK {
+            if filter_p {
+                keep = by_p(keep);
+            }
+            if filter_k {
+                keep = by_k(keep);
+            }
+        } else {
+            if filter_k {
+                keep = by_k(keep);
+            }
+            if filter_p {
+                keep = by_p(keep);
             }
         }
         let mut kept = vec![0.0; p.len()];
@@ -99,9 +151,9 @@ pub fn top_n(xs: &[f32], n: usize) -> Vec<(u32, f32)> {
 /// is never proposed (a trained model gives it ~0 probability; random test weights might not),
 /// but it stays in the distribution the scores are computed from, as in the references.
 ///
-/// Cost: comparisons over the vocabulary plus exponentials only for the tokens that survive
-/// top-k / top-p (found by partial selection, see [`nucleus`]); no sort and no f64 pass over the
-/// vocabulary unless sampling without filters. Same result as [`propose_reference`].
+/// Cost: comparisons over the vocabulary, plus exponentials only where a top-p cut needs the
+/// normaliser; the kept tokens are found by partial selection ([`top_m`]) over growing
+/// candidate sets, never by sorting the vocabulary. Same result as [`propose_reference`].
 pub fn propose(
     logits: &[f32],
     params: &SamplerParams,
@@ -118,27 +170,30 @@ pub fn propose(
             top: Vec::new(),
         };
     }
-    let filter_k = params.top_k > 0 && params.top_k < logits.len();
+    let v = logits.len();
+    let filter_k = params.top_k > 0 && params.top_k < v;
     let filter_p = params.top_p < 1.0;
-    if params.temperature <= 0.0 && !filter_k && !filter_p {
+    let greedy = params.temperature <= 0.0;
+    let plain = params.filters == Filters::PlainScores;
+    if greedy && (plain || (!filter_k && !filter_p)) {
         if let Some(st) = stats {
             return greedy_from_stats(logits, mask, st);
         }
     }
-    if !filter_k && !filter_p {
+    if (!filter_k && !filter_p) || plain {
         return propose_reference(logits, params, mask, rng);
     }
-    let t = if params.temperature > 0.0 {
-        params.temperature as f64
-    } else {
+    let t = if greedy {
         1.0
+    } else {
+        params.temperature as f64
     };
-    // The normaliser over the whole vocabulary, needed only to place the top-p cut (top-k alone
-    // renormalises over the kept tokens): one pass of f32 exponentials summed in f64. The
-    // device's f32 log-sum-exp is not used here: its rounding moves cuts that fall exactly on
-    // top_p (e.g. two equal logits and top_p 0.5).
     let max = logits.iter().cloned().fold(f32::NEG_INFINITY, f32::max) as f64;
-    let log_z = if filter_p {
+    // The normaliser over the whole vocabulary, needed only where top-p looks at the whole
+    // distribution (Dream's order): one pass of f32 exponentials summed in f64. The device's
+    // f32 log-sum-exp is not used: its rounding moves cuts that fall exactly on top_p.
+    let whole_p = filter_p && (params.filters == Filters::TopPThenTopK || !filter_k);
+    let log_z = if whole_p {
         let (m32, t32) = (max as f32, t as f32);
         logits
             .iter()
@@ -156,16 +211,11 @@ pub fn propose(
             ((l as f64 - max) / t - log_z).exp()
         }
     };
-    let kept = nucleus(
-        logits,
-        filter_k.then_some(params.top_k),
-        params.top_p,
-        &p_of,
-    );
+    let kept = kept_tokens(logits, params, filter_k, filter_p, &p_of);
     let mass: f64 = kept.iter().map(|&i| p_of(logits[i as usize])).sum();
     let prob = |i: u32| (p_of(logits[i as usize]) / mass) as f32;
     let mask_u = mask as usize;
-    let token = if params.temperature > 0.0 {
+    let token = if !greedy {
         // Draw in index order over the kept tokens, as the reference does over the whole
         // vocabulary (same draws, same token).
         let mut by_index: Vec<(u32, f32)> = kept
@@ -189,22 +239,21 @@ pub fn propose(
     } else {
         argmax_except(logits, mask_u).0
     };
-    let in_kept = |i: usize| kept.contains(&(i as u32));
-    let token_prob = if in_kept(token) {
+    let token_prob = if kept.contains(&(token as u32)) {
         prob(token as u32)
     } else {
         0.0
     };
-    // Top five by (probability, index) as the reference ranks its f32 array: the kept tokens
-    // in order (equal f32 values re-ranked by index), then zero-probability ids from 0 up.
+    // Top five by (probability, id) as the reference ranks its f32 array: kept tokens in order
+    // (equal f32 values re-ranked by id), then zero-probability ids from 0 up.
     let mut top: Vec<(u32, f32)> = Vec::with_capacity(5);
     let mut i = 0;
     while i < kept.len() && top.len() < 5 {
-        let v = prob(kept[i]);
-        let mut run = vec![(kept[i], v)];
+        let val = prob(kept[i]);
+        let mut run = vec![(kept[i], val)];
         i += 1;
-        while i < kept.len() && prob(kept[i]) == v {
-            run.push((kept[i], v));
+        while i < kept.len() && prob(kept[i]) == val {
+            run.push((kept[i], val));
             i += 1;
         }
         run.sort_unstable_by_key(|&(id, _)| id);
@@ -213,15 +262,16 @@ pub fn propose(
     top.retain(|&(_, p)| p > 0.0);
     top.truncate(5);
     let mut id = 0u32;
-    while top.len() < 5 && (id as usize) < logits.len() {
-        if !top.iter().any(|&(t, _)| t == id) && (prob_zero(&kept, id, &prob)) {
+    while top.len() < 5 && (id as usize) < v {
+        let zero = !kept.contains(&id) || prob(id) == 0.0;
+        if zero && !top.iter().any(|&(t, _)| t == id) {
             top.push((id, 0.0));
         }
         id += 1;
     }
     let p1 = top.first().map(|t| t.1).unwrap_or(0.0);
     let p2 = top.get(1).map(|t| t.1).unwrap_or(0.0);
-    // Σ p log p over the kept tokens, summed in index order like the reference when few.
+    // Σ p log p over the kept tokens, summed in id order like the reference when few.
     let mut probs: Vec<(u32, f32)> = kept.iter().map(|&i| (i, prob(i))).collect();
     if probs.len() <= 4096 {
         probs.sort_unstable_by_key(|&(i, _)| i);
@@ -240,42 +290,70 @@ pub fn propose(
     }
 }
 
-/// Whether `id` has probability 0 after filtering (outside the kept set, or kept with 0).
-fn prob_zero(kept: &[u32], id: u32, prob: &impl Fn(u32) -> f32) -> bool {
-    !kept.contains(&id) || prob(id) == 0.0
-}
-
-/// The tokens top-k / top-p keep, most likely first (ties: lower id first): the `k` best, then
-/// the shortest prefix whose probability (under `p_of`) reaches `top_p` (the first token always
-/// stays). Found by partial selection over growing candidate sets, so a peaked distribution
-/// costs one pass of comparisons over the vocabulary.
-pub fn nucleus(
+/// The ids [`filtered_probs_with`] keeps, most likely first (ties: lower id first), found on
+/// candidate prefixes of growing length. `p_of` gives a token's probability from its logit,
+/// normalised over the whole vocabulary where a whole-vocabulary top-p needs it.
+fn kept_tokens(
     logits: &[f32],
-    top_k: Option<usize>,
-    top_p: f32,
+    params: &SamplerParams,
+    filter_k: bool,
+    filter_p: bool,
     p_of: &impl Fn(f32) -> f64,
 ) -> Vec<u32> {
     let v = logits.len();
-    let cap = top_k.unwrap_or(v).min(v).max(1);
-    if top_p >= 1.0 {
-        return top_m(logits, cap);
-    }
-    let mut m = cap.min(64);
+    let k = params.top_k;
+    let top_p = params.top_p as f64;
+    let mut m = if filter_k { (2 * k).max(64) } else { 64 }.min(v);
     loop {
         let cand = top_m(logits, m);
-        let mut acc = 0.0f64;
-        for (j, &i) in cand.iter().enumerate() {
-            acc += p_of(logits[i as usize]);
-            if acc >= top_p as f64 {
-                let mut cand = cand;
-                cand.truncate(j + 1);
-                return cand;
+        let complete = m >= v;
+        let p: Vec<f64> = cand.iter().map(|&i| p_of(logits[i as usize])).collect();
+        // Length of the top-k prefix (ties with the k-th kept) among the first `n`, if the
+        // candidates decide it.
+        let by_k = |n: usize| -> Option<usize> {
+            let kth = *p.get(k.min(n).max(1) - 1)?;
+            let run = p[..n.min(p.len())]
+                .iter()
+                .take_while(|&&x| x >= kth)
+                .count();
+            (run < n.min(p.len()) || complete || n <= p.len()).then_some(run)
+        };
+        // Top-p over the first `n` with `total` their mass: keep while the mass before a token
+        // is at most top_p of the total (the first always stays).
+        let by_p = |n: usize, total: f64| -> Option<usize> {
+            let mut before = 0.0;
+            for (j, &x) in p.iter().take(n).enumerate() {
+                if j > 0 && before / total > top_p {
+                    return Some(j);
+                }
+                before += x;
             }
-        }
-        if m >= cap {
+            (complete || n <= p.len()).then_some(n.min(p.len()))
+        };
+        let keep = match (params.filters, filter_k, filter_p) {
+            (_, true, false) => by_k(v),
+            (_, false, true) => by_p(v, 1.0),
+            (Filters::TopPThenTopK, true, true) => match by_p(v, 1.0) {
+                Some(n) => by_k(n),
+                // The cut lies past the candidates, so it keeps all of them: top-k decides if
+                // its tie run ends inside them.
+                None => by_k(v).filter(|&r| r < p.len()),
+            },
+            (_, true, true) => by_k(v).and_then(|n| {
+                let total: f64 = p[..n].iter().sum();
+                by_p(n, total)
+            }),
+            (_, false, false) => Some(v),
+        };
+        if let Some(n) = keep {
+            let mut cand = cand;
+            cand.truncate(n.max(1));
             return cand;
         }
-        m = (m * 8).min(cap);
+        if complete {
+            return cand;
+        }
+        m = (m * 8).min(v);
     }
 }
 
@@ -287,7 +365,7 @@ pub fn top_m(logits: &[f32], m: usize) -> Vec<u32> {
         return Vec::new();
     }
     let better = |a: &(f32, u32), b: &(f32, u32)| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1));
-    let mut buf: Vec<(f32, u32)> = Vec::with_capacity(2 * m + 1);
+    let mut buf: Vec<(f32, u32)> = Vec::with_capacity(2 * m.max(16) + 1);
     let mut thr = f32::NEG_INFINITY;
     let mut have_thr = false;
     for (i, &l) in logits.iter().enumerate() {
@@ -307,19 +385,24 @@ pub fn top_m(logits: &[f32], m: usize) -> Vec<u32> {
 }
 
 /// The straightforward definition of a proposal: the full filtered distribution in f64, sorted
-/// for top-k / top-p. [`propose`] must agree with it; it remains the path for unfiltered
-/// sampling, where every probability is needed anyway.
+/// for top-k / top-p. [`propose`] must agree with it; it stays the path for unfiltered
+/// sampling, where every probability is needed anyway, and for LLaDA's tempered draws.
 pub fn propose_reference(
     logits: &[f32],
     params: &SamplerParams,
     mask: u32,
     rng: &mut impl Rng,
 ) -> Proposal {
-    let probs = filtered_probs(logits, params.temperature, params.top_k, params.top_p);
+    let (t, k, p) = (params.temperature, params.top_k, params.top_p);
+    let probs = score_probs(params.filters, logits, t, k, p);
+    // LLaDA draws at the temperature but ranks on the plain softmax.
+    let tempered = (params.filters == Filters::PlainScores && t > 0.0)
+        .then(|| filtered_probs_with(params.filters, logits, t, k, p));
+    let draw_from = tempered.as_deref().unwrap_or(&probs);
     let mask = mask as usize;
     let allowed = |i: usize| i != mask;
     let token = if params.temperature > 0.0 {
-        let total: f64 = probs
+        let total: f64 = draw_from
             .iter()
             .enumerate()
             .filter(|&(i, _)| allowed(i))
@@ -328,11 +411,11 @@ pub fn propose_reference(
         let u: f64 = rng.random::<f64>() * total;
         let mut acc = 0.0f64;
         let mut chosen = None;
-        for (i, &p) in probs.iter().enumerate() {
-            if p <= 0.0 || !allowed(i) {
+        for (i, &q) in draw_from.iter().enumerate() {
+            if q <= 0.0 || !allowed(i) {
                 continue;
             }
-            acc += p as f64;
+            acc += q as f64;
             chosen = Some(i);
             if u < acc {
                 break;

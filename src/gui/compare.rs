@@ -1,0 +1,99 @@
+//! The fork view: the original run and its fork (or any second trace of the same canvas) side by
+//! side at their ends, positions whose final token differs outlined on both.
+
+use std::collections::HashSet;
+
+use super::canvas::{self, CanvasCache, CanvasView};
+use super::colors::ColorMode;
+use super::store::{LaneRun, RunStatus, Store};
+use crate::trace::Trace;
+
+/// Positions that differ between the main run and the fork (empty until both exist).
+pub fn diff(store: &Store) -> HashSet<usize> {
+    match (&store.main.trace, &store.fork.trace) {
+        (Some(a), Some(b)) => crate::fork::differing_positions(a, b).into_iter().collect(),
+        _ => HashSet::new(),
+    }
+}
+
+fn column(
+    ui: &mut egui::Ui,
+    title: &str,
+    l: &LaneRun,
+    cache: &mut CanvasCache,
+    marked: &HashSet<usize>,
+    mode: ColorMode,
+) {
+    ui.heading(title);
+    let Some(t) = &l.trace else {
+        ui.weak(match &l.status {
+            RunStatus::Queued => "waiting for the engine…".to_string(),
+            RunStatus::Failed(e) => format!("failed: {e}"),
+            _ => "no run".to_string(),
+        });
+        return;
+    };
+    if let RunStatus::Failed(e) = &l.status {
+        ui.colored_label(egui::Color32::RED, e);
+    }
+    ui.label(summary(t, l.status.is_active()));
+    let k = t.len();
+    let model = cache.get(l.run, t, k);
+    let v = CanvasView {
+        trace: t,
+        model,
+        cursor: k,
+        mode,
+        hover: None,
+        font_size: 12.0,
+        marked: Some(marked),
+        selected: None,
+    };
+    egui::ScrollArea::vertical().id_salt(title).show(ui, |ui| {
+        canvas::show(ui, &v);
+    });
+}
+
+fn summary(t: &Trace, running: bool) -> String {
+    let edits = t.header.intervention.as_ref().map_or(String::new(), |i| {
+        let list: Vec<String> = i
+            .edits
+            .iter()
+            .map(|e| match e.token {
+                Some(_) => format!("{} pinned to {:?}", e.pos, e.text),
+                None => format!("{} re-masked", e.pos),
+            })
+            .collect();
+        format!(" · forked at step {}: {}", i.at_step, list.join(", "))
+    });
+    format!(
+        "{} steps{}{}",
+        t.len(),
+        if running { " (decoding…)" } else { "" },
+        edits
+    )
+}
+
+pub fn show(ui: &mut egui::Ui, store: &mut Store, mode: ColorMode) {
+    let marked = diff(store);
+    match (&store.main.trace, &store.fork.trace) {
+        (Some(a), Some(_)) => {
+            let n = a.header.gen_end - a.header.gen_start;
+            ui.strong(format!(
+                "{} of {n} generated positions differ (outlined in red on both)",
+                marked.len()
+            ));
+        }
+        _ => {
+            ui.weak(
+                "Pause a run, click a tile, pin a token or re-mask it, then Continue from here.",
+            );
+        }
+    }
+    ui.separator();
+    let [a, b] = &mut store.fork_canvas;
+    ui.columns(2, |cols| {
+        column(&mut cols[0], "original", &store.main, a, &marked, mode);
+        column(&mut cols[1], "fork", &store.fork, b, &marked, mode);
+    });
+}
