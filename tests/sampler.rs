@@ -536,7 +536,12 @@ impl Denoiser for Looping {
     fn begin(&mut self, _canvas: &[u32], _layout: &Layout) -> Result<()> {
         Ok(())
     }
-    fn logits(&mut self, _canvas: &[u32], block: Range<usize>) -> Result<BlockLogits> {
+    fn logits(
+        &mut self,
+        _canvas: &[u32],
+        block: Range<usize>,
+        _need: &[usize],
+    ) -> Result<BlockLogits> {
         let mut data = vec![0f32; block.len() * V];
         for r in 0..block.len() {
             data[r * V + 5] = 8.0;
@@ -544,6 +549,7 @@ impl Denoiser for Looping {
             data[r * V + 7] = 6.0;
         }
         Ok(BlockLogits {
+            rows: None,
             data,
             vocab: V,
             in_flight: block.len(),
