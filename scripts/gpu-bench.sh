@@ -71,8 +71,9 @@ PY
   done
 }
 echo "== random-weight checkpoints"
-python3 scripts/make_random_checkpoint.py sdar-1.7b /tmp/sdar-1.7b
-python3 scripts/make_random_checkpoint.py dream-7b /tmp/dream-7b
+# Shapes from src/presets.rs, written by the same command scripts/bench-gpu.sh uses.
+$RUN make-random-checkpoint --like sdar-1.7b-chat --out /tmp/sdar-1.7b --dtype bf16 >/dev/null
+$RUN make-random-checkpoint --like dream-v0-instruct-7b --out /tmp/dream-7b --dtype bf16 >/dev/null
 {
   echo "| model | setting | tokens/s | forwards | ms/forward | tokens/forward | peak GPU MiB |"
   echo "|---|---|---|---|---|---|---|"

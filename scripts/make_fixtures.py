@@ -36,7 +36,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_OUT = REPO / "tests" / "fixtures"
-DEFAULT_PUBLISHED = Path("/work/shared/reference/published/SDAR-4B-Chat")
+# The published SDAR-4B-Chat metadata (no weights), shipped with the tests.
+DEFAULT_PUBLISHED = DEFAULT_OUT / "sdar-4b-chat-published"
 
 # ----------------------------------------------------------------------------------------------
 # Geometry shared by the three families (see tests/fixtures/README.md)
@@ -921,6 +922,13 @@ def make_sdar(out: Path, tok, ids, gen: bool):
 # ----------------------------------------------------------------------------------------------
 # chat templates
 # ----------------------------------------------------------------------------------------------
+def rel_to(path: Path, base: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(base.resolve()))
+    except ValueError:
+        return str(path)
+
+
 def make_chat_golden(out: Path, published: Path):
     from transformers import AutoTokenizer, PreTrainedTokenizerFast
     cases = []
@@ -939,7 +947,8 @@ def make_chat_golden(out: Path, published: Path):
     for name, msgs in CHAT_MESSAGES.items():
         text = pt.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
         cases.append({"template": "sdar-4b-chat-published",
-                      "tokenizer_config": str(published / "tokenizer_config.json"),
+                      # Relative to tests/fixtures where it lies there, so the file travels.
+                      "tokenizer_config": rel_to(published / "tokenizer_config.json", out),
                       "tokenizer_config_sha256": file_sha256(published / "tokenizer_config.json"),
                       "messages": name, "add_generation_prompt": True, "text": text})
     write_json(out / "chat_golden.json", {"messages": CHAT_MESSAGES, "cases": cases})

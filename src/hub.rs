@@ -682,25 +682,11 @@ pub fn check_space(folder: &Path, need: u64) -> Result<()> {
     Ok(())
 }
 
-/// Free bytes on the file system of `folder` (or its nearest existing ancestor).
-#[cfg(unix)]
+/// Free bytes on the file system of `folder` (or its nearest existing ancestor); `None` where the
+/// system cannot say.
 pub fn free_bytes(folder: &Path) -> Option<u64> {
-    use std::os::unix::ffi::OsStrExt;
     let existing = folder.ancestors().find(|p| p.exists())?;
-    let c = std::ffi::CString::new(existing.as_os_str().as_bytes()).ok()?;
-    // SAFETY: `c` is a valid NUL-terminated path and `st` a properly sized, writable struct.
-    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
-    let rc = unsafe { libc::statvfs(c.as_ptr(), &mut st) };
-    if rc != 0 {
-        return None;
-    }
-    #[allow(clippy::unnecessary_cast)]
-    Some(st.f_bavail as u64 * st.f_frsize as u64)
-}
-
-#[cfg(not(unix))]
-pub fn free_bytes(_folder: &Path) -> Option<u64> {
-    None
+    fs4::available_space(existing).ok()
 }
 
 #[cfg(test)]

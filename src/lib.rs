@@ -1,5 +1,6 @@
 //! unmask: watch a discrete-diffusion language model write code, step by step.
 
+pub mod atomic;
 pub mod chat;
 pub mod cli;
 pub mod engine;

@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 
 use crate::error::Result;
 use crate::model::{Family, ModelConfig};
-use crate::sampler::{SamplerParams, Schedule, UnmaskRule};
+use crate::sampler::{Filters, SamplerParams, Schedule, UnmaskRule};
 
 /// One published model.
 #[derive(Clone, Debug)]
@@ -251,6 +251,7 @@ pub fn all() -> Vec<Preset> {
                 block_size: 32,
                 steps: 32,
                 rule: UnmaskRule::LowConfidence,
+                filters: Filters::PlainScores,
                 ..SamplerParams::default()
             },
             settings_source: "ref §2.7 + §5.3 (gen 256, block 32, one token per step, greedy)",
@@ -280,6 +281,10 @@ fn dream_settings(temperature: f32) -> SamplerParams {
         schedule: Schedule::Timestep,
         temperature,
         top_p: 0.95,
+        // Dream's generation config leaves top_k unset, and transformers fills it with its global
+        // default 50: the reference filters to the 50 most likely tokens (after top-p).
+        top_k: 50,
+        filters: Filters::TopPThenTopK,
         ..SamplerParams::default()
     }
 }

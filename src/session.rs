@@ -5,7 +5,7 @@ use std::sync::atomic::AtomicBool;
 use serde::{Deserialize, Serialize};
 
 use crate::error::Result;
-use crate::model::DiffusionModel;
+use crate::model::{DiffusionModel, Family};
 use crate::sampler::{self, ModelDenoiser, ModelFacts, SamplerParams, Task};
 use crate::trace::{StepEvent, Trace, TraceHeader};
 
@@ -37,8 +37,9 @@ impl TextTask {
     }
 }
 
-/// Prompt ids: the chat template applied when asked and available, BOS prepended when the model
-/// has one and no template did it.
+/// Prompt ids: the chat template applied when asked and available (it writes its own special
+/// tokens, LLaDA's its BOS); otherwise the plain text, with BOS in front where the family's
+/// reference puts one (see [`bos_on_plain_prompts`]) and the model has one.
 pub fn encode_prompt(model: &DiffusionModel, text: &str, chat: bool) -> Result<Vec<u32>> {
     if chat {
         if let Some(tpl) = &model.info.chat_template {
@@ -47,7 +48,27 @@ pub fn encode_prompt(model: &DiffusionModel, text: &str, chat: bool) -> Result<V
             return model.encode(&rendered);
         }
     }
-    model.encode(text)
+    let mut ids = model.encode(text)?;
+    if let Some(bos) = model
+        .info
+        .bos
+        .filter(|_| bos_on_plain_prompts(model.family()))
+    {
+        if ids.first() != Some(&bos) {
+            ids.insert(0, bos);
+        }
+    }
+    Ok(ids)
+}
+
+/// Whether a family's reference starts an untemplated prompt with BOS: LLaDA's tokenizer adds
+/// `<|startoftext|>` (add_bos), Dream's base-model evaluations set `add_bos_token`; SDAR's
+/// generate.py tokenizes with `add_special_tokens=False` (and Qwen3 has no BOS of its own).
+pub fn bos_on_plain_prompts(family: Family) -> bool {
+    match family {
+        Family::Llada | Family::Dream => true,
+        Family::Sdar => false,
+    }
 }
 
 /// Converts a text task to ids.

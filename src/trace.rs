@@ -218,6 +218,91 @@ pub struct Cell {
     pub top: Vec<(u32, String, f32)>,
 }
 
+/// The canvas as views see it: every position's cell, moved forward one step event at a time.
+/// The only place that replays events, so every view shows the same canvas the live run did.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Canvas {
+    pub cells: Vec<Cell>,
+    /// Step events applied so far.
+    pub steps: usize,
+    mask_id: u32,
+}
+
+impl Canvas {
+    /// The canvas before the first step.
+    pub fn initial(h: &TraceHeader) -> Self {
+        let cells = h
+            .initial
+            .iter()
+            .enumerate()
+            .map(|(i, &token)| Cell {
+                token,
+                text: h.initial_text.get(i).cloned().unwrap_or_default(),
+                masked: token == h.mask_id,
+                committed_at: None,
+                prob: 1.0,
+                score: 0.0,
+                revisions: 0,
+                previous: None,
+                top: Vec::new(),
+            })
+            .collect();
+        Canvas {
+            cells,
+            steps: 0,
+            mask_id: h.mask_id,
+        }
+    }
+
+    /// Applies one step: its re-opened positions become masks, then its commits land. Positions
+    /// outside the canvas are ignored (a loaded trace is validated before it is shown).
+    pub fn apply(&mut self, e: &StepEvent) {
+        Self::apply_to(&mut self.cells, self.mask_id, e);
+        self.steps += 1;
+    }
+
+    /// [`Canvas::apply`] on cells kept elsewhere (a view's own cache), `mask_id` from the header.
+    pub fn apply_to(cells: &mut [Cell], mask_id: u32, e: &StepEvent) {
+        for r in &e.reopened {
+            if let Some(c) = cells.get_mut(r.pos) {
+                c.previous = Some(r.token);
+                c.token = mask_id;
+                c.text = "[MASK]".into();
+                c.masked = true;
+            }
+        }
+        for m in &e.commits {
+            if let Some(c) = cells.get_mut(m.pos) {
+                if m.previous.is_some() {
+                    c.revisions += 1;
+                }
+                c.token = m.token;
+                c.text.clone_from(&m.text);
+                c.masked = false;
+                c.committed_at = Some(e.index);
+                c.prob = m.prob;
+                c.score = m.score;
+                c.previous = m.previous;
+                c.top.clone_from(&m.top);
+            }
+        }
+    }
+
+    /// Applies the trace's events from where this canvas stands up to step `k` (forward only: a
+    /// canvas past `k` stays as it is).
+    pub fn advance(&mut self, trace: &Trace, k: usize) {
+        let from = self.steps.min(k);
+        for e in trace.events.iter().take(k).skip(from) {
+            self.apply(e);
+        }
+    }
+
+    /// The token ids.
+    pub fn tokens(&self) -> Vec<u32> {
+        self.cells.iter().map(|c| c.token).collect()
+    }
+}
+
 impl Trace {
     pub fn new(header: TraceHeader) -> Self {
         Trace {
@@ -238,96 +323,27 @@ impl Trace {
 
     /// Token ids of the canvas after `k` steps.
     pub fn tokens_at(&self, k: usize) -> Vec<u32> {
-        let mut t = self.header.initial.clone();
-        for e in self.events.iter().take(k) {
-            for r in &e.reopened {
-                t[r.pos] = self.header.mask_id;
-            }
-            for c in &e.commits {
-                t[c.pos] = c.token;
-            }
-        }
-        t
+        self.canvas_at(k).tokens()
     }
 
     /// Full cell state of the canvas after `k` steps.
     pub fn cells_at(&self, k: usize) -> Vec<Cell> {
-        let h = &self.header;
-        let mut cells: Vec<Cell> = h
-            .initial
-            .iter()
-            .zip(&h.initial_text)
-            .map(|(&token, text)| Cell {
-                token,
-                text: text.clone(),
-                masked: token == h.mask_id,
-                committed_at: None,
-                prob: 1.0,
-                score: 0.0,
-                revisions: 0,
-                previous: None,
-                top: Vec::new(),
-            })
-            .collect();
-        for e in self.events.iter().take(k) {
-            self.apply_step(&mut cells, e);
-        }
-        cells
+        self.canvas_at(k).cells
     }
 
-    /// Applies one step to a canvas of cells, so views can move a cached canvas forward
-    /// instead of replaying from step 0.
-    pub fn apply_step(&self, cells: &mut [Cell], e: &StepEvent) {
-        let mask_id = self.header.mask_id;
-        for r in &e.reopened {
-            let Some(c) = cells.get_mut(r.pos) else {
-                continue;
-            };
-            c.previous = Some(r.token);
-            c.token = mask_id;
-            c.text = "[MASK]".into();
-            c.masked = true;
-        }
-        for m in &e.commits {
-            let Some(c) = cells.get_mut(m.pos) else {
-                continue;
-            };
-            if m.previous.is_some() {
-                c.revisions += 1;
-            }
-            c.token = m.token;
-            c.text = m.text.clone();
-            c.masked = false;
-            c.committed_at = Some(e.index);
-            c.prob = m.prob;
-            c.score = m.score;
-            c.previous = m.previous;
-            c.top = m.top.clone();
-        }
+    /// The canvas after `k` steps, replayed from the initial one.
+    pub fn canvas_at(&self, k: usize) -> Canvas {
+        let mut c = Canvas::initial(&self.header);
+        c.advance(self, k);
+        c
     }
 
-    /// Writes the trace atomically: to a temporary file beside `path`, then renamed over it.
+    /// Writes the trace atomically (see [`crate::atomic`]).
     pub fn save(&self, path: &Path) -> Result<()> {
-        let dir = path
-            .parent()
-            .filter(|p| !p.as_os_str().is_empty())
-            .unwrap_or(Path::new("."));
-        let tmp = dir.join(format!(
-            ".{}.tmp-{}",
-            path.file_name().and_then(|n| n.to_str()).unwrap_or("trace"),
-            std::process::id()
-        ));
-        let write = || -> std::io::Result<()> {
-            let f = std::fs::File::create(&tmp)?;
-            let mut w = std::io::BufWriter::new(f);
+        crate::atomic::write(path, |f| {
+            let mut w = std::io::BufWriter::new(f.as_file_mut());
             self.write_to(&mut w)?;
-            let f = w.into_inner().map_err(|e| e.into_error())?;
-            f.sync_all()?;
-            std::fs::rename(&tmp, path)
-        };
-        write().map_err(|e| {
-            let _ = std::fs::remove_file(&tmp);
-            Error::io(path, e)
+            w.flush()
         })
     }
 

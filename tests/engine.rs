@@ -72,6 +72,10 @@ fn run_task(
     .unwrap()
 }
 
+/// Relative error allowed against the reference PyTorch logits: measured 5e-7 … 7e-7 (f32 on both
+/// sides, different summation orders); a real bug (a wrong mask, shift, RoPE or norm) costs > 1e-2.
+const PARITY_TOL: f32 = 1e-5;
+
 fn check_parity(name: &str, block: usize, key: &str) {
     let m = load(name);
     let g = golden(name);
@@ -79,7 +83,7 @@ fn check_parity(name: &str, block: usize, key: &str) {
     let want = &g[key];
     assert_eq!(logits.dims(), want.dims(), "{name}: logits shape");
     let e = rel_err(&logits, want);
-    assert!(e <= 1e-4, "{name} ({key}): relative error {e}");
+    assert!(e <= PARITY_TOL, "{name} ({key}): relative error {e}");
 }
 
 #[test]
@@ -104,7 +108,8 @@ fn dream_matches_reference_logits_with_shift() {
             0..ids(&g).len(),
         )
         .unwrap();
-    assert!(rel_err(&raw, &g["raw_logits"]) <= 1e-4);
+    let e = rel_err(&raw, &g["raw_logits"]);
+    assert!(e <= PARITY_TOL, "dream raw logits: relative error {e}");
 }
 
 #[test]
@@ -159,7 +164,8 @@ fn sdar_kv_cache_equals_full_forward() {
     let err = rel_err(&cached, &full);
     assert!(err <= 1e-5, "cached vs full forward: {err}");
     // And against the reference.
-    assert!(rel_err(&cached, &g["logits"]) <= 1e-4);
+    let e = rel_err(&cached, &g["logits"]);
+    assert!(e <= PARITY_TOL, "cached vs reference: {e}");
 }
 
 #[test]
@@ -183,12 +189,7 @@ fn inspect_reports_sources_of_special_ids() {
 
 #[test]
 fn published_sdar_4b_metadata_is_accepted() {
-    let dir =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/reference/published/SDAR-4B-Chat");
-    if !dir.exists() {
-        eprintln!("skipped: {} is not beside this checkout", dir.display());
-        return;
-    }
+    let dir = fixture("sdar-4b-chat-published");
     let (info, tok) = ModelInfo::inspect(&dir).unwrap();
     assert_eq!(info.config.family, unmask::model::Family::Sdar);
     assert_eq!(info.mask.value, 151669);

@@ -4,9 +4,10 @@ use std::ops::Range;
 use std::sync::atomic::AtomicBool;
 
 use unmask::error::Result;
+use unmask::model::Family;
 use unmask::sampler::denoiser::BlockLogits;
 use unmask::sampler::noise;
-use unmask::sampler::propose::{filtered_probs, propose, top_n};
+use unmask::sampler::propose::{filtered_probs, propose, score_probs, top_n};
 use unmask::sampler::schedule::{planned, select, Candidate};
 use unmask::sampler::{
     self, Denoiser, Layout, ModelFacts, SamplerParams, Schedule, Task, UnmaskRule,
@@ -25,6 +26,8 @@ struct Scripted {
     forwards: usize,
     eos_at: Option<usize>,
     calls: Vec<Range<usize>>,
+    /// The canvas each forward was given: the live canvas, seen from the model's side.
+    seen: Vec<Vec<u32>>,
 }
 
 impl Scripted {
@@ -33,6 +36,7 @@ impl Scripted {
             forwards: 0,
             eos_at: None,
             calls: Vec::new(),
+            seen: Vec::new(),
         }
     }
     fn want(&self, pos: usize) -> u32 {
@@ -48,9 +52,10 @@ impl Denoiser for Scripted {
     fn begin(&mut self, _canvas: &[u32], _layout: &Layout) -> Result<()> {
         Ok(())
     }
-    fn logits(&mut self, _canvas: &[u32], block: Range<usize>) -> Result<BlockLogits> {
+    fn logits(&mut self, canvas: &[u32], block: Range<usize>) -> Result<BlockLogits> {
         self.forwards += 1;
         self.calls.push(block.clone());
+        self.seen.push(canvas.to_vec());
         let mut data = vec![0f32; block.len() * V];
         for (r, pos) in block.clone().enumerate() {
             data[r * V + self.want(pos) as usize] = 8.0 - pos as f32 * 0.1;
@@ -291,6 +296,27 @@ fn stops_at_the_end_of_the_block_with_eos() {
     );
     assert_eq!(fin.tokens.len(), 8);
     assert!(!fin.text.contains("t14"), "text is cut at the stop token");
+    // That is SDAR's rule (block_diffusion_generate checks for a stop id after each block). LLaDA's
+    // and Dream's samplers never stop early: every block is decoded and the text is cut at the
+    // first stop token afterwards.
+    let full = SamplerParams {
+        stop_at_eos: false,
+        ..params
+    };
+    let mut den = Scripted::new();
+    den.eos_at = Some(1 + 5);
+    let trace = run(&full, &mut den, &[1]);
+    let fin = trace.finish.unwrap();
+    assert_eq!(fin.reason, FinishReason::Complete);
+    assert_eq!(fin.tokens.len(), 16);
+    assert_eq!(fin.tokens[5], EOS);
+    assert_eq!(
+        den.calls.last().map(|r| r.end),
+        Some(17),
+        "the last block was decoded"
+    );
+    let before: Vec<String> = (1..6).map(|p| format!("t{}", (p * 3) % 13)).collect();
+    assert_eq!(fin.text, before.join(" "));
 }
 
 #[test]
@@ -306,7 +332,8 @@ fn same_seed_same_trace_and_replay_reproduces_canvases() {
         stop_at_eos: false,
         ..Default::default()
     };
-    let a = run(&params, &mut Scripted::new(), &[1, 2]);
+    let mut live = Scripted::new();
+    let a = run(&params, &mut live, &[1, 2]);
     let b = run(&params, &mut Scripted::new(), &[1, 2]);
     let strip = |t: &Trace| {
         t.events
@@ -324,18 +351,29 @@ fn same_seed_same_trace_and_replay_reproduces_canvases() {
         &[1, 2],
     );
     assert_ne!(strip(&a), strip(&c), "another seed draws differently");
-    // Replaying the events reaches the final canvas, with no mask left.
-    let fin = a.tokens_at(a.len());
-    assert!(!fin.contains(&MASK));
-    assert_eq!(&fin[2..], &a.finish.as_ref().unwrap().tokens[..]);
-    // Save, load, compare.
+    assert!(
+        a.events.iter().any(|e| !e.reopened.is_empty()),
+        "the run re-opens tokens, so replay has revisions to get right"
+    );
+    // Saved and loaded back, the events rebuild every canvas the sampler held while it ran: the
+    // one each step's forward was given (step k's forward sees the canvas after k − 1 steps)...
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("run.jsonl");
     a.save(&path).unwrap();
     let back = Trace::load(&path).unwrap();
-    for k in 0..=a.len() {
-        assert_eq!(back.cells_at(k), a.cells_at(k), "canvas at step {k}");
+    assert_eq!(live.seen.len(), a.events.last().unwrap().nfe);
+    for e in &back.events {
+        assert_eq!(
+            back.tokens_at(e.index),
+            live.seen[e.nfe - 1],
+            "canvas before step {}",
+            e.index
+        );
     }
+    // ...and the one it finished with, with no mask left.
+    let fin = back.tokens_at(back.len());
+    assert!(!fin.contains(&MASK));
+    assert_eq!(&fin[2..], &a.finish.as_ref().unwrap().tokens[..]);
 }
 
 #[test]
@@ -483,4 +521,77 @@ fn corrupt_traces_name_the_line() {
         .unwrap_err()
         .to_string()
         .contains("no header"));
+}
+
+/// The probability vector each reference sampler computes from one position's logits before it
+/// draws or ranks (scripts/make_sampling_golden.py runs their own functions), against ours.
+#[test]
+fn filtered_distributions_match_the_references() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/sampling_golden.json");
+    let g: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).expect("golden file")).unwrap();
+    let rows: Vec<Vec<f32>> = serde_json::from_value(g["rows"].clone()).unwrap();
+    let cases = g["cases"].as_array().expect("cases");
+    let mut failures = Vec::new();
+    for c in cases {
+        let reference = c["reference"].as_str().unwrap();
+        let row = &rows[c["row"].as_u64().unwrap() as usize];
+        let t = c["temperature"].as_f64().unwrap() as f32;
+        let k = c["top_k"].as_u64().unwrap() as usize;
+        let p = c["top_p"].as_f64().unwrap() as f32;
+        let want: Vec<f32> = serde_json::from_value(c["probs"].clone()).unwrap();
+        let family = match reference {
+            "llada" => Family::Llada,
+            "dream" => Family::Dream,
+            _ => Family::Sdar,
+        };
+        // The family's preset picks the reference's filters.
+        let filters = SamplerParams::for_family(family, None, 32).filters;
+        let got = score_probs(filters, row, t, k, p);
+        let err = got
+            .iter()
+            .zip(&want)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
+        if err > 1e-6 {
+            failures.push(format!(
+                "{reference} row {} t={t} k={k} p={p}: max error {err}",
+                c["row"]
+            ));
+        }
+        if let Some(tok) = c.get("token").and_then(serde_json::Value::as_u64) {
+            let params = SamplerParams {
+                temperature: t,
+                top_k: k,
+                top_p: p,
+                filters,
+                ..Default::default()
+            };
+            let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
+            let prop = propose(row, &params, 999, None, &mut rng);
+            if u64::from(prop.token) != tok {
+                failures.push(format!(
+                    "{reference} row {}: greedy token {} vs {tok}",
+                    c["row"], prop.token
+                ));
+            }
+            if let Some(conf) = c.get("confidence").and_then(serde_json::Value::as_f64) {
+                if (f64::from(prop.prob) - conf).abs() > 1e-6 {
+                    failures.push(format!(
+                        "{reference} row {}: confidence {} vs {conf}",
+                        c["row"], prop.prob
+                    ));
+                }
+            }
+        }
+    }
+    assert!(cases.len() >= 45, "only {} cases", cases.len());
+    assert!(
+        failures.is_empty(),
+        "{} of {} cases differ:\n{}",
+        failures.len(),
+        cases.len(),
+        failures.join("\n")
+    );
 }

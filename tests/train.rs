@@ -39,6 +39,20 @@ fn tiny(out: PathBuf, stage1: usize, stage2: usize) -> TrainOptions {
     }
 }
 
+/// Rank of each token by how often `data` uses it (0 = most frequent).
+fn frequency_ranks(data: &[u32]) -> std::collections::HashMap<u32, usize> {
+    let mut counts: std::collections::HashMap<u32, usize> = std::collections::HashMap::new();
+    for &t in data {
+        *counts.entry(t).or_default() += 1;
+    }
+    let mut by: Vec<(u32, usize)> = counts.into_iter().collect();
+    by.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    by.into_iter()
+        .enumerate()
+        .map(|(i, (t, _))| (t, i))
+        .collect()
+}
+
 fn mean(xs: &[f32]) -> f32 {
     xs.iter().sum::<f32>() / xs.len() as f32
 }
@@ -77,6 +91,50 @@ fn training_lowers_the_loss_loads_generates_and_resumes() {
     )
     .unwrap();
     assert!(!trace.is_empty(), "generation took no step");
+    // What it generated: no mask left, and tokens the data uses often. 30 steps teach a tiny model
+    // the unigram statistics of its data; untrained weights pick tokens nearly uniformly from the
+    // 4096 (median frequency rank in the thousands).
+    let fin = trace.finish.as_ref().expect("finished");
+    assert!(
+        !fin.tokens.is_empty() && !fin.tokens.contains(&1),
+        "{:?}",
+        fin.tokens
+    );
+    assert_eq!(fin.text, model.decode(&fin.tokens));
+    let data = unmask::train::batch::load_tokens(
+        &[root().join("scripts")],
+        &root().join("assets/tokenizer.json"),
+    )
+    .unwrap();
+    let rank = frequency_ranks(&data);
+    let mut ranks: Vec<usize> = fin
+        .tokens
+        .iter()
+        .map(|t| rank.get(t).copied().unwrap_or(usize::MAX))
+        .collect();
+    ranks.sort_unstable();
+    let median = ranks[ranks.len() / 2];
+    eprintln!("generated {:?}: frequency ranks {ranks:?}", fin.text);
+    assert!(
+        median < 100,
+        "median frequency rank {median} of {:?} ({ranks:?})",
+        fin.text
+    );
+
+    // The resume file holds the step and the very weights of the loadable folder.
+    let resume = std::fs::read(out.join(unmask::train::RESUME_FILE)).unwrap();
+    let (_, meta) = safetensors::SafeTensors::read_metadata(&resume).unwrap();
+    let state: serde_json::Value =
+        serde_json::from_str(&meta.metadata().as_ref().unwrap()["train_state"]).unwrap();
+    assert_eq!(state["step"], 30);
+    let resume = safetensors::SafeTensors::deserialize(&resume).unwrap();
+    let weights = std::fs::read(out.join("model.safetensors")).unwrap();
+    let weights = safetensors::SafeTensors::deserialize(&weights).unwrap();
+    assert!(weights.len() > 10);
+    for (name, t) in weights.tensors() {
+        let r = resume.tensor(&format!("param.{name}")).unwrap();
+        assert_eq!(r.data(), t.data(), "{name}");
+    }
 
     // Resume from step 30 for 5 more steps.
     let mut more = tiny(out.clone(), 25, 10);

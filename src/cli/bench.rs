@@ -77,12 +77,7 @@ pub fn parse_setting(name: &str, gen_length: usize) -> anyhow::Result<SamplerPar
         ..SamplerParams::default()
     };
     if name == "ar" {
-        return Ok(SamplerParams {
-            block_size: 1,
-            steps: 1,
-            rule: UnmaskRule::LowConfidence,
-            ..base
-        });
+        return Ok(base.autoregressive());
     }
     let bad = || {
         anyhow::anyhow!(

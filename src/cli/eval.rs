@@ -111,14 +111,7 @@ pub fn settings(gen_length: usize) -> Vec<(String, SamplerParams)> {
         temperature: 0.0,
         ..Default::default()
     };
-    let mut v = vec![(
-        "AR (block 1, 1 step)".to_string(),
-        SamplerParams {
-            block_size: 1,
-            steps: 1,
-            ..base.clone()
-        },
-    )];
+    let mut v = vec![("AR (block 1, 1 step)".to_string(), base.autoregressive())];
     for steps in [8, 4, 2] {
         v.push((
             format!("block 8, {steps} steps"),

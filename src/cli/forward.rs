@@ -3,7 +3,6 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 
-use anyhow::Context;
 use clap::Args;
 
 use crate::model::{self, DiffusionModel};
@@ -43,10 +42,9 @@ pub fn run(args: &ForwardArgs) -> anyhow::Result<()> {
         "logits".to_string(),
         logits.to_device(&candle_core::Device::Cpu)?,
     );
-    let tmp = args.out.with_extension("safetensors.tmp");
-    candle_core::safetensors::save(&map, &tmp)
-        .with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, &args.out).with_context(|| format!("writing {}", args.out.display()))?;
+    crate::atomic::write(&args.out, |f| {
+        candle_core::safetensors::save(&map, f.path()).map_err(std::io::Error::other)
+    })?;
     eprintln!("wrote logits {:?} to {}", logits.dims(), args.out.display());
     Ok(())
 }

@@ -97,18 +97,13 @@ pub fn run(args: &GenerateArgs) -> anyhow::Result<()> {
     let stream = !args.json;
     // Streaming: print the generated text as blocks finish (each time the masks before the
     // first unfinished position are all resolved, the newly settled text is printed).
-    let mut canvas = header.initial.clone();
-    let (gen_start, gen_end, mask) = (header.gen_start, header.gen_end, header.mask_id);
+    let mut canvas = crate::trace::Canvas::initial(&header);
+    let (gen_start, gen_end) = (header.gen_start, header.gen_end);
     let stops = m.info.stops.value.clone();
     let mut printed = String::new();
     let mut stopped = false;
     let mut on_step = |e: &crate::trace::StepEvent| {
-        for r in &e.reopened {
-            canvas[r.pos] = mask;
-        }
-        for c in &e.commits {
-            canvas[c.pos] = c.token;
-        }
+        canvas.apply(e);
         if verbose {
             let toks: Vec<String> = e
                 .commits
@@ -125,11 +120,14 @@ pub fn run(args: &GenerateArgs) -> anyhow::Result<()> {
             );
         }
         if stream && !stopped {
-            let settled = canvas[gen_start..gen_end]
+            let settled = canvas.cells[gen_start..gen_end]
                 .iter()
-                .position(|&t| t == mask)
+                .position(|c| c.masked)
                 .map_or(gen_end, |i| gen_start + i);
-            let mut ids: Vec<u32> = canvas[gen_start..settled].to_vec();
+            let mut ids: Vec<u32> = canvas.cells[gen_start..settled]
+                .iter()
+                .map(|c| c.token)
+                .collect();
             if let Some(cut) = ids.iter().position(|t| stops.contains(t)) {
                 ids.truncate(cut);
                 stopped = true;

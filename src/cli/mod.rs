@@ -244,9 +244,10 @@ pub fn inspect(args: &InspectArgs) -> anyhow::Result<()> {
 pub fn replay(args: &ReplayArgs) -> anyhow::Result<()> {
     let trace = crate::trace::Trace::load(&args.trace)?;
     let h = &trace.header;
-    let show = |k: usize| {
-        let cells = trace.cells_at(k);
-        let text: String = cells[h.gen_start..h.gen_end]
+    let mut canvas = crate::trace::Canvas::initial(h);
+    let mut show = |k: usize| {
+        canvas.advance(&trace, k);
+        let text: String = canvas.cells[h.gen_start..h.gen_end]
             .iter()
             .map(|c| {
                 if c.masked {

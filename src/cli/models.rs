@@ -47,7 +47,7 @@ pub fn table() -> String {
     for p in presets::all() {
         let sp = p.sampler();
         s.push_str(&format!(
-            "| {} | {} | {:?} | {:.2} B | {} | {} | {} | gen {} · block {} · {} steps · {}{} · T {}{} |\n",
+            "| {} | {} | {:?} | {:.2} B | {} | {} | {} | gen {} · block {} · {} steps · {}{} · T {}{}{} |\n",
             p.key,
             p.hub_id,
             p.family,
@@ -62,6 +62,7 @@ pub fn table() -> String {
             if sp.rule == crate::sampler::UnmaskRule::Threshold { format!(" {}", sp.threshold) } else { String::new() },
             sp.temperature,
             if sp.top_p < 1.0 { format!(" · top-p {}", sp.top_p) } else { String::new() },
+            if sp.top_k > 0 { format!(" · top-k {}", sp.top_k) } else { String::new() },
         ));
     }
     s

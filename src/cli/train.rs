@@ -17,8 +17,8 @@ pub struct TrainArgs {
     pub data: Vec<PathBuf>,
     #[arg(long, default_value = "assets/tokenizer.json")]
     pub tokenizer: PathBuf,
-    /// Output folder: a loadable model folder plus train_state.json, optimizer.safetensors and
-    /// train_log.jsonl.
+    /// Output folder: a loadable model folder plus resume.safetensors (weights, Adam moments and
+    /// step, written atomically), train_state.json and train_log.jsonl.
     #[arg(long, default_value = "data/runs/candle")]
     pub out: PathBuf,
     /// Continue from a checkpoint folder written by an earlier run.

@@ -21,7 +21,7 @@ use super::{compare, explain, files, highlight, metrics, output, race, timeline}
 use crate::cli::GuiArgs;
 use crate::engine::{Command, Engine, Lane};
 use crate::model::{self, device, DiffusionModel};
-use crate::sampler::{ParamProblem, SamplerParams, UnmaskRule};
+use crate::sampler::{ParamProblem, SamplerParams};
 use crate::trace::{Cell, Edit};
 
 /// How long a frame may spend applying engine events before it draws.
@@ -572,13 +572,7 @@ impl PlaygroundApp {
             return;
         }
         let diffusion = self.settings.params.clone();
-        let ar = SamplerParams {
-            block_size: 1,
-            steps: 1,
-            rule: UnmaskRule::LowConfidence,
-            edit_noise: 0.0,
-            ..diffusion.clone()
-        };
+        let ar = diffusion.autoregressive();
         self.send_generate(Lane::RaceAr, ar);
         self.send_generate(Lane::RaceDiffusion, diffusion);
         self.settings.view = View::Race;

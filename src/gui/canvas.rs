@@ -6,7 +6,7 @@ use std::sync::Arc;
 use egui::{Color32, FontId, Rect, Sense, Stroke, StrokeKind, Vec2};
 
 use super::colors::{self, ColorMode, Scale};
-use crate::trace::{Cell, Trace};
+use crate::trace::{Canvas, Cell, Trace};
 
 /// One tile of the laid-out canvas, in character units. A token containing newlines gives
 /// several tiles (one per line piece) that share a position.
@@ -152,7 +152,7 @@ impl CanvasCache {
             }
         };
         for e in &trace.events[from..cursor] {
-            trace.apply_step(&mut self.model.cells, e);
+            Canvas::apply_to(&mut self.model.cells, h.mask_id, e);
             for r in &e.reopened {
                 self.model.reopened.insert(r.pos, r.text.clone());
             }

@@ -1,6 +1,7 @@
-//! Reading and writing what the window shows: traces and PNG exports. Every write goes to a
-//! temporary file beside the target and is renamed over it, so a crash never leaves half a file.
+//! Reading and writing what the window shows: traces and PNG exports. Every write goes through
+//! [`crate::atomic`], so a crash never leaves half a file.
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use crate::trace::Trace;
@@ -18,22 +19,13 @@ pub fn save_trace(trace: &Trace, path: &Path) -> Result<(), String> {
 
 /// Writes a PNG atomically.
 pub fn save_png(img: &image::RgbaImage, path: &Path) -> Result<(), String> {
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let name = path
-        .file_name()
-        .and_then(|n| n.to_str())
-        .unwrap_or("export.png");
-    let tmp: PathBuf = dir.join(format!(".{name}.tmp-{}.png", std::process::id()));
-    let fail = |e: String| {
-        let _ = std::fs::remove_file(&tmp);
-        format!("Could not write {}: {e}", path.display())
-    };
-    img.save_with_format(&tmp, image::ImageFormat::Png)
-        .map_err(|e| fail(e.to_string()))?;
-    std::fs::rename(&tmp, path).map_err(|e| fail(e.to_string()))
+    crate::atomic::write(path, |f| {
+        let mut w = std::io::BufWriter::new(f.as_file_mut());
+        img.write_to(&mut w, image::ImageFormat::Png)
+            .map_err(std::io::Error::other)?;
+        w.flush()
+    })
+    .map_err(|e| format!("Could not write {e}"))
 }
 
 /// Writes the decoding as an animated PNG, atomically like the other exports.
@@ -44,25 +36,13 @@ pub fn save_apng(
     fps: u16,
     path: &Path,
 ) -> Result<(), String> {
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let name = path
-        .file_name()
-        .and_then(|n| n.to_str())
-        .unwrap_or("decoding.png");
-    let tmp: PathBuf = dir.join(format!(".{name}.tmp-{}.png", std::process::id()));
-    let fail = |e: String| {
-        let _ = std::fs::remove_file(&tmp);
-        format!("Could not write {}: {e}", path.display())
-    };
-    let f = std::fs::File::create(&tmp).map_err(|e| fail(e.to_string()))?;
-    let mut w = std::io::BufWriter::new(f);
-    super::canvas::write_apng(sheet, trace, mode, fps, &mut w).map_err(fail)?;
-    let f = w.into_inner().map_err(|e| fail(e.to_string()))?;
-    f.sync_all().map_err(|e| fail(e.to_string()))?;
-    std::fs::rename(&tmp, path).map_err(|e| fail(e.to_string()))
+    crate::atomic::write(path, |f| {
+        let mut w = std::io::BufWriter::new(f.as_file_mut());
+        super::canvas::write_apng(sheet, trace, mode, fps, &mut w)
+            .map_err(std::io::Error::other)?;
+        w.flush()
+    })
+    .map_err(|e| format!("Could not write {e}"))
 }
 
 /// Native dialogs; `None` when the user cancels.

@@ -120,7 +120,7 @@ impl ModelInfo {
             });
         }
         let stops = tokens::resolve_stops(&config, tok.as_ref(), &side, mask.value);
-        let bos = config.bos_token_id;
+        let bos = tokens::resolve_bos(&config, tok.as_ref(), &side);
         let chat_template = side.chat_template(folder);
         let (weight_files, stored_dtype) = match weights::weight_files(folder) {
             Ok(files) => {

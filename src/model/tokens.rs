@@ -138,6 +138,20 @@ impl SideFiles {
     }
 }
 
+/// The BOS id: `bos_token_id` in config.json, then in generation_config.json (where LLaDA keeps
+/// it), then the tokenizer_config's `bos_token` looked up in the tokenizer.
+pub fn resolve_bos(cfg: &ModelConfig, tok: Option<&Tokenizer>, side: &SideFiles) -> Option<u32> {
+    cfg.bos_token_id
+        .or_else(|| {
+            side.generation_config
+                .as_ref()
+                .and_then(|g| g.get("bos_token_id"))
+                .and_then(Value::as_u64)
+                .and_then(|id| u32::try_from(id).ok())
+        })
+        .or_else(|| tok?.token_to_id(&side.token_field("bos_token")?))
+}
+
 fn family_default_mask(family: Family) -> u32 {
     match family {
         Family::Llada => 126336,

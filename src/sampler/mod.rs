@@ -16,7 +16,7 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
 pub use denoiser::{Denoiser, Layout, ModelDenoiser};
-pub use params::{ParamProblem, SamplerParams, Schedule, UnmaskRule};
+pub use params::{Filters, ParamProblem, SamplerParams, Schedule, UnmaskRule};
 
 use crate::error::{Error, Result};
 use crate::trace::{

@@ -3,8 +3,9 @@
 //! **Edit noise rule.** At every step of a block except its last, each committed, non-prompt
 //! token of the active block is re-opened (set back to [MASK]) with probability
 //! `r_i = min(1, edit_noise · w_i / mean(w))`, where `w_i = 1 − p_i` and `p_i` is the probability
-//! the model now gives the token it holds (from the same forward the step used). The mean
-//! re-open rate is therefore `edit_noise`, concentrated on tokens the model finds least likely.
+//! the model now gives the token it holds (from the same forward the step used). While no
+//! `edit_noise · w_i / mean(w)` exceeds 1 the mean re-open rate is `edit_noise`, concentrated on
+//! tokens the model finds least likely; the `min(1, ·)` clip lowers it beyond that.
 //! Tokens committed in the current step are not eligible. Draws are made in position order.
 
 use rand::Rng;

@@ -80,6 +80,24 @@ impl Schedule {
     }
 }
 
+/// How logits become the distribution a step draws from and ranks on, as each reference does it.
+/// The orders differ only when top-k and top-p are both on; the scores differ only at
+/// temperature ≠ 0 (LLaDA).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, Hash)]
+#[serde(rename_all = "kebab-case")]
+pub enum Filters {
+    /// Temperature, then top-k, then top-p over what top-k kept; scores from that distribution
+    /// (SDAR's `sample_with_temperature_topk_topp`).
+    #[default]
+    TopKThenTopP,
+    /// Temperature, then top-p over the whole distribution, then top-k; scores from that
+    /// distribution (Dream's `sample_tokens`).
+    TopPThenTopK,
+    /// Draws as [`Filters::TopKThenTopP`], but scores come from the plain softmax at temperature 1
+    /// (LLaDA's `generate`, which has no top-k / top-p of its own).
+    PlainScores,
+}
+
 /// Every sampler knob.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
@@ -110,6 +128,8 @@ pub struct SamplerParams {
     /// Bidirectional models only: Fast-dLLM's approximate prefix cache, refreshed at each block.
     /// Off by default; the exact path recomputes the whole canvas every step.
     pub approx_cache: bool,
+    /// The reference's filter order and score distribution (set per family by `for_family`).
+    pub filters: Filters,
 }
 
 impl Default for SamplerParams {
@@ -129,6 +149,7 @@ impl Default for SamplerParams {
             edit_noise: 0.0,
             kv_cache: true,
             approx_cache: false,
+            filters: Filters::TopKThenTopP,
         }
     }
 }
@@ -170,6 +191,7 @@ impl SamplerParams {
                 SamplerParams {
                     block_size: b,
                     steps: b,
+                    filters: Filters::PlainScores,
                     ..base
                 }
             }
@@ -181,6 +203,9 @@ impl SamplerParams {
                 rule: UnmaskRule::Entropy,
                 schedule: Schedule::Timestep,
                 top_p: 0.95,
+                // transformers fills Dream's unset top_k with its default 50 (presets.rs).
+                top_k: 50,
+                filters: Filters::TopPThenTopK,
                 ..base
             },
             // SDAR: the trained block size (4 for the published chats), as many steps.
@@ -249,6 +274,19 @@ impl SamplerParams {
             }
         }
         v
+    }
+
+    /// Autoregressive decoding with these settings otherwise: one token per block and step
+    /// (the rule then has one candidate; low confidence names it), no edit noise. Length,
+    /// temperature, filters, seed and stopping are kept, so a comparison differs only in order.
+    pub fn autoregressive(&self) -> Self {
+        SamplerParams {
+            block_size: 1,
+            steps: 1,
+            rule: UnmaskRule::LowConfidence,
+            edit_noise: 0.0,
+            ..self.clone()
+        }
     }
 
     /// Steps in flight per block if every step commits its planned share.

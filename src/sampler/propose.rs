@@ -1,12 +1,14 @@
 //! Turning one position's logits into a proposed token and the scores every rule ranks on.
 //!
-//! Filter order: temperature → top-k → top-p (SDAR's order). With temperature 0 the token is the
-//! argmax (lowest id on ties) and probabilities are the plain softmax, filtered the same way.
-//! Scores come from the filtered distribution (as Dream and SDAR do).
+//! Filters as the reference of [`Filters`] does (SDAR: temperature → top-k → top-p; Dream:
+//! temperature → top-p → top-k; LLaDA: none of its own, scores from the plain softmax). With
+//! temperature 0 the token is the argmax (lowest id on ties) and probabilities are the softmax at
+//! temperature 1, filtered the same way. Scores come from the filtered distribution, as Dream
+//! and SDAR do, except for LLaDA.
 
 use rand::Rng;
 
-use super::params::{SamplerParams, UnmaskRule};
+use super::params::{Filters, SamplerParams, UnmaskRule};
 
 /// A proposal for one masked position.
 #[derive(Clone, Debug)]
@@ -22,9 +24,37 @@ pub struct Proposal {
     pub top: Vec<(u32, f32)>,
 }
 
-/// Softmax of `logits / t` with top-k / top-p filtering; returns probabilities (zeros where
-/// filtered) in f32, computed in f64 for stability.
+/// Softmax of `logits / t` with top-k then top-p filtering (SDAR's order); probabilities (zeros
+/// where filtered) in f32, computed in f64. See [`filtered_probs_with`].
 pub fn filtered_probs(logits: &[f32], temperature: f32, top_k: usize, top_p: f32) -> Vec<f32> {
+    filtered_probs_with(Filters::TopKThenTopP, logits, temperature, top_k, top_p)
+}
+
+/// The distribution a step ranks on and reports p(x̂) from, as the reference of `filters` does.
+pub fn score_probs(
+    filters: Filters,
+    logits: &[f32],
+    temperature: f32,
+    top_k: usize,
+    top_p: f32,
+) -> Vec<f32> {
+    match filters {
+        Filters::PlainScores => filtered_probs_with(filters, logits, 0.0, 0, 1.0),
+        _ => filtered_probs_with(filters, logits, temperature, top_k, top_p),
+    }
+}
+
+/// Softmax of `logits / t` (t = 1 at temperature 0) filtered in the references' way: top-k keeps
+/// every token tied with the k-th; top-p keeps a token while the (renormalised) mass before it is
+/// at most `top_p`, so the first always stays. [`Filters::PlainScores`] filters as
+/// [`Filters::TopKThenTopP`]. Computed in f64, returned in f32.
+pub fn filtered_probs_with(
+    filters: Filters,
+    logits: &[f32],
+    temperature: f32,
+    top_k: usize,
+    top_p: f32,
+) -> Vec<f32> {
     let t = if temperature > 0.0 {
         temperature as f64
     } else {
@@ -48,16 +78,38 @@ pub fn filtered_probs(logits: &[f32], temperature: f32, top_k: usize, top_p: f32
     if filter_k || filter_p {
         let mut order: Vec<usize> = (0..p.len()).collect();
         order.sort_by(|&a, &b| p[b].total_cmp(&p[a]).then(a.cmp(&b)));
-        let mut keep = if filter_k { top_k } else { p.len() };
-        if filter_p {
-            // Keep the smallest prefix whose mass reaches top_p (the first token always stays).
-            let mut acc = 0.0;
-            for (i, &idx) in order.iter().enumerate().take(keep) {
-                acc += p[idx];
-                if acc >= top_p as f64 {
-                    keep = i + 1;
+        // Kept tokens are always a prefix of `order`; each filter shortens it.
+        let by_k = |n: usize| {
+            let kth = p[order[top_k.min(n) - 1]];
+            order[..n].iter().take_while(|&&i| p[i] >= kth).count()
+        };
+        let by_p = |n: usize| {
+            let total: f64 = order[..n].iter().map(|&i| p[i]).sum();
+            let mut before = 0.0;
+            let mut keep = 0;
+            for &i in &order[..n] {
+                if keep > 0 && before / total > top_p as f64 {
                     break;
                 }
+                before += p[i];
+                keep += 1;
+            }
+            keep
+        };
+        let mut keep = p.len();
+        if filters == Filters::TopPThenTopK {
+            if filter_p {
+                keep = by_p(keep);
+            }
+            if filter_k {
+                keep = by_k(keep);
+            }
+        } else {
+            if filter_k {
+                keep = by_k(keep);
+            }
+            if filter_p {
+                keep = by_p(keep);
             }
         }
         let mut kept = vec![0.0; p.len()];
@@ -110,11 +162,16 @@ pub fn propose(
             return greedy_from_stats(logits, mask, st);
         }
     }
-    let probs = filtered_probs(logits, params.temperature, params.top_k, params.top_p);
+    let (t, k, p) = (params.temperature, params.top_k, params.top_p);
+    let probs = score_probs(params.filters, logits, t, k, p);
+    // LLaDA draws at the temperature but ranks on the plain softmax.
+    let tempered = (params.filters == Filters::PlainScores && t > 0.0)
+        .then(|| filtered_probs_with(params.filters, logits, t, k, p));
+    let draw_from = tempered.as_deref().unwrap_or(&probs);
     let mask = mask as usize;
     let allowed = |i: usize| i != mask;
     let token = if params.temperature > 0.0 {
-        let total: f64 = probs
+        let total: f64 = draw_from
             .iter()
             .enumerate()
             .filter(|&(i, _)| allowed(i))
@@ -123,11 +180,11 @@ pub fn propose(
         let u: f64 = rng.random::<f64>() * total;
         let mut acc = 0.0f64;
         let mut chosen = None;
-        for (i, &p) in probs.iter().enumerate() {
-            if p <= 0.0 || !allowed(i) {
+        for (i, &q) in draw_from.iter().enumerate() {
+            if q <= 0.0 || !allowed(i) {
                 continue;
             }
-            acc += p as f64;
+            acc += q as f64;
             chosen = Some(i);
             if u < acc {
                 break;

@@ -11,7 +11,8 @@
 //!   mask-based.
 //!
 //! Checkpoints are ordinary model folders (`model.safetensors`, `config.json`, tokenizer) plus
-//! `train_state.json` and `optimizer.safetensors`, so a run resumes exactly where it stopped.
+//! [`RESUME_FILE`] (weights, optimizer moments and step in one atomically written file), so a run
+//! resumes exactly where it stopped, and a readable `train_state.json`.
 
 pub mod batch;
 pub mod net;
@@ -26,6 +27,7 @@ use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::VarMap;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+use rand_distr::{Distribution, Normal};
 use serde::{Deserialize, Serialize};
 
 pub use net::NetConfig;
@@ -200,38 +202,42 @@ impl AdamW {
         Ok(())
     }
 
-    fn save(&self, file: &Path) -> candle_core::Result<()> {
-        let mut all = HashMap::new();
-        for (k, t) in &self.m {
-            all.insert(format!("m.{k}"), t.clone());
-        }
-        for (k, t) in &self.v {
-            all.insert(format!("v.{k}"), t.clone());
-        }
-        candle_core::safetensors::save(&all, file)
+    /// The moments as `m.<name>` and `v.<name>`, for the resume file.
+    fn moments(&self) -> impl Iterator<Item = (String, &Tensor)> {
+        let m = self.m.iter().map(|(k, t)| (format!("m.{k}"), t));
+        m.chain(self.v.iter().map(|(k, t)| (format!("v.{k}"), t)))
     }
 
-    fn load(&mut self, file: &Path, device: &Device) -> anyhow::Result<()> {
-        let all = candle_core::safetensors::load(file, device)
-            .with_context(|| format!("{}: reading optimizer moments", file.display()))?;
+    /// Takes the moments back from the resume file's tensors.
+    fn restore(&mut self, all: &HashMap<String, Tensor>, file: &Path) -> anyhow::Result<()> {
         for (name, var) in &self.vars {
             for (prefix, map) in [("m", &mut self.m), ("v", &mut self.v)] {
                 let key = format!("{prefix}.{name}");
-                let t = all
-                    .get(&key)
-                    .with_context(|| format!("{}: missing tensor `{key}`", file.display()))?;
-                anyhow::ensure!(
-                    t.dims() == var.dims(),
-                    "{}: tensor `{key}` has shape {:?}, the model needs {:?}",
-                    file.display(),
-                    t.dims(),
-                    var.dims()
-                );
-                map.insert(name.clone(), t.clone());
+                map.insert(name.clone(), resume_tensor(all, &key, var, file)?.clone());
             }
         }
         Ok(())
     }
+}
+
+/// A tensor of the resume file, checked against the parameter it belongs to.
+fn resume_tensor<'a>(
+    all: &'a HashMap<String, Tensor>,
+    key: &str,
+    var: &Var,
+    file: &Path,
+) -> anyhow::Result<&'a Tensor> {
+    let t = all
+        .get(key)
+        .with_context(|| format!("{}: missing tensor `{key}`", file.display()))?;
+    anyhow::ensure!(
+        t.dims() == var.dims(),
+        "{}: tensor `{key}` has shape {:?}, the model needs {:?}",
+        file.display(),
+        t.dims(),
+        var.dims()
+    );
+    Ok(t)
 }
 
 /// Linear warmup, then cosine from `peak` to `peak·min_frac` over `total` steps.
@@ -274,7 +280,12 @@ fn check(o: &TrainOptions) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Writes `dir` as a loadable model folder plus the resume files.
+/// What a resume reads: weights (`param.*`), Adam's moments (`m.*`, `v.*`) and the training
+/// state (metadata `train_state`) in one file, written atomically, so that a crash can never pair
+/// new weights with an old step or old moments.
+pub const RESUME_FILE: &str = "resume.safetensors";
+
+/// Writes `dir` as a loadable model folder plus the resume file and a readable `train_state.json`.
 fn save_checkpoint(
     dir: &Path,
     vm: &VarMap,
@@ -283,42 +294,79 @@ fn save_checkpoint(
     o: &TrainOptions,
 ) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("{}: creating", dir.display()))?;
-    let tmp = dir.join("model.safetensors.tmp");
-    vm.save(&tmp)
-        .with_context(|| format!("{}: writing weights", tmp.display()))?;
-    std::fs::rename(&tmp, dir.join("model.safetensors"))?;
-    let tmp = dir.join("optimizer.safetensors.tmp");
-    opt.save(&tmp)
-        .with_context(|| format!("{}: writing optimizer moments", tmp.display()))?;
-    std::fs::rename(&tmp, dir.join("optimizer.safetensors"))?;
+    let data = vm
+        .data()
+        .lock()
+        .map_err(|_| anyhow::anyhow!("parameter map lock poisoned"))?;
+    let params = data
+        .iter()
+        .map(|(k, v)| (format!("param.{k}"), v.as_tensor()));
+    let resume: Vec<(String, &Tensor)> = params.chain(opt.moments()).collect();
+    let meta = HashMap::from([("train_state".to_string(), serde_json::to_string(state)?)]);
+    crate::atomic::write(&dir.join(RESUME_FILE), |f| {
+        safetensors::serialize_to_file(resume, Some(meta), f.path()).map_err(std::io::Error::other)
+    })?;
+    let weights = data.iter().map(|(k, v)| (k.as_str(), v.as_tensor()));
+    crate::atomic::write(&dir.join("model.safetensors"), |f| {
+        safetensors::serialize_to_file(weights, None, f.path()).map_err(std::io::Error::other)
+    })?;
+    drop(data);
     let block = o
         .blocks
         .iter()
         .copied()
         .find(|&b| b == 8)
         .unwrap_or(o.blocks[0]);
-    std::fs::write(
-        dir.join("config.json"),
-        serde_json::to_string_pretty(&state.net.to_hf_json(block))?,
+    let json = |v: &serde_json::Value| serde_json::to_vec_pretty(v);
+    crate::atomic::write_bytes(
+        &dir.join("config.json"),
+        &json(&state.net.to_hf_json(block))?,
     )?;
     // The folder must carry its tokenizer to load like a downloaded checkpoint.
     if let Some(src_dir) = o.tokenizer.parent() {
         for name in ["tokenizer_config.json", "generation_config.json"] {
             let f = src_dir.join(name);
             if f.is_file() && f != dir.join(name) {
-                std::fs::copy(&f, dir.join(name)).with_context(|| format!("{}", f.display()))?;
+                copy_atomic(&f, &dir.join(name))?;
             }
         }
     }
     if o.tokenizer != dir.join("tokenizer.json") {
-        std::fs::copy(&o.tokenizer, dir.join("tokenizer.json"))
-            .with_context(|| format!("{}: copying the tokenizer", o.tokenizer.display()))?;
+        copy_atomic(&o.tokenizer, &dir.join("tokenizer.json"))?;
     }
-    std::fs::write(
-        dir.join("train_state.json"),
-        serde_json::to_string_pretty(state)?,
+    crate::atomic::write_bytes(
+        &dir.join("train_state.json"),
+        &serde_json::to_vec_pretty(state)?,
     )?;
     Ok(())
+}
+
+fn copy_atomic(from: &Path, to: &Path) -> anyhow::Result<()> {
+    let bytes = std::fs::read(from).with_context(|| format!("{}: reading", from.display()))?;
+    Ok(crate::atomic::write_bytes(to, &bytes)?)
+}
+
+/// Reads a checkpoint's resume file: the state, and every tensor by name.
+fn load_resume(dir: &Path) -> anyhow::Result<(TrainState, HashMap<String, Tensor>, PathBuf)> {
+    let file = dir.join(RESUME_FILE);
+    let bytes = std::fs::read(&file).with_context(|| {
+        format!(
+            "{}: cannot resume (the folder must be a checkpoint written by `unmask train`)",
+            file.display()
+        )
+    })?;
+    let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes)
+        .map_err(|e| anyhow::anyhow!("{}: not a safetensors file: {e}", file.display()))?;
+    let state = meta
+        .metadata()
+        .as_ref()
+        .and_then(|m| m.get("train_state"))
+        .with_context(|| format!("{}: no `train_state` in the metadata", file.display()))?;
+    let state: TrainState = serde_json::from_str(state)
+        .with_context(|| format!("{}: `train_state` is not a training state", file.display()))?;
+    let tensors = candle_core::safetensors::load_buffer(&bytes, &Device::Cpu)
+        .with_context(|| format!("{}: reading tensors", file.display()))?;
+    Ok((state, tensors, file))
 }
 
 /// Redraws every matrix from N(0, 0.02) with a seeded RNG (candle's CPU RNG cannot be seeded),
@@ -331,18 +379,14 @@ fn init_weights(vm: &VarMap, seed: u64) -> anyhow::Result<()> {
     let mut names: Vec<&String> = data.keys().collect();
     names.sort();
     let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x5eed_1217);
+    let normal = Normal::new(0.0f32, 0.02).map_err(|e| anyhow::anyhow!("{e}"))?;
     for name in names {
         let var = &data[name];
         if var.rank() < 2 {
             continue;
         }
-        // Box–Muller: two uniforms give one standard normal.
         let vals: Vec<f32> = (0..var.elem_count())
-            .map(|_| {
-                let u1: f64 = rng.random::<f64>().max(1e-12);
-                let u2: f64 = rng.random();
-                (0.02 * (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()) as f32
-            })
+            .map(|_| normal.sample(&mut rng))
             .collect();
         var.set(&Tensor::from_vec(vals, var.dims(), var.device())?)?;
     }
@@ -365,13 +409,9 @@ fn pick_block(o: &TrainOptions, rng: &mut impl Rng) -> usize {
 pub fn train(o: &TrainOptions) -> anyhow::Result<Vec<StepLog>> {
     check(o)?;
     let device = Device::Cpu;
-    let mut state = match &o.resume {
-        Some(dir) => {
-            let f = dir.join("train_state.json");
-            let s = std::fs::read_to_string(&f).with_context(|| format!("{}", f.display()))?;
-            serde_json::from_str::<TrainState>(&s)
-                .with_context(|| format!("{}: not a training state", f.display()))?
-        }
+    let resume = o.resume.as_deref().map(load_resume).transpose()?;
+    let mut state = match &resume {
+        Some((state, _, _)) => state.clone(),
         None => TrainState {
             step: 0,
             tokens: 0,
@@ -401,12 +441,11 @@ pub fn train(o: &TrainOptions) -> anyhow::Result<Vec<StepLog>> {
         init_weights(&vm, state.seed)?;
     }
     let mut opt = AdamW::new(&vm, o.weight_decay)?;
-    if let Some(dir) = &o.resume {
-        let f = dir.join("model.safetensors");
-        let mut vm2 = vm.clone();
-        vm2.load(&f)
-            .with_context(|| format!("{}: loading weights", f.display()))?;
-        opt.load(&dir.join("optimizer.safetensors"), &device)?;
+    if let Some((_, tensors, file)) = &resume {
+        for (name, var) in &opt.vars {
+            var.set(resume_tensor(tensors, &format!("param.{name}"), var, file)?)?;
+        }
+        opt.restore(tensors, file)?;
         opt.t = state.adam_t;
     }
 

@@ -1,0 +1,84 @@
+//! The one way this program writes a file it may be asked to read back: into a temporary file
+//! beside the target, flushed to disk, renamed over the target, and the folder flushed too. A
+//! crash or a full disk leaves either the old file or the new one, never half of one.
+
+use std::io::Write;
+use std::path::Path;
+
+use tempfile::NamedTempFile;
+
+use crate::error::{Error, Result};
+
+/// Writes `path` atomically; `fill` writes the contents into the temporary file (through
+/// `as_file_mut()`, or by its `path()` for writers that only take a path). On any error the
+/// temporary file is removed and `path` is left as it was.
+pub fn write(
+    path: &Path,
+    fill: impl FnOnce(&mut NamedTempFile) -> std::io::Result<()>,
+) -> Result<()> {
+    let dir = folder_of(path);
+    let io = |e: std::io::Error| Error::io(path, e);
+    let mut tmp = NamedTempFile::new_in(dir).map_err(io)?;
+    fill(&mut tmp).map_err(io)?;
+    // Writers that went by path wrote through another handle; sync_all reaches the same inode.
+    tmp.as_file_mut().flush().map_err(io)?;
+    tmp.as_file().sync_all().map_err(io)?;
+    tmp.persist(path).map_err(|e| io(e.error))?;
+    sync_folder(dir).map_err(io)
+}
+
+/// Writes `bytes` to `path` atomically.
+pub fn write_bytes(path: &Path, bytes: &[u8]) -> Result<()> {
+    write(path, |f| f.write_all(bytes))
+}
+
+/// The folder a file lives in (`.` for a bare name).
+fn folder_of(path: &Path) -> &Path {
+    path.parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
+}
+
+/// Makes a rename in `dir` durable: the new name is in the folder's own data only once the
+/// folder is flushed. Windows has no handle on a folder to flush; its rename is durable enough.
+#[cfg(unix)]
+fn sync_folder(dir: &Path) -> std::io::Result<()> {
+    std::fs::File::open(dir)?.sync_all()
+}
+
+#[cfg(not(unix))]
+fn sync_folder(_dir: &Path) -> std::io::Result<()> {
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replaces_whole_or_not_at_all() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("a.txt");
+        write_bytes(&p, b"first").unwrap();
+        write_bytes(&p, b"second").unwrap();
+        assert_eq!(std::fs::read(&p).unwrap(), b"second");
+        let err = write(&p, |f| {
+            f.write_all(b"half")?;
+            Err(std::io::Error::other("disk full"))
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("a.txt") && err.contains("disk full"), "{err}");
+        assert_eq!(std::fs::read(&p).unwrap(), b"second");
+        // No temporary file is left behind.
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn path_writers_land_too() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("b.bin");
+        write(&p, |f| std::fs::write(f.path(), b"by path")).unwrap();
+        assert_eq!(std::fs::read(&p).unwrap(), b"by path");
+    }
+}
