@@ -211,8 +211,7 @@ fn generate(
     cancel: &AtomicBool,
     emit: &dyn Fn(Event),
 ) {
-    let prepared = session::to_task(m, task, chat)
-        .and_then(|t| session::prepare(m, &t, params, &task.prompt_text(), device));
+    let prepared = session::prepare_text(m, task, chat, params, device);
     let header = match prepared {
         Ok(h) => h,
         Err(e) => {

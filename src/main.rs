@@ -22,6 +22,7 @@ fn main() {
         Command::Bench(a) => cli::bench::run(&a),
         Command::MakeRandomCheckpoint(a) => cli::bench::make_random_checkpoint(&a),
         Command::Train(a) => cli::train::run(&a),
+        Command::SelfTrain(a) => cli::self_train::run(&a),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

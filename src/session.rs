@@ -97,6 +97,45 @@ pub fn to_task(model: &DiffusionModel, t: &TextTask, chat: bool) -> Result<Task>
     })
 }
 
+/// Backs the prompt (or infill prefix) of `task` off its trailing partial token(s) and returns
+/// what was removed with the constraint for the first generated position (see
+/// `sampler::heal`). Repair tasks are left alone: their code is given, not continued.
+pub fn heal_task(model: &DiffusionModel, task: &mut Task) -> Option<sampler::heal::Heal> {
+    let ids = match task {
+        Task::Complete { prompt } => prompt,
+        Task::Infill { prefix, .. } => prefix,
+        Task::Repair { .. } => return None,
+    };
+    let mut excluded = vec![model.mask_id()];
+    excluded.extend(&model.info.stops.value);
+    excluded.extend(model.info.bos);
+    let h = sampler::heal::plan(ids, model.vocab_texts(), &excluded)?;
+    ids.truncate(ids.len() - h.removed.len());
+    Some(h)
+}
+
+/// Text task → trace header, healing the prompt when `params.heal` asks for it. A prompt rendered
+/// through a chat template is not healed: it ends with the template's own assistant header,
+/// a boundary the model was trained on, and the user's trailing whitespace sits inside it.
+pub fn prepare_text(
+    model: &DiffusionModel,
+    task: &TextTask,
+    chat: bool,
+    params: &SamplerParams,
+    device: &str,
+) -> Result<TraceHeader> {
+    let mut t = to_task(model, task, chat)?;
+    let templated = chat && model.info.chat_template.is_some();
+    let heal = if params.heal && !templated {
+        heal_task(model, &mut t)
+    } else {
+        None
+    };
+    with_facts(model, device, |m| {
+        sampler::prepare_healed(&t, heal, params, &task.prompt_text(), m)
+    })
+}
+
 /// Runs `f` with the sampler's view of `model`.
 pub fn with_facts<R>(model: &DiffusionModel, device: &str, f: impl FnOnce(&ModelFacts) -> R) -> R {
     let text = |id: u32| model.token_text(id);
@@ -149,7 +188,7 @@ pub fn run(
     })
 }
 
-/// Prepare and run in one go.
+/// Prepare (healing text prompts as `params.heal` says) and run in one go.
 pub fn generate(
     model: &DiffusionModel,
     task: &TextTask,
@@ -159,7 +198,6 @@ pub fn generate(
     cancel: &AtomicBool,
     on_step: &mut dyn FnMut(&StepEvent),
 ) -> Result<Trace> {
-    let t = to_task(model, task, chat)?;
-    let header = prepare(model, &t, params, &task.prompt_text(), device)?;
+    let header = prepare_text(model, task, chat, params, device)?;
     run(model, header, device, cancel, on_step)
 }

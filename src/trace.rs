@@ -48,6 +48,10 @@ pub struct TraceHeader {
     pub gen_start: usize,
     pub gen_end: usize,
     pub device: String,
+    /// Prompt-boundary healing: the prompt tokens backed off (already absent from `initial`) and
+    /// the tokens allowed at `gen_start`. None: the prompt was used as given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub heal: Option<crate::sampler::heal::Heal>,
     /// Set when this run is a fork: decoding went on from another run's canvas after edits by
     /// hand (its `initial` already holds them), so replaying the file reproduces the fork.
     #[serde(default, skip_serializing_if = "Option::is_none")]

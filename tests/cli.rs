@@ -122,6 +122,104 @@ fn bad_input_fails_with_a_message_not_a_panic() {
     assert!(!err.contains("panicked"));
 }
 
+/// Runs unmask in `dir` (relative default paths resolve there).
+fn unmask_in(dir: &Path, args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_unmask"))
+        .current_dir(dir)
+        .args(args)
+        .output()
+        .expect("running unmask");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into(),
+        String::from_utf8_lossy(&out.stderr).into(),
+    )
+}
+
+#[test]
+fn eval_runs_from_a_fresh_clone_without_the_heldout_split() {
+    // A folder laid out like a fresh clone: the shipped prompts, no data/corpus.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("assets")).unwrap();
+    std::fs::copy(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/eval_prompts.jsonl"),
+        dir.path().join("assets/eval_prompts.jsonl"),
+    )
+    .unwrap();
+    let (ok, out, err) = unmask_in(
+        dir.path(),
+        &[
+            "eval",
+            "--n-prompts",
+            "2",
+            "--gen-length",
+            "8",
+            "--settings",
+            "ar,b8-s2",
+        ],
+    );
+    assert!(ok, "{err}");
+    assert!(err.contains("data/corpus/heldout.jsonl not found"), "{err}");
+    assert!(
+        err.contains("skipping the masked section") && err.contains("skipping the repair section")
+    );
+    // Both prompt forms, both settings, healing on by default.
+    for row in [
+        "| newline | AR (block 1, 1 step) | on |",
+        "| stripped | block 8, 2 steps | on |",
+    ] {
+        assert!(out.contains(row), "{row} missing from\n{out}");
+    }
+    // An explicitly named held-out file that is missing is an error that names it.
+    let (ok, _, err) = unmask_in(dir.path(), &["eval", "--heldout", "nope.jsonl"]);
+    assert!(!ok && err.contains("nope.jsonl"), "{err}");
+    let (ok, _, err) = unmask_in(dir.path(), &["eval", "--forms", "typed"]);
+    assert!(!ok && err.contains("unknown form `typed`"), "{err}");
+}
+
+#[test]
+fn heal_and_repetition_flags() {
+    let (ok, out, err) = unmask(&[
+        "generate",
+        "--prompt",
+        "def fibonacci(n):\n",
+        "--gen-length",
+        "8",
+        "--json",
+    ]);
+    assert!(ok, "{err}");
+    assert!(err.contains("healed: backed off 1 token \"\\n\""), "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["params"]["heal"], true);
+    let (ok, _, err) = unmask(&[
+        "generate",
+        "--prompt",
+        "def fibonacci(n):\n",
+        "--gen-length",
+        "8",
+        "--no-heal",
+        "--no-repeat-ngram",
+        "3",
+        "--repetition-penalty",
+        "1.3",
+    ]);
+    assert!(ok && !err.contains("healed"), "{err}");
+    let (ok, _, err) = unmask(&["generate", "--prompt", "x", "--repetition-penalty", "0.5"]);
+    assert!(!ok && err.contains("repetition_penalty"), "{err}");
+    let (ok, _, err) = unmask(&["bench", "--repetition-penalty", "0"]);
+    assert!(!ok && err.contains("--repetition-penalty"), "{err}");
+    let (ok, _, err) = unmask(&[
+        "generate",
+        "--prompt",
+        "def f(x):",
+        "--suffix",
+        "    return y",
+        "--gen-length",
+        "8",
+    ]);
+    assert!(!ok && err.contains("block-causal"), "{err}");
+}
+
 #[cfg(feature = "gui")]
 #[test]
 fn gui_rejects_bad_launch_flags_before_opening_a_window() {

@@ -86,6 +86,10 @@ fn generate(h: &mut Harness<'_, PlaygroundApp>, gen: usize, block: usize, steps:
     set_number(h, "gen length", gen as f64);
     set_number(h, "block size", block as f64);
     set_number(h, "steps per block", steps as f64);
+    // The window's default rule is the confidence threshold (steps are then only an upper
+    // bound); this run checks the fixed step count, so use the scheduled rule.
+    h.state_mut().settings.params.rule = unmask::sampler::UnmaskRule::LowConfidence;
+    h.run_steps(1);
     // A stop token would leave later blocks masked; turn stopping off so the canvas fills up.
     if h.state().settings.params.stop_at_eos {
         h.get_by_label("stop at EOS").click();
@@ -346,6 +350,7 @@ fn synthetic_trace() -> Trace {
         gen_start: n_prompt,
         gen_end: n_prompt + n_gen,
         device: "cpu".into(),
+        heal: None,
         intervention: None,
     };
     let mut t = Trace::new(header);
@@ -569,6 +574,7 @@ fn long_trace(width: usize, steps: usize) -> Trace {
         gen_start: 1,
         gen_end: 1 + width,
         device: "cpu".into(),
+        heal: None,
         intervention: None,
     };
     let mut t = Trace::new(header);

@@ -523,6 +523,128 @@ fn corrupt_traces_name_the_line() {
         .contains("no header"));
 }
 
+/// Logits that always prefer token 5 (logit 8), then 6 (7), then 7 (6): greedy decoding loops.
+struct Looping;
+
+impl Denoiser for Looping {
+    fn begin(&mut self, _canvas: &[u32], _layout: &Layout) -> Result<()> {
+        Ok(())
+    }
+    fn logits(&mut self, _canvas: &[u32], block: Range<usize>) -> Result<BlockLogits> {
+        let mut data = vec![0f32; block.len() * V];
+        for r in 0..block.len() {
+            data[r * V + 5] = 8.0;
+            data[r * V + 6] = 7.0;
+            data[r * V + 7] = 6.0;
+        }
+        Ok(BlockLogits {
+            data,
+            vocab: V,
+            in_flight: block.len(),
+            forward_ms: 0.0,
+            stats: None,
+        })
+    }
+    fn end_block(&mut self, _block: Range<usize>) {}
+    fn forwards(&self) -> usize {
+        0
+    }
+}
+
+fn looped(p: &SamplerParams) -> Vec<u32> {
+    with_facts(|m| {
+        let header = sampler::prepare(&Task::Complete { prompt: vec![2, 3] }, p, "p", m).unwrap();
+        let t = sampler::decode(
+            header,
+            &mut Looping,
+            m,
+            &AtomicBool::new(false),
+            &mut |_| {},
+        )
+        .unwrap();
+        t.finish.unwrap().tokens
+    })
+}
+
+#[test]
+fn repetition_controls_break_a_greedy_loop_and_are_off_by_default() {
+    let ar = SamplerParams {
+        gen_length: 6,
+        block_size: 1,
+        steps: 1,
+        stop_at_eos: false,
+        ..Default::default()
+    };
+    assert_eq!(looped(&ar), vec![5; 6]);
+    // Penalty 2 halves a used token's logit once (per token, not per occurrence): 5 (8 → 4),
+    // then 6 (7 → 3.5), then 7 (6 → 3), then 5 is the best again.
+    let pen = looped(&SamplerParams {
+        repetition_penalty: 2.0,
+        ..ar.clone()
+    });
+    assert_eq!(pen, vec![5, 6, 7, 5, 5, 5]);
+    // No-repeat 2-grams: after "5 5", "5 6", "6 5"… each bigram appears once at most.
+    let ng = looped(&SamplerParams {
+        no_repeat_ngram: 2,
+        ..ar.clone()
+    });
+    let mut grams: Vec<(u32, u32)> = ng.windows(2).map(|w| (w[0], w[1])).collect();
+    let n = grams.len();
+    grams.sort_unstable();
+    grams.dedup();
+    assert_eq!(grams.len(), n, "{ng:?}");
+    assert_eq!(ng, vec![5, 5, 6, 5, 7, 5]);
+    let bad = SamplerParams {
+        repetition_penalty: 0.5,
+        ..ar
+    };
+    assert!(bad
+        .problems(2, None)
+        .iter()
+        .any(|p| p.field == "repetition_penalty"));
+}
+
+#[test]
+fn a_healed_first_position_only_takes_allowed_tokens() {
+    let p = SamplerParams {
+        gen_length: 4,
+        block_size: 4,
+        steps: 2,
+        stop_at_eos: false,
+        ..Default::default()
+    };
+    let heal = sampler::heal::Heal {
+        removed: vec![9],
+        text: "t9".into(),
+        allowed: vec![9, 11],
+    };
+    let t = with_facts(|m| {
+        let header = sampler::prepare_healed(
+            &Task::Complete { prompt: vec![2, 3] },
+            Some(heal.clone()),
+            &p,
+            "p",
+            m,
+        )
+        .unwrap();
+        assert_eq!(header.heal.as_ref(), Some(&heal));
+        sampler::decode(
+            header,
+            &mut Scripted::new(),
+            m,
+            &AtomicBool::new(false),
+            &mut |_| {},
+        )
+        .unwrap()
+    });
+    let fin = t.finish.unwrap();
+    // Scripted prefers (2·3) % 13 = 6 at position 2; the constraint forces 9 or 11 there.
+    assert!(heal.allowed.contains(&fin.tokens[0]), "{:?}", fin.tokens);
+    assert!(fin.tokens[1..] == [9, 12, 2]);
+    // The text continues the original prompt: the re-typed "t9" is cut from its front.
+    assert!(!fin.text.starts_with("t9"), "{}", fin.text);
+}
+
 /// The probability vector each reference sampler computes from one position's logits before it
 /// draws or ranks (scripts/make_sampling_golden.py runs their own functions), against ours.
 #[test]

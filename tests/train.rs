@@ -100,7 +100,10 @@ fn training_lowers_the_loss_loads_generates_and_resumes() {
         "{:?}",
         fin.tokens
     );
-    assert_eq!(fin.text, model.decode(&fin.tokens));
+    // A healed prompt's first token re-types the backed-off newline; the text continues the
+    // prompt as typed, so it lacks that prefix.
+    let healed = trace.header.heal.as_ref().map_or("", |h| h.text.as_str());
+    assert_eq!(format!("{healed}{}", fin.text), model.decode(&fin.tokens));
     let data = unmask::train::batch::load_tokens(
         &[root().join("scripts")],
         &root().join("assets/tokenizer.json"),

@@ -44,6 +44,12 @@ pub struct BenchArgs {
     /// Disable the key/value cache.
     #[arg(long)]
     pub no_cache: bool,
+    /// Repetition penalty for every setting (1 = off): its cost per step shows in the timings.
+    #[arg(long, default_value_t = 1.0)]
+    pub repetition_penalty: f32,
+    /// No-repeat n-gram size for every setting (0 = off).
+    #[arg(long, default_value_t = 0)]
+    pub no_repeat_ngram: usize,
     /// Write the results as JSON here.
     #[arg(long)]
     pub json: Option<PathBuf>,
@@ -159,12 +165,20 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
                     s.clone(),
                     SamplerParams {
                         kv_cache: !args.no_cache,
+                        repetition_penalty: args.repetition_penalty,
+                        no_repeat_ngram: args.no_repeat_ngram,
                         ..p
                     },
                 )
             })
         })
         .collect::<anyhow::Result<_>>()?;
+    if let Some(p) = settings
+        .first()
+        .and_then(|(_, p)| p.problems(0, None).into_iter().next())
+    {
+        anyhow::bail!("--{}: {}", p.field.replace('_', "-"), p.message);
+    }
     eprintln!(
         "{}: {} parameters, {:?} on {}, loaded in {:.1} s; prompt {} tokens, gen {}",
         folder.display(),

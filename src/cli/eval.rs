@@ -31,7 +31,7 @@ pub struct EvalArgs {
     #[arg(long)]
     pub compare: Option<String>,
     /// Held-out split: JSON Lines with a `text` field per file.
-    #[arg(long, default_value = "data/corpus/heldout.jsonl")]
+    #[arg(long, default_value = DEFAULT_HELDOUT)]
     pub heldout: PathBuf,
     /// Held-out prompts: JSON Lines with a `prefix` field.
     #[arg(long, default_value = "assets/eval_prompts.jsonl")]
@@ -59,7 +59,31 @@ pub struct EvalArgs {
     /// Skip sections: any of masked, validity, repair.
     #[arg(long, value_delimiter = ',')]
     pub skip: Vec<String>,
+    /// Decoding settings of the validity section, in `unmask bench`'s syntax: `ar`, `bN-sK`
+    /// (block N, K steps), `bN-tX` (block N, threshold X). Greedy, stopping at end-of-text.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "ar,b8-s8,b8-s4,b8-s2,b32-t0.9,b32-t0.7"
+    )]
+    pub settings: Vec<String>,
+    /// Prompt forms: `newline` (each prefix + "\n", as people type a prompt) and `stripped` (the
+    /// prefix as stored, ending right after its last line's text).
+    #[arg(long, value_delimiter = ',', default_value = "newline,stripped")]
+    pub forms: Vec<String>,
+    /// Turn prompt-boundary healing off.
+    #[arg(long)]
+    pub no_heal: bool,
+    /// Repetition penalty for every setting (1 = off).
+    #[arg(long, default_value_t = 1.0)]
+    pub repetition_penalty: f32,
+    /// No-repeat n-gram size for every setting (0 = off).
+    #[arg(long, default_value_t = 0)]
+    pub no_repeat_ngram: usize,
 }
+
+/// The held-out split's default path: built by the corpus scripts, not committed.
+const DEFAULT_HELDOUT: &str = "data/corpus/heldout.jsonl";
 
 #[derive(Serialize, Debug)]
 pub struct MaskedResult {
@@ -72,6 +96,9 @@ pub struct MaskedResult {
 #[derive(Serialize, Debug)]
 pub struct SettingResult {
     pub name: String,
+    /// `newline` or `stripped` (see `EvalArgs::forms`).
+    pub form: String,
+    pub heal: bool,
     pub block_size: usize,
     pub steps: usize,
     pub rule: String,
@@ -103,46 +130,42 @@ pub struct EvalReport {
     pub repair: Vec<RepairResult>,
 }
 
-/// The decoding settings compared: autoregressive first.
-pub fn settings(gen_length: usize) -> Vec<(String, SamplerParams)> {
-    let base = SamplerParams {
-        gen_length,
-        stop_at_eos: true,
-        temperature: 0.0,
-        ..Default::default()
-    };
-    let mut v = vec![("AR (block 1, 1 step)".to_string(), base.autoregressive())];
-    for steps in [8, 4, 2] {
-        v.push((
-            format!("block 8, {steps} steps"),
-            SamplerParams {
-                block_size: 8,
-                steps,
-                ..base.clone()
-            },
-        ));
+/// A readable name for a setting key (`ar`, `b8-s4`, `b32-t0.7`).
+pub fn setting_name(key: &str, p: &SamplerParams) -> String {
+    if key == "ar" {
+        return "AR (block 1, 1 step)".into();
     }
-    v.push((
-        "block 32, threshold 0.9".to_string(),
-        SamplerParams {
-            block_size: 32,
-            steps: 32,
-            rule: UnmaskRule::Threshold,
-            threshold: 0.9,
-            ..base.clone()
-        },
-    ));
-    v.push((
-        "block 32, threshold 0.7".to_string(),
-        SamplerParams {
-            block_size: 32,
-            steps: 32,
-            rule: UnmaskRule::Threshold,
-            threshold: 0.7,
-            ..base
-        },
-    ));
-    v
+    match p.rule {
+        UnmaskRule::Threshold => format!("block {}, threshold {}", p.block_size, p.threshold),
+        _ => format!("block {}, {} steps", p.block_size, p.steps),
+    }
+}
+
+/// The decoding settings compared (greedy, stopping at end-of-text), in the order given.
+pub fn settings(
+    keys: &[String],
+    gen_length: usize,
+) -> anyhow::Result<Vec<(String, SamplerParams)>> {
+    keys.iter()
+        .map(|k| {
+            let p = super::bench::parse_setting(k, gen_length)?;
+            let p = SamplerParams {
+                stop_at_eos: true,
+                ..p
+            };
+            Ok((setting_name(k, &p), p))
+        })
+        .collect()
+}
+
+/// A held-out prompt in the requested form: `newline` appends the line break a person types
+/// before asking for the next line; `stripped` keeps the stored prefix.
+pub fn prompt_form(prefix: &str, form: &str) -> anyhow::Result<String> {
+    match form {
+        "newline" => Ok(format!("{}\n", prefix.trim_end_matches('\n'))),
+        "stripped" => Ok(prefix.trim_end_matches('\n').to_string()),
+        _ => anyhow::bail!("--forms: unknown form `{form}`; one of: newline, stripped"),
+    }
 }
 
 fn read_jsonl(path: &Path, field: &str) -> anyhow::Result<Vec<String>> {
@@ -176,7 +199,37 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<()> {
         model: args.model.clone(),
         ..Default::default()
     };
-    let skip = |s: &str| args.skip.iter().any(|x| x == s);
+    let mut skip_list = args.skip.clone();
+    if !args.heldout.exists() && args.heldout == Path::new(DEFAULT_HELDOUT) {
+        // A fresh clone has the prompts (assets/) but not the held-out split (built by the corpus
+        // scripts, too large to commit): run what needs only the prompts and say what was skipped.
+        for s in ["masked", "repair"] {
+            if !skip_list.iter().any(|x| x == s) {
+                eprintln!(
+                    "{DEFAULT_HELDOUT} not found (build it with scripts/build_corpus.py, or pass \
+                     --heldout FILE): skipping the {s} section"
+                );
+                skip_list.push(s.to_string());
+            }
+        }
+    }
+    let skip = |s: &str| skip_list.iter().any(|x| x == s);
+    let sets = settings(&args.settings, args.gen_length)?;
+    for f in &args.forms {
+        prompt_form("", f)?;
+    }
+    let tuned = |p: &SamplerParams| SamplerParams {
+        heal: !args.no_heal,
+        repetition_penalty: args.repetition_penalty,
+        no_repeat_ngram: args.no_repeat_ngram,
+        ..p.clone()
+    };
+    if let Some(p) = sets
+        .first()
+        .and_then(|(_, p)| tuned(p).problems(0, None).into_iter().next())
+    {
+        anyhow::bail!("--{}: {}", p.field.replace('_', "-"), p.message);
+    }
     if !skip("masked") {
         let texts = read_jsonl(&args.heldout, "text")?;
         for ratio in [0.15f32, 0.5, 0.9] {
@@ -189,21 +242,28 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<()> {
         }
     }
     if !skip("validity") {
-        let prompts: Vec<String> = read_jsonl(&args.prompts, "prefix")?
+        let prefixes: Vec<String> = read_jsonl(&args.prompts, "prefix")?
             .into_iter()
             .take(args.n_prompts)
             .collect();
-        for (name, params) in settings(args.gen_length) {
-            let r = validity(&m, &prompts, &name, &params, &args.device)?;
-            eprintln!(
-                "{name}: valid {}/{} ({:.0}%), {:.1} tokens/s, {:.2} tokens/forward",
-                r.valid,
-                r.total,
-                r.validity * 100.0,
-                r.tokens_per_second,
-                r.tokens_per_forward
-            );
-            report.settings.push(r);
+        for form in &args.forms {
+            let prompts = prefixes
+                .iter()
+                .map(|p| prompt_form(p, form))
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            for (name, params) in &sets {
+                let mut r = validity(&m, &prompts, name, &tuned(params), &args.device)?;
+                r.form = form.clone();
+                eprintln!(
+                    "{form} / {name}: valid {}/{} ({:.0}%), {:.1} tokens/s, {:.2} tokens/forward",
+                    r.valid,
+                    r.total,
+                    r.validity * 100.0,
+                    r.tokens_per_second,
+                    r.tokens_per_forward
+                );
+                report.settings.push(r);
+            }
         }
     }
     if !skip("repair") {
@@ -354,6 +414,8 @@ pub fn validity(
     let valid = verdicts.iter().filter(|&&v| v).count();
     Ok(SettingResult {
         name: name.to_string(),
+        form: String::new(),
+        heal: params.heal,
         block_size: params.block_size,
         steps: params.steps,
         rule: params.rule.name().to_string(),
@@ -395,7 +457,7 @@ for c in json.load(sys.stdin):
 json.dump(out, sys.stdout)
 "#;
 
-fn judge(cases: &[serde_json::Value]) -> anyhow::Result<Vec<bool>> {
+pub fn judge(cases: &[serde_json::Value]) -> anyhow::Result<Vec<bool>> {
     let mut child = std::process::Command::new("python3")
         .arg("-c")
         .arg(JUDGE)
@@ -495,11 +557,13 @@ pub fn markdown(r: &EvalReport) -> String {
         s += "\n";
     }
     if !r.settings.is_empty() {
-        s += "| setting | valid | tokens/s | tokens/forward | forwards |\n|---|---|---|---|---|\n";
+        s += "| prompts | setting | heal | valid | tokens/s | tokens/forward | forwards |\n|---|---|---|---|---|---|---|\n";
         for x in &r.settings {
             s += &format!(
-                "| {} | {}/{} ({:.0}%) | {:.1} | {:.2} | {} |\n",
+                "| {} | {} | {} | {}/{} ({:.0}%) | {:.1} | {:.2} | {} |\n",
+                x.form,
                 x.name,
+                if x.heal { "on" } else { "off" },
                 x.valid,
                 x.total,
                 x.validity * 100.0,

@@ -57,41 +57,36 @@ pub fn run(args: &GenerateArgs) -> anyhow::Result<()> {
     let m = DiffusionModel::load(&folder, dtype, &device)?;
     let params = args.sampler.params(m.family(), m.info.config.block_size);
     let prompt_text = args.prompt.clone().unwrap_or_default();
-    let task = if let Some(ids) = &args.prompt_ids {
-        Task::Complete {
+    let header = if let Some(ids) = &args.prompt_ids {
+        // Ids are used exactly as given (reference parity): no healing.
+        let task = Task::Complete {
             prompt: ids.clone(),
-        }
-    } else if let Some(path) = &args.repair {
-        let code = std::fs::read_to_string(path)
-            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-        session::to_task(
-            &m,
-            &session::TextTask::Repair {
+        };
+        session::prepare(&m, &task, &params, &prompt_text, &args.device)?
+    } else {
+        let task = if let Some(path) = &args.repair {
+            let code = std::fs::read_to_string(path)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+            session::TextTask::Repair {
                 prompt: prompt_text.clone(),
                 code,
                 budget: args.budget,
-            },
-            args.chat,
-        )?
-    } else if let Some(suffix) = &args.suffix {
-        session::to_task(
-            &m,
-            &session::TextTask::Infill {
+            }
+        } else if let Some(suffix) = &args.suffix {
+            session::TextTask::Infill {
                 prefix: prompt_text.clone(),
                 suffix: suffix.clone(),
-            },
-            args.chat,
-        )?
-    } else {
-        session::to_task(
-            &m,
-            &session::TextTask::Complete {
+            }
+        } else {
+            session::TextTask::Complete {
                 prompt: prompt_text.clone(),
-            },
-            args.chat,
-        )?
+            }
+        };
+        session::prepare_text(&m, &task, args.chat, &params, &args.device)?
     };
-    let header = session::prepare(&m, &task, &params, &prompt_text, &args.device)?;
+    if let Some(h) = &header.heal {
+        eprintln!("{}", h.describe());
+    }
     let cancel = AtomicBool::new(false);
     let verbose = args.verbose;
     let stream = !args.json;
@@ -100,6 +95,7 @@ pub fn run(args: &GenerateArgs) -> anyhow::Result<()> {
     let mut canvas = crate::trace::Canvas::initial(&header);
     let (gen_start, gen_end) = (header.gen_start, header.gen_end);
     let stops = m.info.stops.value.clone();
+    let heal = header.heal.clone();
     let mut printed = String::new();
     let mut stopped = false;
     let mut on_step = |e: &crate::trace::StepEvent| {
@@ -133,6 +129,10 @@ pub fn run(args: &GenerateArgs) -> anyhow::Result<()> {
                 stopped = true;
             }
             let text = m.decode(&ids);
+            let text = match &heal {
+                Some(h) => h.continuation(&text).to_string(),
+                None => text,
+            };
             if text.len() > printed.len()
                 && text.starts_with(&printed)
                 && text.is_char_boundary(printed.len())

@@ -6,6 +6,7 @@ pub mod eval;
 pub mod forward;
 pub mod generate;
 pub mod models;
+pub mod self_train;
 pub mod train;
 
 use clap::{Args, Parser, Subcommand};
@@ -47,6 +48,9 @@ pub enum Command {
     MakeRandomCheckpoint(bench::MakeRandomArgs),
     /// Train (or resume) the block-diffusion model in candle on the CPU.
     Train(train::TrainArgs),
+    /// Fine-tune a checkpoint on its own decoding: constrained-order training or on-policy
+    /// step reduction (Seed Diffusion's later stages).
+    SelfTrain(self_train::SelfTrainArgs),
 }
 
 /// The window's flags: the model and sampler flags of `generate` (a flag left out keeps the
@@ -145,6 +149,16 @@ pub struct SamplerFlags {
     /// Bidirectional models: use the approximate prefix cache (Fast-dLLM), refreshed per block.
     #[arg(long)]
     pub approx_cache: bool,
+    /// Use a text prompt exactly as tokenized (no prompt-boundary healing of its trailing
+    /// newline / partial token).
+    #[arg(long)]
+    pub no_heal: bool,
+    /// Repetition penalty on tokens already generated (1 = off; e.g. 1.2).
+    #[arg(long)]
+    pub repetition_penalty: Option<f32>,
+    /// Never repeat an n-gram of this many tokens (0 = off; e.g. 8 for code).
+    #[arg(long)]
+    pub no_repeat_ngram: Option<usize>,
 }
 
 fn parse_rule(s: &str) -> Result<UnmaskRule, String> {
@@ -226,6 +240,15 @@ impl SamplerFlags {
         }
         if self.approx_cache {
             p.approx_cache = true;
+        }
+        if self.no_heal {
+            p.heal = false;
+        }
+        if let Some(v) = self.repetition_penalty {
+            p.repetition_penalty = v;
+        }
+        if let Some(v) = self.no_repeat_ngram {
+            p.no_repeat_ngram = v;
         }
     }
 }

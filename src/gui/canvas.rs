@@ -322,6 +322,15 @@ pub fn show(ui: &mut egui::Ui, v: &CanvasView) -> CanvasResponse {
             font.clone(),
             text_color,
         );
+        if pos == h.gen_start && h.heal.is_some() {
+            // The healed position: a corner mark at the bottom left (its tooltip says why).
+            let c = rect.left_bottom();
+            painter.add(egui::Shape::convex_polygon(
+                vec![c, c + Vec2::new(0.0, -6.0), c + Vec2::new(6.0, 0.0)],
+                colors::ACTIVE_BLOCK,
+                Stroke::NONE,
+            ));
+        }
         if cell.revisions > 0 && !cell.masked {
             let c = rect.right_top();
             painter.add(egui::Shape::convex_polygon(
@@ -348,7 +357,17 @@ pub fn show(ui: &mut egui::Ui, v: &CanvasView) -> CanvasResponse {
     let clicked = if resp.clicked() { hovered } else { None };
     if let Some(pos) = hovered {
         if let Some(cell) = m.cells.get(pos) {
-            resp.on_hover_ui_at_pointer(|ui| tooltip(ui, pos, cell, m.reopened.get(&pos)));
+            let heal = h.heal.as_ref().filter(|_| pos == h.gen_start);
+            resp.on_hover_ui_at_pointer(|ui| {
+                tooltip(ui, pos, cell, m.reopened.get(&pos));
+                if let Some(hl) = heal {
+                    ui.separator();
+                    ui.label(format!(
+                        "healed prompt end: the prompt's last {:?} was backed off; this token must start with it",
+                        hl.text
+                    ));
+                }
+            });
         }
     }
     CanvasResponse { hovered, clicked }

@@ -94,6 +94,12 @@ pub fn show(ui: &mut egui::Ui, s: &mut Settings, st: &ControlsState) -> Vec<Acti
                 }
             }
             ui.checkbox(&mut s.chat, "chat template");
+            ui.checkbox(&mut s.params.heal, "heal prompt end")
+                .on_hover_text(
+                    "Back the prompt off a trailing newline or partial token and let the first \
+                     generated token re-type it (e.g. \"\\n\" becomes \"\\n    \"), so the \
+                     model continues from a token boundary it saw in training",
+                );
 
             ui.separator();
             ui.heading("Sampler");
@@ -191,6 +197,24 @@ pub fn show(ui: &mut egui::Ui, s: &mut Settings, st: &ControlsState) -> Vec<Acti
                 0.005,
                 st.problems,
                 "edit_noise",
+            );
+            number(
+                ui,
+                "repetition penalty",
+                &mut p.repetition_penalty,
+                1.0..=3.0,
+                0.005,
+                st.problems,
+                "repetition_penalty",
+            );
+            number(
+                ui,
+                "no-repeat n-gram",
+                &mut p.no_repeat_ngram,
+                0..=64,
+                0.1,
+                st.problems,
+                "no_repeat_ngram",
             );
             number(
                 ui,

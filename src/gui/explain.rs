@@ -8,13 +8,24 @@ use crate::trace::{StepEvent, Trace};
 /// The explanation of step `k` (1-based cursor: the step that produced the canvas shown).
 pub fn describe(t: &Trace, cursor: usize) -> Vec<String> {
     let p = &t.header.params;
+    let healed = t.header.heal.as_ref().map(|h| {
+        format!(
+            "Prompt healed: its last {} token(s) {:?} were backed off; position {} may only take one of the {} tokens that start with that text, so the model picks the token boundary itself.",
+            h.removed.len(),
+            h.text,
+            t.header.gen_start,
+            h.allowed.len()
+        )
+    });
     let Some(e) = cursor.checked_sub(1).and_then(|i| t.events.get(i)) else {
-        return vec![format!(
+        let mut out = vec![format!(
             "Before the first step: {} masked positions in blocks of {}, up to {} steps per block. Press the right arrow key to apply the first step.",
             t.header.gen_end - t.header.gen_start,
             p.block_size,
             p.steps
         )];
+        out.extend(healed);
+        return out;
     };
     let mut out = Vec::new();
     out.push(format!(
@@ -57,6 +68,9 @@ pub fn describe(t: &Trace, cursor: usize) -> Vec<String> {
             String::new()
         };
         out.push(format!("Committed with scores: {}{more}.", list.join(", ")));
+    }
+    if let Some(h) = healed.filter(|_| e.commits.iter().any(|c| c.pos == t.header.gen_start)) {
+        out.push(h);
     }
     let lowest = e
         .commits

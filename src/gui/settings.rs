@@ -61,8 +61,17 @@ pub struct Settings {
 impl Default for Settings {
     fn default() -> Self {
         Settings {
+            // The embedded model's best-looking defaults for the default prompt (docs/eval/
+            // embedded.md): blocks of 8 committed by the confidence threshold 0.7 (1–8 tokens
+            // per step, as confident as the model is) and a mild repetition penalty, which stops
+            // the greedy loops a model this small falls into.
             params: SamplerParams {
                 gen_length: 64,
+                block_size: 8,
+                steps: 8,
+                rule: crate::sampler::UnmaskRule::Threshold,
+                threshold: 0.7,
+                repetition_penalty: 1.2,
                 ..SamplerParams::default()
             },
             mode: Mode::Complete,

@@ -289,6 +289,8 @@ pub struct DiffusionModel {
     pub info: ModelInfo,
     pub net: Transformer,
     pub tokenizer: Tokenizer,
+    /// Decoded text of every vocabulary entry (special tokens empty), built on first use.
+    vocab_texts: std::sync::OnceLock<Vec<String>>,
 }
 
 impl DiffusionModel {
@@ -305,6 +307,7 @@ impl DiffusionModel {
             info,
             net,
             tokenizer,
+            vocab_texts: std::sync::OnceLock::new(),
         })
     }
 
@@ -331,6 +334,21 @@ impl DiffusionModel {
     /// Decodes ids, keeping special tokens out.
     pub fn decode(&self, ids: &[u32]) -> String {
         self.tokenizer.decode(ids, true).unwrap_or_default()
+    }
+
+    /// The decoded text of every id the sampler may propose (special tokens: empty), computed
+    /// once; prompt healing matches prefixes against it.
+    pub fn vocab_texts(&self) -> &[String] {
+        self.vocab_texts.get_or_init(|| {
+            let n = self
+                .info
+                .config
+                .vocab_size
+                .min(self.info.tokenizer_size.unwrap_or(usize::MAX));
+            (0..n as u32)
+                .map(|id| self.tokenizer.decode(&[id], true).unwrap_or_default())
+                .collect()
+        })
     }
 
     /// The text of one token as it reads inside code (byte-level pieces decoded).

@@ -3,9 +3,11 @@
 //! through the key/value cache. Every step yields a [`StepEvent`].
 
 pub mod denoiser;
+pub mod heal;
 pub mod noise;
 pub mod params;
 pub mod propose;
+pub mod repeat;
 pub mod schedule;
 
 use std::collections::HashMap;
@@ -71,6 +73,23 @@ pub fn prepare(
     prompt_text: &str,
     m: &ModelFacts,
 ) -> Result<TraceHeader> {
+    prepare_healed(task, None, params, prompt_text, m)
+}
+
+/// [`prepare`] for a task whose prompt (or infill prefix) was already backed off by `heal`
+/// (see [`heal::plan`]): the first generated position will be constrained to `heal.allowed`.
+pub fn prepare_healed(
+    task: &Task,
+    heal: Option<heal::Heal>,
+    params: &SamplerParams,
+    prompt_text: &str,
+    m: &ModelFacts,
+) -> Result<TraceHeader> {
+    if heal.is_some() && matches!(task, Task::Repair { .. }) {
+        return Err(Error::Invalid(
+            "repair mode does not heal its prompt".into(),
+        ));
+    }
     let (initial, gen_start, gen_end, kind) = match task {
         Task::Complete { prompt } => {
             check(params, prompt.len(), m)?;
@@ -80,6 +99,16 @@ pub fn prepare(
             (c, prompt.len(), prompt.len() + n, TaskKind::Complete)
         }
         Task::Infill { prefix, suffix } => {
+            if m.aligned_blocks {
+                // Every generated block of a block-causal model attends only to itself and
+                // earlier blocks; the suffix would sit in a later block and never be seen.
+                return Err(Error::Invalid(format!(
+                    "infill: {} is block-causal and not trained for fill-in-the-middle, so the \
+                     middle could never attend to the suffix; use a bidirectional model \
+                     (LLaDA, Dream) for infill, or complete without a suffix",
+                    m.model_id
+                )));
+            }
             check(params, prefix.len() + suffix.len(), m)?;
             let n = padded_len(prefix.len(), params, m);
             let mut c = prefix.clone();
@@ -152,6 +181,7 @@ pub fn prepare(
         gen_start,
         gen_end,
         device: m.device.clone(),
+        heal,
         intervention: None,
     })
 }
@@ -194,6 +224,7 @@ pub fn decode(
         m.aligned_blocks,
     );
     let repair = matches!(header.task, TaskKind::Repair { .. });
+    let heal = header.heal.clone();
     let mut trace = Trace::new(header);
     let mask = m.mask_id;
     den.begin(&canvas, &layout)?;
@@ -228,14 +259,48 @@ pub fn decode(
             let logits = den.logits(&canvas, block.clone())?;
             let mut cands = Vec::with_capacity(masked.len());
             let mut props = HashMap::with_capacity(masked.len());
+            // Repetition penalty: the generated tokens committed so far (the prompt is the
+            // user's own code, whose names the completion is expected to reuse).
+            let seen: Vec<u32> = if params.repetition_penalty > 1.0 {
+                canvas[layout.gen.clone()]
+                    .iter()
+                    .copied()
+                    .filter(|&t| t != mask)
+                    .collect()
+            } else {
+                Vec::new()
+            };
             for &pos in &masked {
-                let prop = propose::propose(
-                    logits.row(pos - block.start),
-                    &params,
-                    mask,
-                    logits.row_stats(pos - block.start),
-                    &mut rng,
-                );
+                let healed = heal.as_ref().filter(|_| pos == layout.gen.start);
+                let adjusted = (healed.is_some() || params.controls_repetition()).then(|| {
+                    let mut row = logits.row(pos - block.start).to_vec();
+                    if let Some(h) = healed {
+                        heal::constrain(&mut row, &h.allowed);
+                    }
+                    repeat::penalize(&mut row, &seen, params.repetition_penalty);
+                    if params.no_repeat_ngram > 0 {
+                        let from = canvas[..pos]
+                            .iter()
+                            .rposition(|&t| t == mask)
+                            .map_or(0, |i| i + 1);
+                        repeat::ban(
+                            &mut row,
+                            &repeat::banned(&canvas[from..pos], params.no_repeat_ngram),
+                        );
+                    }
+                    row
+                });
+                let prop = match &adjusted {
+                    // The precomputed row statistics describe the unadjusted logits.
+                    Some(row) => propose::propose(row, &params, mask, None, &mut rng),
+                    None => propose::propose(
+                        logits.row(pos - block.start),
+                        &params,
+                        mask,
+                        logits.row_stats(pos - block.start),
+                        &mut rng,
+                    ),
+                };
                 let s = propose::score(params.rule, &prop, pos, &mut rng);
                 cands.push(schedule::Candidate {
                     pos,
@@ -364,6 +429,11 @@ pub fn decode(
             .filter(|&t| t != mask)
             .collect::<Vec<_>>(),
     );
+    // A healed run's first token re-types the backed-off text; the text continues the prompt.
+    let text = match &heal {
+        Some(h) => h.continuation(&text).to_string(),
+        None => text,
+    };
     let repaired_distance = match &trace.header.task {
         TaskKind::Repair { original, .. } => Some(noise::levenshtein(original, &tokens)),
         _ => None,

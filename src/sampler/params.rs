@@ -128,6 +128,13 @@ pub struct SamplerParams {
     /// Bidirectional models only: Fast-dLLM's approximate prefix cache, refreshed at each block.
     /// Off by default; the exact path recomputes the whole canvas every step.
     pub approx_cache: bool,
+    /// Prompt-boundary healing of text prompts (see `heal.rs`); the ids given directly are never
+    /// changed. Read when text becomes ids; the trace header records what was healed.
+    pub heal: bool,
+    /// CTRL-style repetition penalty on tokens already on the canvas; 1 = off.
+    pub repetition_penalty: f32,
+    /// Ban tokens that would repeat an n-gram already left of the position; 0 = off.
+    pub no_repeat_ngram: usize,
     /// The reference's filter order and score distribution (set per family by `for_family`).
     pub filters: Filters,
 }
@@ -149,6 +156,9 @@ impl Default for SamplerParams {
             edit_noise: 0.0,
             kv_cache: true,
             approx_cache: false,
+            heal: true,
+            repetition_penalty: 1.0,
+            no_repeat_ngram: 0,
             filters: Filters::TopKThenTopP,
         }
     }
@@ -268,12 +278,20 @@ impl SamplerParams {
         if !(0.0..=1.0).contains(&self.edit_noise) {
             p("edit_noise", "must be within [0, 1]".into());
         }
+        if !(self.repetition_penalty >= 1.0 && self.repetition_penalty.is_finite()) {
+            p("repetition_penalty", "must be ≥ 1 (1 = off)".into());
+        }
         if let Some(ctx) = context {
             if fixed_len + self.gen_length > ctx {
                 p("gen_length", format!("prompt ({fixed_len} tokens) + {} generated exceed the model's context of {ctx}", self.gen_length));
             }
         }
         v
+    }
+
+    /// Whether a step must adjust logits before proposing (repetition control).
+    pub fn controls_repetition(&self) -> bool {
+        self.repetition_penalty > 1.0 || self.no_repeat_ngram > 0
     }
 
     /// Autoregressive decoding with these settings otherwise: one token per block and step

@@ -16,6 +16,7 @@
 
 pub mod batch;
 pub mod net;
+pub mod policy;
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -405,6 +406,60 @@ fn pick_block(o: &TrainOptions, rng: &mut impl Rng) -> usize {
     o.blocks[o.blocks.len() - 1]
 }
 
+/// One optimizer step on `bt` (2L formulation, loss = mean cross-entropy over the positions
+/// with `kind > 0`); returns the loss, the per-position losses with their kinds, and the
+/// gradient norm before clipping.
+fn step_on_batch(
+    model: &net::Net,
+    opt: &mut AdamW,
+    bt: &batch::Batch,
+    bias: &Tensor,
+    positions: &[usize],
+    lr: f64,
+    clip: f64,
+) -> anyhow::Result<(Tensor, Tensor, Vec<u8>, f64)> {
+    let device = bias.device().clone();
+    let l = bt.l;
+    let mut ids = Vec::with_capacity(bt.b * 2 * l);
+    for r in 0..bt.b {
+        ids.extend_from_slice(&bt.noisy[r * l..(r + 1) * l]);
+        ids.extend_from_slice(&bt.clean[r * l..(r + 1) * l]);
+    }
+    let ids = Tensor::from_vec(ids, (bt.b, 2 * l), &device)?;
+    let h = model.hidden(&ids, positions, bias)?;
+    let h = h
+        .narrow(1, 0, l)?
+        .reshape((bt.b * l, model.cfg.hidden_size))?;
+    let sel: Vec<u32> = (0..bt.b * l)
+        .filter(|&i| bt.kind[i] > 0)
+        .map(|i| i as u32)
+        .collect();
+    anyhow::ensure!(!sel.is_empty(), "a batch without any position to learn");
+    let kinds: Vec<u8> = sel.iter().map(|&i| bt.kind[i as usize]).collect();
+    let targets: Vec<u32> = sel.iter().map(|&i| bt.clean[i as usize]).collect();
+    let nsel = sel.len();
+    let sel = Tensor::from_vec(sel, nsel, &device)?;
+    let targets = Tensor::from_vec(targets, nsel, &device)?;
+    let logits = model.logits(&h.index_select(&sel, 0)?)?;
+    let ce = net::cross_entropy(&logits, &targets)?;
+    let loss = ce.mean_all()?;
+    let grads = loss.backward()?;
+    let mut sq = 0f64;
+    for (_, var) in &opt.vars {
+        if let Some(g) = grads.get(var) {
+            sq += g.sqr()?.sum_all()?.to_scalar::<f32>()? as f64;
+        }
+    }
+    let gnorm = sq.sqrt();
+    let gscale = if clip > 0.0 && gnorm > clip {
+        clip / (gnorm + 1e-6)
+    } else {
+        1.0
+    };
+    opt.step(&grads, lr, gscale)?;
+    Ok((loss, ce, kinds, gnorm))
+}
+
 /// Runs (or resumes) training on the CPU and returns the log of the steps it ran.
 pub fn train(o: &TrainOptions) -> anyhow::Result<Vec<StepLog>> {
     check(o)?;
@@ -483,45 +538,19 @@ pub fn train(o: &TrainOptions) -> anyhow::Result<Vec<StepLog>> {
             vocab_size: cfg.vocab_size,
         };
         let bt = batch::make_batch(&data, bsz, o.seq_len, block, &spec, &mut rng);
-        let l = bt.l;
-        let mut ids = Vec::with_capacity(bt.b * 2 * l);
-        for r in 0..bt.b {
-            ids.extend_from_slice(&bt.noisy[r * l..(r + 1) * l]);
-            ids.extend_from_slice(&bt.clean[r * l..(r + 1) * l]);
-        }
-        let ids = Tensor::from_vec(ids, (bt.b, 2 * l), &device)?;
         if let std::collections::hash_map::Entry::Vacant(e) = biases.entry(block) {
-            e.insert(net::two_l_bias(l, block, &device)?);
+            e.insert(net::two_l_bias(o.seq_len, block, &device)?);
         }
-        let bias = &biases[&block];
-        let h = model.hidden(&ids, &positions, bias)?;
-        let h = h.narrow(1, 0, l)?.reshape((bt.b * l, cfg.hidden_size))?;
-        let sel: Vec<u32> = (0..bt.b * l)
-            .filter(|&i| bt.kind[i] > 0)
-            .map(|i| i as u32)
-            .collect();
-        let kinds: Vec<u8> = sel.iter().map(|&i| bt.kind[i as usize]).collect();
-        let targets: Vec<u32> = sel.iter().map(|&i| bt.clean[i as usize]).collect();
-        let nsel = sel.len();
-        let sel = Tensor::from_vec(sel, nsel, &device)?;
-        let targets = Tensor::from_vec(targets, nsel, &device)?;
-        let logits = model.logits(&h.index_select(&sel, 0)?)?;
-        let ce = net::cross_entropy(&logits, &targets)?;
-        let loss = ce.mean_all()?;
-        let grads = loss.backward()?;
-        let mut sq = 0f64;
-        for (_, var) in &opt.vars {
-            if let Some(g) = grads.get(var) {
-                sq += g.sqr()?.sum_all()?.to_scalar::<f32>()? as f64;
-            }
-        }
-        let gnorm = sq.sqrt();
-        let gscale = if o.clip > 0.0 && gnorm > o.clip {
-            o.clip / (gnorm + 1e-6)
-        } else {
-            1.0
-        };
-        opt.step(&grads, lr, gscale)?;
+        let (loss, ce, kinds, gnorm) = step_on_batch(
+            &model,
+            &mut opt,
+            &bt,
+            &biases[&block],
+            &positions,
+            lr,
+            o.clip,
+        )?;
+        let l = bt.l;
 
         let loss_v = loss.to_scalar::<f32>()?;
         anyhow::ensure!(loss_v.is_finite(), "non-finite loss at step {}", step + 1);
