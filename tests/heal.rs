@@ -21,6 +21,9 @@ fn load(dir: &Path) -> DiffusionModel {
         .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
 }
 
+/// Ends in a blank line: a whitespace-only token for the SDAR fixture's Qwen-style tokenizer.
+const SDAR_PROMPT: &str = "x = 1\n\n";
+
 fn embedded() -> DiffusionModel {
     load(&unmask::model::embedded_dir())
 }
@@ -140,8 +143,9 @@ fn ids_given_directly_are_never_healed() {
 #[test]
 fn healed_trace_replays_and_survives_a_save() {
     let m = load(&fixture("sdar"));
-    // The fixture's tiny BPE still has whitespace pieces; find a prompt that ends on one.
-    let prompt = "def f(x):\n";
+    // Qwen's pre-tokenizer keeps a newline with the punctuation before it ("):\n" is one token,
+    // a natural boundary, not healed), but a blank line is a whitespace-only token.
+    let prompt = SDAR_PROMPT;
     let t = run(&m, &complete(prompt), &params(4, 8));
     let h = t.header.heal.clone().expect("healed");
     assert!(h
@@ -168,9 +172,14 @@ fn healed_trace_replays_and_survives_a_save() {
 fn chat_templated_prompts_are_not_healed() {
     let m = load(&fixture("sdar"));
     assert!(m.info.chat_template.is_some());
+    let plain = run(&m, &complete(SDAR_PROMPT), &params(4, 4));
+    assert!(
+        plain.header.heal.is_some(),
+        "the same prompt is healed without the template"
+    );
     let t = session::generate(
         &m,
-        &complete("Write a loop.\n"),
+        &complete(SDAR_PROMPT),
         true,
         &params(4, 4),
         "cpu",
@@ -202,4 +211,38 @@ fn infill_is_refused_on_block_causal_models_and_healed_on_bidirectional_ones() {
     // The hole is exactly gen_length (no padding) and the suffix follows it.
     assert_eq!(h.gen_end - h.gen_start, 8);
     assert_eq!(&h.initial[h.gen_end..], &suffix[..]);
+}
+
+#[cfg(feature = "gui")]
+#[test]
+fn explain_says_what_was_healed() {
+    let m = load(&fixture("sdar"));
+    let t = run(&m, &complete(SDAR_PROMPT), &params(4, 8));
+    let h = t.header.heal.clone().expect("healed");
+    let before = unmask::gui::explain::describe(&t, 0).join(" ");
+    assert!(before.contains("Prompt healed"), "{before}");
+    assert!(before.contains(&format!("{:?}", h.text)), "{before}");
+    // The step that commits the healed position says it again; the others do not.
+    let k = t
+        .events
+        .iter()
+        .position(|e| e.commits.iter().any(|c| c.pos == t.header.gen_start))
+        .unwrap();
+    assert!(unmask::gui::explain::describe(&t, k + 1)
+        .join(" ")
+        .contains("Prompt healed"));
+    let other = (0..t.events.len()).find(|&i| i != k).unwrap();
+    assert!(!unmask::gui::explain::describe(&t, other + 1)
+        .join(" ")
+        .contains("Prompt healed"));
+}
+
+#[test]
+fn a_qwen_style_newline_after_punctuation_is_a_natural_boundary() {
+    // "):\n" is one token of the SDAR fixture's tokenizer: nothing to heal.
+    let m = load(&fixture("sdar"));
+    let ids = m.encode("def f(x):\n").unwrap();
+    assert_eq!(m.decode(&ids[ids.len() - 1..]), "):\n");
+    let mut task = Task::Complete { prompt: ids };
+    assert!(session::heal_task(&m, &mut task).is_none());
 }

@@ -7,7 +7,7 @@ pub mod colors;
 pub mod commit_map;
 mod compare;
 mod controls;
-mod explain;
+pub mod explain;
 mod files;
 pub mod highlight;
 mod jobs;

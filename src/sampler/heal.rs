@@ -48,8 +48,8 @@ impl Heal {
 /// special tokens); `excluded` ids (mask, stop, padding) are never allowed nor removed.
 ///
 /// Rule: remove the trailing whitespace-only tokens (at most [`MAX_HEAL_TOKENS`]); when the prompt
-/// does not end in whitespace, remove its last token (classic token healing: `fib` may become
-/// ` fibonacci`'s tail). If no vocabulary entry extends the removed text, back off one token fewer.
+/// ends in a word piece (letters, digits, `_`, maybe a leading space), remove that token (classic
+/// token healing: `fib` may become `fibonacci`); punctuation is left alone. If no vocabulary entry extends the removed text, back off one token fewer.
 /// At least one prompt token always stays. Returns `None` when nothing can be healed.
 pub fn plan(prompt: &[u32], texts: &[String], excluded: &[u32]) -> Option<Heal> {
     let text_of = |id: u32| texts.get(id as usize).map(String::as_str).unwrap_or("");
@@ -61,9 +61,16 @@ pub fn plan(prompt: &[u32], texts: &[String], excluded: &[u32]) -> Option<Heal> 
         .take(max)
         .take_while(|&&id| usable(id) && text_of(id).chars().all(char::is_whitespace))
         .count();
+    // A trailing word piece may be half an identifier; trailing punctuation is complete, and
+    // extending it (`)` → `))`) would change the code the user typed.
+    let wordish = |id: u32| {
+        let t = text_of(id).trim_start_matches(' ');
+        !t.is_empty() && t.chars().all(|c| c.is_alphanumeric() || c == '_')
+    };
+    let last = prompt.last().copied();
     let k = if ws > 0 {
         ws
-    } else if max >= 1 && usable(prompt[prompt.len() - 1]) {
+    } else if max >= 1 && last.is_some_and(|id| usable(id) && wordish(id)) {
         1
     } else {
         0
@@ -149,6 +156,8 @@ mod tests {
             (vec![9], vec![9, 10])
         );
         assert_eq!(plan(&[2, 0], &vocab(), &[0, 1]), None);
+        // Punctuation is complete: "():" is not backed off.
+        assert_eq!(plan(&[2, 3, 4], &vocab(), &[0, 1]), None);
         // A one-token prompt is kept whole.
         assert_eq!(plan(&[5], &vocab(), &[0, 1]), None);
     }
