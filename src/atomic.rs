@@ -9,7 +9,7 @@ use tempfile::NamedTempFile;
 
 use crate::error::{Error, Result};
 
-/// Writes `path` atomically; `fill` writes the contents into the temporary file (through
+/// Writes `path` atomically (a regular file, or a new one); `fill` writes the contents into the temporary file (through
 /// `as_file_mut()`, or by its `path()` for writers that only take a path). On any error the
 /// temporary file is removed and `path` is left as it was.
 pub fn write(
@@ -18,6 +18,15 @@ pub fn write(
 ) -> Result<()> {
     let dir = folder_of(path);
     let io = |e: std::io::Error| Error::io(path, e);
+    // The rename would replace a symlink, FIFO or device with a plain file: refuse instead.
+    if let Ok(meta) = std::fs::symlink_metadata(path) {
+        if !meta.file_type().is_file() {
+            return Err(io(std::io::Error::other(format!(
+                "is {}, not a regular file; refusing to replace it (give another path)",
+                crate::input::kind(&meta)
+            ))));
+        }
+    }
     let mut tmp = NamedTempFile::new_in(dir).map_err(io)?;
     fill(&mut tmp).map_err(io)?;
     // Writers that went by path wrote through another handle; sync_all reaches the same inode.

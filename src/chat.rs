@@ -121,6 +121,8 @@ impl ChatTemplate {
         add_generation_prompt: bool,
     ) -> std::result::Result<String, JinjaError> {
         let mut env = Environment::new();
+        // A template is code from the checkpoint: bound its work (nested loops, recursion).
+        env.set_fuel(Some(TEMPLATE_FUEL));
         env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
         env.add_function("raise_exception", raise_exception);
         env.set_trim_blocks(true);
@@ -158,7 +160,16 @@ fn raise_exception(msg: String) -> std::result::Result<String, JinjaError> {
     Err(JinjaError::new(ErrorKind::InvalidOperation, msg))
 }
 
+/// Instructions a chat template may execute per render: published templates use a few
+/// thousand for a conversation; a runaway loop stops within milliseconds.
+pub const TEMPLATE_FUEL: u64 = 2_000_000;
+
 fn jinja_error(e: &JinjaError) -> String {
+    if e.kind() == ErrorKind::OutOfFuel {
+        return format!(
+            "rendering took more than {TEMPLATE_FUEL} steps (a runaway loop in the template?)"
+        );
+    }
     let mut s = e.to_string();
     let mut cur = std::error::Error::source(e);
     while let Some(c) = cur {

@@ -4,11 +4,9 @@ use std::path::{Path, PathBuf};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("{file}: {source}")]
-    Io {
-        file: PathBuf,
-        source: std::io::Error,
-    },
+    // Not a `source`: the message already holds the OS error, and `{:#}` would print it twice.
+    #[error("{file}: {err}")]
+    Io { file: PathBuf, err: std::io::Error },
 
     #[error("{file}: not valid JSON: {problem}")]
     Parse { file: PathBuf, problem: String },
@@ -80,7 +78,7 @@ impl Error {
     pub fn io(file: &Path, source: std::io::Error) -> Self {
         Error::Io {
             file: file.to_path_buf(),
-            source,
+            err: source,
         }
     }
 }

@@ -1,27 +1,35 @@
 //! Checkpoints from the Hugging Face hub, stored in the standard cache
-//! (`$HF_HUB_CACHE`, else `$HF_HOME/hub`, else `~/.cache/huggingface/hub`) through `hf-hub`.
+//! (`$HF_HUB_CACHE`, else `$HF_HOME/hub`, else `~/.cache/huggingface/hub`).
 //!
 //! Only the files a checkpoint needs are fetched: `config.json`, the tokenizer and generation
 //! side files that exist, and `model.safetensors` or the shard index plus every shard it names.
 //!
-//! Resume: hf-hub 1.0 writes `blobs/<etag>.incomplete` from byte 0 on every attempt. Weight files
-//! are therefore fetched here in ranged requests (`Range: bytes=a-b`, through hf-hub's
-//! `download_file_to_bytes(range)`), appended to that same `.incomplete` file, so an interrupted
-//! download (also one left by Python's huggingface_hub, which uses the same name) continues where
-//! it stopped. A resumed file whose ETag is a sha256 (every LFS file) is checked against it before
-//! it is moved into place. hf-hub then links the finished blob into `snapshots/<commit>/`.
-//! Two unmask processes downloading the same file at once are not coordinated (hf-hub's lock is
-//! not taken for ranged fetches); the second to finish fails its size check and can be rerun.
+//! hf-hub speaks HTTP (metadata requests, byte streams, retries, tokens); the cache layout
+//! (`blobs/<etag>`, `snapshots/<commit>/<file>`, `refs/<revision>`) is written here, because
+//! hf-hub 1.0 joins the server's `ETag` and `X-Repo-Commit` headers into paths unchecked: a
+//! hostile or intercepted endpoint could write anywhere. Every path part that comes from the
+//! server or the user is checked first ([`check_etag`], [`check_commit`], [`check_revision`],
+//! plain file names), so downloads write only under the cache root.
+//!
+//! Every request is bounded: a connect timeout, and an idle timeout for each wait on the
+//! server (the answer to a request, and every gap between body bytes). Defaults 10 s and 30 s;
+//! `HF_HUB_ETAG_TIMEOUT` and `HF_HUB_DOWNLOAD_TIMEOUT` (seconds, as in Python's
+//! huggingface_hub) change them.
+//!
+//! Resume: weight files are streamed in ranged requests (`Range: bytes=a-b`) appended to
+//! `blobs/<etag>.incomplete` as bytes arrive, so an interrupted or timed-out download (also one
+//! left by Python's huggingface_hub, which uses the same name) continues where it stopped. A
+//! resumed file whose ETag is a sha256 (every LFS file) is checked against it before it is moved
+//! into place. Two unmask processes downloading the same file at once are not coordinated; the
+//! second to finish fails its size check and can be rerun.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
-use hf_hub::progress::{DownloadEvent, ProgressEvent, ProgressHandler};
+use futures::StreamExt;
 use hf_hub::repository::FileMetadataInfo;
-use hf_hub::{HFClient, HFClientSync, HFError, HFRepositorySync, RepoTypeModel};
+use hf_hub::{HFClient, HFError, HFRepository, RepoTypeModel};
 use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result};
@@ -42,6 +50,12 @@ pub const SIDE_FILES: &[&str] = &[
 const DEFAULT_CHUNK: u64 = 64 << 20;
 /// Free space kept beyond what the files need.
 const DISK_MARGIN: u64 = 64 << 20;
+/// Largest side file (config, tokenizer …) accepted: a server announcing more is not a hub.
+const SIDE_FILE_LIMIT: u64 = 512 << 20;
+/// Waiting for a TCP (and TLS) connection.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Waiting for an answer, or for the next bytes of a body.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// How far a download has come, reported per file.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -100,6 +114,28 @@ pub enum HubError {
 
     #[error("{url}: {problem}")]
     Http { url: String, problem: String },
+
+    #[error("{host}: {what} timed out: nothing received for {secs} s; check the network or HF_ENDPOINT, or set {var} (seconds) to wait longer")]
+    TimedOut {
+        host: String,
+        what: String,
+        secs: f64,
+        var: &'static str,
+    },
+
+    #[error("{url}: the server sent {header} `{value}`, expected {expected}; nothing was written (is HF_ENDPOINT a real hub?)")]
+    Hostile {
+        url: String,
+        header: &'static str,
+        value: String,
+        expected: &'static str,
+    },
+
+    #[error("revision `{0}` is not a branch, tag or commit name (letters, digits, `-`, `_`, `.`, parts separated by `/`, no `..`, not absolute)")]
+    BadRevision(String),
+
+    #[error("{var}={value}: expected a number of seconds greater than 0")]
+    BadTimeout { var: &'static str, value: String },
 }
 
 /// Where and how to talk to the hub. `None` fields fall back to hf-hub's environment handling
@@ -115,12 +151,36 @@ pub struct HubOptions {
     pub revision: Option<String>,
     /// Bytes per ranged request for weight files; 64 MiB when absent.
     pub chunk_bytes: Option<u64>,
+    /// Waiting for a connection; [`DEFAULT_CONNECT_TIMEOUT`] when absent.
+    pub connect_timeout: Option<Duration>,
+    /// Waiting for an answer or the next body bytes; [`DEFAULT_IDLE_TIMEOUT`] when absent.
+    pub idle_timeout: Option<Duration>,
 }
 
 impl HubOptions {
     /// Options from the environment: hf-hub reads the endpoint, token and cache itself; this adds
-    /// `HF_HUB_OFFLINE`, which hf-hub 1.0 does not read.
-    pub fn from_env() -> Self {
+    /// `HF_HUB_OFFLINE`, which hf-hub 1.0 does not read, and the timeouts
+    /// (`HF_HUB_ETAG_TIMEOUT`: connecting, `HF_HUB_DOWNLOAD_TIMEOUT`: each wait for data).
+    pub fn from_env() -> Result<Self> {
+        let secs = |var: &'static str| -> Result<Option<Duration>> {
+            match std::env::var(var) {
+                Err(_) => Ok(None),
+                Ok(v) => match v.trim().parse::<f64>() {
+                    Ok(s) if s > 0.0 && s.is_finite() && s < 1e9 => {
+                        Ok(Some(Duration::from_secs_f64(s)))
+                    }
+                    _ => Err(HubError::BadTimeout { var, value: v }.into()),
+                },
+            }
+        };
+        Ok(HubOptions {
+            connect_timeout: secs("HF_HUB_ETAG_TIMEOUT")?,
+            idle_timeout: secs("HF_HUB_DOWNLOAD_TIMEOUT")?,
+            ..Self::from_env_offline()
+        })
+    }
+
+    fn from_env_offline() -> Self {
         let offline = std::env::var("HF_HUB_OFFLINE")
             .map(|v| {
                 matches!(
@@ -178,15 +238,38 @@ pub fn resolve_model(
 
 /// A configured hub client.
 pub struct Hub {
-    client: HFClientSync,
+    client: HFClient,
+    /// Drives hf-hub's async requests; one thread, so no request outlives the call that made it.
+    rt: tokio::runtime::Runtime,
     cache_dir: PathBuf,
     endpoint: String,
+    /// `host:port` of the endpoint, for timeout messages.
+    host: String,
+    connect_timeout: Duration,
+    idle_timeout: Duration,
     opts: HubOptions,
 }
 
 impl Hub {
     pub fn new(opts: HubOptions) -> Result<Self> {
-        let mut b = HFClient::builder();
+        let connect_timeout = opts.connect_timeout.unwrap_or(DEFAULT_CONNECT_TIMEOUT);
+        let idle_timeout = opts.idle_timeout.unwrap_or(DEFAULT_IDLE_TIMEOUT);
+        let http = |e: &dyn std::fmt::Display| HubError::Http {
+            url: opts.endpoint.clone().unwrap_or_default(),
+            problem: e.to_string(),
+        };
+        // hf-hub's own client has no timeouts; this one bounds connecting and every read.
+        let agent = format!("unmask/{}; hf-hub/1.0", env!("CARGO_PKG_VERSION"));
+        let reqwest_client = reqwest::Client::builder()
+            .user_agent(agent)
+            .connect_timeout(connect_timeout)
+            .read_timeout(idle_timeout)
+            .build()
+            .map_err(|e| http(&e))?;
+        let mut b = HFClient::builder()
+            .client(reqwest_client)
+            // Retries multiply every timeout; two are enough for a flaky network.
+            .retry_max_attempts(2);
         if let Some(e) = &opts.endpoint {
             b = b.endpoint(e.clone());
         }
@@ -196,20 +279,28 @@ impl Hub {
         if let Some(t) = &opts.token {
             b = b.token(t.clone());
         }
-        let client = b.build().map_err(|e| HubError::Http {
-            url: opts.endpoint.clone().unwrap_or_default(),
-            problem: e.to_string(),
-        })?;
+        let client = b.build().map_err(|e| http(&e))?;
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| http(&e))?;
         let cache_dir = client.cache_dir().to_path_buf();
         let endpoint = client.endpoint().to_string();
-        let client = HFClientSync::from_inner(client).map_err(|e| HubError::Http {
-            url: endpoint.clone(),
-            problem: e.to_string(),
-        })?;
+        let host = endpoint
+            .split_once("://")
+            .map_or(endpoint.as_str(), |(_, rest)| rest)
+            .split('/')
+            .next()
+            .unwrap_or("")
+            .to_string();
         Ok(Hub {
             client,
+            rt,
             cache_dir,
             endpoint,
+            host,
+            connect_timeout,
+            idle_timeout,
             opts,
         })
     }
@@ -219,11 +310,13 @@ impl Hub {
         &self.cache_dir
     }
 
-    fn revision(&self) -> String {
-        self.opts.revision.clone().unwrap_or_else(|| "main".into())
+    fn revision(&self) -> Result<String> {
+        let rev = self.opts.revision.clone().unwrap_or_else(|| "main".into());
+        check_revision(&rev)?;
+        Ok(rev)
     }
 
-    fn repo(&self, id: &str) -> Result<HFRepositorySync<RepoTypeModel>> {
+    fn repo(&self, id: &str) -> Result<HFRepository<RepoTypeModel>> {
         if !is_hub_id(id) {
             return Err(HubError::NotAModel(id.to_string()).into());
         }
@@ -239,22 +332,27 @@ impl Hub {
 
     /// `Ok(folder)` when complete in the cache, else `Err(first missing file)`.
     fn cached_or_missing(&self, id: &str) -> Result<std::result::Result<PathBuf, String>> {
-        let repo = self.repo(id)?;
-        let rev = self.revision();
-        let local = |f: &str| {
-            repo.download_file()
-                .filename(f)
-                .revision(rev.clone())
-                .local_files_only(true)
-                .send()
+        if !is_hub_id(id) {
+            return Err(HubError::NotAModel(id.to_string()).into());
+        }
+        let rev = self.revision()?;
+        let repo = self.repo_folder(id);
+        let commit = if is_commit(&rev) {
+            Some(rev.clone())
+        } else {
+            std::fs::read_to_string(repo.join("refs").join(&rev))
                 .ok()
+                .map(|s| s.trim().to_string())
+                .filter(|c| is_commit(c))
         };
-        let Some(config) = local("config.json") else {
+        let Some(commit) = commit else {
             return Ok(Err("config.json".into()));
         };
-        let Some(folder) = config.parent().map(Path::to_path_buf) else {
+        let folder = repo.join("snapshots").join(commit);
+        let local = |f: &str| Some(folder.join(f)).filter(|p| p.exists());
+        if local("config.json").is_none() {
             return Ok(Err("config.json".into()));
-        };
+        }
         if local("tokenizer.json").is_none() && local("vocab.json").is_none() {
             return Ok(Err("tokenizer.json".into()));
         }
@@ -286,23 +384,21 @@ impl Hub {
             };
         }
         let repo = self.repo(id)?;
-        let rev = self.revision();
-        let config = self.fetch_small(&repo, id, &rev, "config.json", progress)?;
-        let folder =
-            config
-                .parent()
-                .map(Path::to_path_buf)
-                .ok_or_else(|| HubError::BadContent {
-                    file: config.clone(),
-                    problem: "no snapshot folder".into(),
-                })?;
+        let rev = self.revision()?;
+        let (config, commit) = self.fetch_small(&repo, id, &rev, "config.json", progress)?;
+        let folder = config
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| self.repo_folder(id).join("snapshots").join(&commit));
+        if !is_commit(&rev) {
+            self.write_ref(id, &rev, &commit)?;
+        }
         // Every later request names the commit config.json came from, so the files match even if
-        // the branch moves meanwhile; hf-hub answers those from the cache without a request.
-        let commit = folder
-            .file_name()
-            .map(|s| s.to_string_lossy().to_string())
-            .unwrap_or(rev);
+        // the branch moves meanwhile.
         for f in SIDE_FILES {
+            if folder.join(f).exists() {
+                continue;
+            }
             match self.fetch_small(&repo, id, &commit, f, progress) {
                 Ok(_) => {}
                 Err(Error::Hub(HubError::NotFound { .. })) => {}
@@ -315,14 +411,13 @@ impl Hub {
             .filter(|m| !folder.join(&m.filename).exists())
             .collect();
         let blobs = self.repo_folder(id).join("blobs");
-        let need: u64 = todo
-            .iter()
-            .map(|m| m.file_size.saturating_sub(partial_len(&blobs, m)))
-            .sum();
+        let need = todo.iter().fold(0u64, |acc, m| {
+            acc.saturating_add(m.file_size.saturating_sub(partial_len(&blobs, m)))
+        });
         check_space(&self.cache_dir, need)?;
         for meta in todo {
             self.fetch_weight(&repo, id, &commit, &blobs, meta, progress)?;
-            self.fetch_small(&repo, id, &commit, &meta.filename, &mut |_| {})?;
+            link(&blobs, &folder, &meta.filename, &meta.etag)?;
         }
         Ok(folder)
     }
@@ -333,58 +428,202 @@ impl Hub {
             .join(format!("models--{}", id.replace('/', "--")))
     }
 
-    /// A small file through hf-hub's own cache download.
+    fn url(&self, id: &str, rev: &str, file: &str) -> String {
+        format!("{}/{id}/resolve/{rev}/{file}", self.endpoint)
+    }
+
+    /// `refs/<revision>` holds the commit the branch or tag pointed at.
+    fn write_ref(&self, id: &str, rev: &str, commit: &str) -> Result<()> {
+        let path = self.repo_folder(id).join("refs").join(rev);
+        if std::fs::read_to_string(&path).is_ok_and(|s| s.trim() == commit) {
+            return Ok(());
+        }
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        }
+        std::fs::write(&path, commit).map_err(|e| write_err(&path, e, &self.cache_dir))
+    }
+
+    /// Runs one request future to completion, or fails after `limit` with a message naming the
+    /// host and what was awaited.
+    fn bounded<T>(
+        &self,
+        limit: Duration,
+        what: &str,
+        fut: impl std::future::Future<Output = T>,
+    ) -> Result<T> {
+        self.rt
+            .block_on(async { tokio::time::timeout(limit, fut).await })
+            .map_err(|_| self.timed_out(what, limit))
+    }
+
+    fn timed_out(&self, what: &str, limit: Duration) -> Error {
+        HubError::TimedOut {
+            host: self.host.clone(),
+            what: what.to_string(),
+            secs: (limit.as_secs_f64() * 10.0).round() / 10.0,
+            var: if limit == self.idle_timeout {
+                "HF_HUB_DOWNLOAD_TIMEOUT"
+            } else {
+                "HF_HUB_ETAG_TIMEOUT and HF_HUB_DOWNLOAD_TIMEOUT"
+            },
+        }
+        .into()
+    }
+
+    /// Size, ETag and commit of a file, with both checked before they can name a path.
+    fn metadata(
+        &self,
+        repo: &HFRepository<RepoTypeModel>,
+        id: &str,
+        rev: &str,
+        file: &str,
+    ) -> Result<FileMetadataInfo> {
+        let fut = repo.get_file_metadata().filepath(file).revision(rev).send();
+        let meta = self
+            .bounded(
+                self.connect_timeout + self.idle_timeout,
+                &format!("metadata of {file} (HEAD request)"),
+                fut,
+            )?
+            .map_err(|e| self.map_err(e, id, rev, file))?;
+        let url = self.url(id, rev, file);
+        check_etag(&meta.etag, &url)?;
+        check_commit(&meta.commit_hash, &url)?;
+        Ok(meta)
+    }
+
+    /// Streams `range` of `file` (all of it when `None`) into `out`, at most `limit` bytes,
+    /// calling `on_bytes` with the running count. Every wait for data is bounded by the idle
+    /// timeout; bytes received before a failure stay in `out`.
+    #[allow(clippy::too_many_arguments)]
+    fn stream_into(
+        &self,
+        repo: &HFRepository<RepoTypeModel>,
+        id: &str,
+        rev: &str,
+        file: &str,
+        range: Option<std::ops::Range<u64>>,
+        limit: u64,
+        out: &mut std::fs::File,
+        part: &Path,
+        on_bytes: &mut dyn FnMut(u64),
+    ) -> Result<u64> {
+        let fut = repo
+            .download_file_stream()
+            .filename(file)
+            .revision(rev.to_string())
+            .maybe_range(range)
+            .send();
+        let (_, mut stream) = self
+            .bounded(
+                self.connect_timeout + self.idle_timeout,
+                &format!("download of {file}"),
+                fut,
+            )?
+            .map_err(|e| self.map_err(e, id, rev, file))?;
+        let mut got = 0u64;
+        loop {
+            let what = format!("download of {file} (stalled after {got} bytes)");
+            match self.bounded(self.idle_timeout, &what, stream.next())? {
+                None => return Ok(got),
+                Some(Err(e)) => return Err(self.map_err(e, id, rev, file)),
+                Some(Ok(bytes)) => {
+                    got = got.saturating_add(bytes.len() as u64);
+                    if got > limit {
+                        return Err(HubError::Http {
+                            url: self.url(id, rev, file),
+                            problem: format!(
+                                "the server sent more than the {limit} bytes asked for"
+                            ),
+                        }
+                        .into());
+                    }
+                    out.write_all(&bytes)
+                        .map_err(|e| write_err(part, e, &self.cache_dir))?;
+                    on_bytes(got);
+                }
+            }
+        }
+    }
+
+    /// A small file: metadata, then the whole body into `blobs/<etag>`, linked from the snapshot.
+    /// Returns the snapshot path and the commit.
     fn fetch_small(
         &self,
-        repo: &HFRepositorySync<RepoTypeModel>,
+        repo: &HFRepository<RepoTypeModel>,
         id: &str,
         rev: &str,
         file: &str,
         progress: &mut dyn FnMut(&Progress),
-    ) -> Result<PathBuf> {
-        let path = repo
-            .download_file()
-            .filename(file)
-            .revision(rev.to_string())
-            .send()
-            .map_err(|e| self.map_err(e, id, rev, file))?;
-        let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
-        progress(&Progress {
-            file: file.into(),
-            bytes_done: size,
-            bytes_total: size,
-        });
-        Ok(path)
+    ) -> Result<(PathBuf, String)> {
+        let meta = self.metadata(repo, id, rev, file)?;
+        if meta.file_size > SIDE_FILE_LIMIT {
+            return Err(HubError::Http {
+                url: self.url(id, rev, file),
+                problem: format!(
+                    "announced {} bytes; side files over {} MiB are refused",
+                    meta.file_size,
+                    SIDE_FILE_LIMIT >> 20
+                ),
+            }
+            .into());
+        }
+        let repo_dir = self.repo_folder(id);
+        let blobs = repo_dir.join("blobs");
+        let folder = repo_dir.join("snapshots").join(&meta.commit_hash);
+        let blob = blobs.join(&meta.etag);
+        if !blob.exists() {
+            std::fs::create_dir_all(&blobs).map_err(|e| Error::io(&blobs, e))?;
+            let part = blobs.join(format!("{}.incomplete", meta.etag));
+            let mut out = std::fs::File::create(&part).map_err(|e| Error::io(&part, e))?;
+            let got = self.stream_into(
+                repo,
+                id,
+                &meta.commit_hash,
+                file,
+                None,
+                SIDE_FILE_LIMIT,
+                &mut out,
+                &part,
+                &mut |_| {},
+            )?;
+            out.sync_all().map_err(|e| Error::io(&part, e))?;
+            drop(out);
+            if is_sha256(&meta.etag) {
+                verify_sha256(&part, &meta.etag)?;
+            }
+            std::fs::rename(&part, &blob).map_err(|e| Error::io(&blob, e))?;
+            progress(&Progress {
+                file: file.into(),
+                bytes_done: got,
+                bytes_total: got,
+            });
+        }
+        link(&blobs, &folder, file, &meta.etag)?;
+        Ok((folder.join(file), meta.commit_hash))
     }
 
     /// Sizes and ETags of the weight files: `model.safetensors`, or the index's shards.
     fn weight_list(
         &self,
-        repo: &HFRepositorySync<RepoTypeModel>,
+        repo: &HFRepository<RepoTypeModel>,
         id: &str,
         commit: &str,
         folder: &Path,
         progress: &mut dyn FnMut(&Progress),
     ) -> Result<Vec<FileMetadataInfo>> {
-        let meta = |f: &str| {
-            repo.get_file_metadata()
-                .filepath(f)
-                .revision(commit)
-                .send()
-                .map_err(|e| self.map_err(e, id, commit, f))
-        };
         // A complete single-file checkpoint needs no request at all.
         if folder.join("model.safetensors").exists() {
             return Ok(Vec::new());
         }
-        if !folder.join("model.safetensors.index.json").exists() {
-            match meta("model.safetensors") {
+        let index_path = folder.join("model.safetensors.index.json");
+        if !index_path.exists() {
+            match self.metadata(repo, id, commit, "model.safetensors") {
                 Ok(m) => return Ok(vec![m]),
                 Err(Error::Hub(HubError::NotFound { .. })) => {}
                 Err(e) => return Err(e),
             }
-        }
-        let index =
             match self.fetch_small(repo, id, commit, "model.safetensors.index.json", progress) {
                 Err(Error::Hub(HubError::NotFound {
                     repo,
@@ -402,16 +641,17 @@ impl Hub {
                 }
                 r => r?,
             };
+        }
         let mut out = Vec::new();
-        for shard in shard_names(&index)? {
+        for shard in shard_names(&index_path)? {
             if folder.join(&shard).exists() {
                 continue;
             }
-            out.push(meta(&shard)?);
+            out.push(self.metadata(repo, id, commit, &shard)?);
         }
         // Servers that omit Content-Length: fall back to the index's total for the space check.
         if !out.is_empty() && out.iter().all(|m| m.file_size == 0) {
-            if let Some(total) = index_total_size(&index) {
+            if let Some(total) = index_total_size(&index_path) {
                 let n = out.len() as u64;
                 for m in &mut out {
                     m.file_size = total / n;
@@ -424,7 +664,7 @@ impl Hub {
     /// A weight file in ranged requests appended to `blobs/<etag>.incomplete`, resumable.
     fn fetch_weight(
         &self,
-        repo: &HFRepositorySync<RepoTypeModel>,
+        repo: &HFRepository<RepoTypeModel>,
         id: &str,
         commit: &str,
         blobs: &Path,
@@ -433,12 +673,39 @@ impl Hub {
     ) -> Result<()> {
         let blob = blobs.join(&meta.etag);
         let size = meta.file_size;
-        if blob.exists() || size == 0 {
-            // Already whole, or a size we cannot range over: hf-hub's plain download does it.
+        if blob.exists() {
             return Ok(());
         }
         std::fs::create_dir_all(blobs).map_err(|e| Error::io(blobs, e))?;
-        let part = PathBuf::from(format!("{}.incomplete", blob.display()));
+        let part = blobs.join(format!("{}.incomplete", meta.etag));
+        if size == 0 {
+            // A size we cannot range over: one plain request, bounded by the disk check's margin.
+            let mut out = std::fs::File::create(&part).map_err(|e| Error::io(&part, e))?;
+            let file = meta.filename.clone();
+            self.stream_into(
+                repo,
+                id,
+                commit,
+                &meta.filename,
+                None,
+                free_bytes(blobs).unwrap_or(u64::MAX),
+                &mut out,
+                &part,
+                &mut |n| {
+                    progress(&Progress {
+                        file: file.clone(),
+                        bytes_done: n,
+                        bytes_total: 0,
+                    })
+                },
+            )?;
+            out.sync_all().map_err(|e| Error::io(&part, e))?;
+            drop(out);
+            if is_sha256(&meta.etag) {
+                verify_sha256(&part, &meta.etag)?;
+            }
+            return std::fs::rename(&part, &blob).map_err(|e| Error::io(&blob, e));
+        }
         let mut done = partial_len(blobs, meta);
         if done > size {
             std::fs::remove_file(&part).map_err(|e| Error::io(&part, e))?;
@@ -457,71 +724,48 @@ impl Hub {
             bytes_total: size,
         });
         while done < size {
-            let end = (done + chunk).min(size);
-            let counter = Arc::new(AtomicU64::new(0));
-            let handler = Counter(counter.clone());
-            let bytes = with_ticks(
-                || {
-                    repo.download_file_to_bytes()
-                        .filename(meta.filename.clone())
-                        .revision(commit.to_string())
-                        .range(done..end)
-                        .progress(handler)
-                        .send()
-                },
-                &mut || {
-                    let now = done + counter.load(Ordering::Relaxed).min(end - done);
+            let end = done.saturating_add(chunk).min(size);
+            let start = done;
+            let file = meta.filename.clone();
+            let got = self.stream_into(
+                repo,
+                id,
+                commit,
+                &meta.filename,
+                Some(start..end),
+                // A server that ignores the range sends the whole file from byte 0.
+                if start == 0 { size } else { end - start },
+                &mut out,
+                &part,
+                &mut |n| {
                     progress(&Progress {
-                        file: meta.filename.clone(),
-                        bytes_done: now,
+                        file: file.clone(),
+                        bytes_done: start + n,
                         bytes_total: size,
                     })
                 },
-            )
-            .map_err(|e| self.map_err(e, id, commit, &meta.filename))?;
-            let got = bytes.len() as u64;
-            if got == end - done {
-                out.write_all(&bytes)
-                    .map_err(|e| write_err(&part, e, blobs))?;
-                done = end;
-            } else if got == size {
-                // The server ignored the range and sent the whole file.
-                out.set_len(0).map_err(|e| Error::io(&part, e))?;
-                out.write_all(&bytes)
-                    .map_err(|e| write_err(&part, e, blobs))?;
-                done = size;
+            )?;
+            if got == end - start || (start == 0 && got == size) {
+                done = start + got;
             } else {
                 return Err(HubError::Http {
-                    url: format!("{}/{id}/resolve/{commit}/{}", self.endpoint, meta.filename),
-                    problem: format!("asked for bytes {done}..{end}, received {got}"),
+                    url: self.url(id, commit, &meta.filename),
+                    problem: format!("asked for bytes {start}..{end}, received {got}"),
                 }
                 .into());
             }
-            progress(&Progress {
-                file: meta.filename.clone(),
-                bytes_done: done,
-                bytes_total: size,
-            });
         }
         out.sync_all().map_err(|e| Error::io(&part, e))?;
         drop(out);
         if resumed && is_sha256(&meta.etag) {
-            let sum = sha256_file(&part)?;
-            if sum != meta.etag {
-                let _ = std::fs::remove_file(&part);
-                return Err(HubError::BadContent {
-                    file: part,
-                    problem: format!("resumed download has sha256 {sum}, the hub says {}; removed, run the download again", meta.etag),
-                }
-                .into());
-            }
+            verify_sha256(&part, &meta.etag)?;
         }
         std::fs::rename(&part, &blob).map_err(|e| Error::io(&blob, e))?;
         Ok(())
     }
 
     fn map_err(&self, e: HFError, repo: &str, rev: &str, file: &str) -> Error {
-        let url = format!("{}/{repo}/resolve/{rev}/{file}", self.endpoint);
+        let url = self.url(repo, rev, file);
         let not_found = || HubError::NotFound {
             repo: repo.into(),
             file: file.into(),
@@ -549,6 +793,19 @@ impl Hub {
             HFError::RepoNotFound { .. }
             | HFError::EntryNotFound { .. }
             | HFError::RevisionNotFound { .. } => not_found(),
+            HFError::Request { source, .. } if source.is_timeout() => {
+                let limit = if source.is_connect() {
+                    self.connect_timeout
+                } else {
+                    self.idle_timeout
+                };
+                let what = if source.is_connect() {
+                    format!("connecting for {file}")
+                } else {
+                    format!("download of {file}")
+                };
+                return self.timed_out(&what, limit);
+            }
             HFError::Request { source, url: u } => HubError::Unreachable {
                 url: u.unwrap_or(url),
                 problem: error_chain(&source),
@@ -575,46 +832,114 @@ impl From<HubError> for Error {
     }
 }
 
-/// Feeds hf-hub's per-chunk byte count to a counter the caller's thread can read.
-struct Counter(Arc<AtomicU64>);
+use crate::model::weights::is_plain_file_name;
+pub use crate::model::weights::shard_names;
 
-impl ProgressHandler for Counter {
-    fn on_progress(&self, event: &ProgressEvent) {
-        match event {
-            ProgressEvent::Download(DownloadEvent::Progress { files }) => {
-                if let Some(f) = files.last() {
-                    self.0.store(f.bytes_completed, Ordering::Relaxed);
-                }
-            }
-            ProgressEvent::Download(DownloadEvent::AggregateProgress {
-                bytes_completed, ..
-            }) => {
-                self.0.store(*bytes_completed, Ordering::Relaxed);
-            }
-            _ => {}
-        }
+/// Checks a revision (`main`, `v1.0`, `refs/pr/1`, a commit) before it names `refs/<revision>`.
+pub fn check_revision(rev: &str) -> Result<()> {
+    let ok = !rev.is_empty()
+        && rev.len() <= 256
+        && rev.split('/').all(|p| {
+            !p.is_empty()
+                && p != "."
+                && p != ".."
+                && p.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        });
+    if ok {
+        Ok(())
+    } else {
+        Err(HubError::BadRevision(rev.to_string()).into())
     }
 }
 
-/// Runs `work` on a scoped thread, calling `tick` about five times a second until it returns, so
-/// a progress callback that need not be `Send` still sees bytes arrive.
-fn with_ticks<T: Send>(work: impl FnOnce() -> T + Send, tick: &mut dyn FnMut()) -> T {
-    std::thread::scope(|s| {
-        let h = s.spawn(work);
-        while !h.is_finished() {
-            std::thread::park_timeout(Duration::from_millis(200));
-            tick();
+/// Checks an ETag before it names `blobs/<etag>`: letters, digits, `-` and `_` only (the hub
+/// sends a git sha1 or a sha256 in hex).
+pub fn check_etag(etag: &str, url: &str) -> Result<()> {
+    let ok = !etag.is_empty()
+        && etag.len() <= 128
+        && etag
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+    if ok {
+        Ok(())
+    } else {
+        Err(HubError::Hostile {
+            url: url.to_string(),
+            header: "ETag",
+            value: etag.chars().take(200).collect(),
+            expected: "letters, digits, `-` or `_` (a hash)",
         }
-        match h.join() {
-            Ok(v) => v,
-            Err(panic) => std::panic::resume_unwind(panic),
-        }
-    })
+        .into())
+    }
 }
 
-#[cfg(test)]
-use crate::model::weights::is_plain_file_name;
-pub use crate::model::weights::shard_names;
+/// Checks an `X-Repo-Commit` before it names `snapshots/<commit>`: 40 hex digits.
+pub fn check_commit(commit: &str, url: &str) -> Result<()> {
+    if is_commit(commit) {
+        Ok(())
+    } else {
+        Err(HubError::Hostile {
+            url: url.to_string(),
+            header: "X-Repo-Commit",
+            value: commit.chars().take(200).collect(),
+            expected: "a commit hash (40 hex digits)",
+        }
+        .into())
+    }
+}
+
+fn is_commit(s: &str) -> bool {
+    s.len() == 40 && s.chars().all(|c| c.is_ascii_hexdigit())
+}
+
+/// Links `snapshots/<commit>/<file>` to `blobs/<etag>` (relative symlink, as the Python cache
+/// does; a copy where symlinks are unavailable).
+fn link(blobs: &Path, folder: &Path, file: &str, etag: &str) -> Result<()> {
+    if !is_plain_file_name(file) {
+        return Err(Error::Invalid(format!(
+            "`{file}` is not a file name inside the snapshot folder"
+        )));
+    }
+    let dest = folder.join(file);
+    let parent = dest.parent().unwrap_or(folder);
+    std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
+    if std::fs::symlink_metadata(&dest).is_ok() {
+        if dest.exists() {
+            return Ok(());
+        }
+        std::fs::remove_file(&dest).map_err(|e| Error::io(&dest, e))?;
+    }
+    #[cfg(unix)]
+    {
+        // snapshots/<commit>/<dirs…>/<file> → ../../<../ per dir>blobs/<etag>
+        let _ = blobs;
+        let up = "../".repeat(2 + file.matches('/').count());
+        std::os::unix::fs::symlink(format!("{up}blobs/{etag}"), &dest)
+            .map_err(|e| Error::io(&dest, e))
+    }
+    #[cfg(not(unix))]
+    {
+        std::fs::copy(blobs.join(etag), &dest)
+            .map(|_| ())
+            .map_err(|e| Error::io(&dest, e))
+    }
+}
+
+fn verify_sha256(part: &Path, etag: &str) -> Result<()> {
+    let sum = sha256_file(part)?;
+    if sum.eq_ignore_ascii_case(etag) {
+        return Ok(());
+    }
+    let _ = std::fs::remove_file(part);
+    Err(HubError::BadContent {
+        file: part.to_path_buf(),
+        problem: format!(
+            "downloaded data has sha256 {sum}, the hub says {etag}; removed, run the download again"
+        ),
+    }
+    .into())
+}
 
 fn index_total_size(index: &Path) -> Option<u64> {
     let text = std::fs::read_to_string(index).ok()?;
@@ -623,7 +948,7 @@ fn index_total_size(index: &Path) -> Option<u64> {
 }
 
 fn partial_len(blobs: &Path, meta: &FileMetadataInfo) -> u64 {
-    std::fs::metadata(format!("{}.incomplete", blobs.join(&meta.etag).display()))
+    std::fs::metadata(blobs.join(format!("{}.incomplete", meta.etag)))
         .map(|m| m.len())
         .unwrap_or(0)
 }
@@ -671,7 +996,7 @@ pub fn check_space(folder: &Path, need: u64) -> Result<()> {
     let Some(free) = free_bytes(folder) else {
         return Ok(());
     };
-    if need + DISK_MARGIN > free {
+    if need.saturating_add(DISK_MARGIN) > free {
         return Err(HubError::DiskFull {
             folder: folder.to_path_buf(),
             need_mib: need.div_ceil(1 << 20),

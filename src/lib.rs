@@ -9,6 +9,7 @@ pub mod fork;
 #[cfg(feature = "gui")]
 pub mod gui;
 pub mod hub;
+pub mod input;
 pub mod model;
 pub mod presets;
 pub mod sampler;

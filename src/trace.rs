@@ -2,12 +2,74 @@
 //! Replaying the events over the header's initial canvas reproduces every canvas the live run
 //! showed.
 
-use std::io::{BufRead, Write};
+use std::io::{BufRead, Read, Write};
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::input::open_regular;
+
+/// Longest line a trace may hold (a header with a 16k-token canvas is well under 8 MiB).
+pub const MAX_LINE: usize = 64 << 20;
+
+/// Checks a step against the header: what it commits and re-opens must lie inside its block
+/// and the generated region (never the prompt), and a commit never writes the mask token.
+fn check_event(h: &TraceHeader, e: &StepEvent) -> std::result::Result<(), String> {
+    let len = h.initial.len();
+    if e.block_start > e.block_end || e.block_end > len {
+        return Err(format!(
+            "block {}..{} is outside the canvas of {len}",
+            e.block_start, e.block_end
+        ));
+    }
+    let positions = e
+        .commits
+        .iter()
+        .map(|c| ("commit", c.pos))
+        .chain(e.reopened.iter().map(|r| ("re-open", r.pos)));
+    for (what, p) in positions {
+        if p >= len {
+            return Err(format!("position {p} is outside the canvas of {len}"));
+        }
+        if p < h.gen_start || p >= h.gen_end {
+            return Err(format!(
+                "{what} at position {p}, outside the generated region {}..{} (the prompt and suffix are fixed)",
+                h.gen_start, h.gen_end
+            ));
+        }
+        if p < e.block_start || p >= e.block_end {
+            return Err(format!(
+                "{what} at position {p}, outside its block {}..{}",
+                e.block_start, e.block_end
+            ));
+        }
+    }
+    // A number JSON cannot hold (1e300 read into an f32 is infinite) would be written back as
+    // `null`, and the trace could no longer be read.
+    let floats = e
+        .commits
+        .iter()
+        .flat_map(|c| {
+            [c.prob as f64, c.score as f64]
+                .into_iter()
+                .chain(c.top.iter().map(|t| t.2 as f64))
+        })
+        .chain(e.reopened.iter().map(|r| r.prob as f64))
+        .chain(e.best_left.map(|b| b.1 as f64))
+        .chain([e.forward_ms, e.step_ms, e.elapsed_ms]);
+    if let Some(x) = floats.into_iter().find(|x| !x.is_finite()) {
+        return Err(format!("a value out of range ({x})"));
+    }
+    if let Some(c) = e.commits.iter().find(|c| c.token == h.mask_id) {
+        return Err(format!(
+            "commit at position {} writes the mask token {}",
+            c.pos, h.mask_id
+        ));
+    }
+    Ok(())
+}
+
 use crate::sampler::params::SamplerParams;
 
 pub const TRACE_VERSION: u32 = 1;
@@ -369,7 +431,7 @@ impl Trace {
 
     /// Reads a trace; a corrupt or truncated file is reported with the line that failed.
     pub fn load(path: &Path) -> Result<Self> {
-        let f = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+        let f = open_regular(path)?;
         Self::read_from(std::io::BufReader::new(f), path)
     }
 
@@ -380,9 +442,26 @@ impl Trace {
             problem,
         };
         let mut trace: Option<Trace> = None;
-        for (i, l) in r.lines().enumerate() {
-            let n = i + 1;
-            let l = l.map_err(|e| err(n, format!("unreadable: {e}")))?;
+        let mut r = r;
+        let mut buf = Vec::new();
+        for n in 1.. {
+            buf.clear();
+            // Bounded: a file without newlines (or /dev/zero) must not fill memory.
+            let got = (&mut r)
+                .take(MAX_LINE as u64 + 1)
+                .read_until(b'\n', &mut buf)
+                .map_err(|e| err(n, format!("unreadable: {e}")))?;
+            if got == 0 {
+                break;
+            }
+            if buf.len() > MAX_LINE {
+                return Err(err(
+                    n,
+                    format!("line longer than {} MiB; not a trace", MAX_LINE >> 20),
+                ));
+            }
+            let l =
+                std::str::from_utf8(&buf).map_err(|e| err(n, format!("not UTF-8 text: {e}")))?;
             if l.trim().is_empty() {
                 continue;
             }
@@ -405,6 +484,13 @@ impl Trace {
                     {
                         return Err(err(n, "header is inconsistent (canvas lengths)".into()));
                     }
+                    let p = &h.params;
+                    if ![p.threshold, p.temperature, p.top_p, p.edit_noise]
+                        .iter()
+                        .all(|x| x.is_finite())
+                    {
+                        return Err(err(n, "a sampler parameter is out of range".into()));
+                    }
                     trace = Some(Trace::new(*h));
                 }
                 (Line::Header(_), Some(_)) => return Err(err(n, "a second header".into())),
@@ -423,22 +509,29 @@ impl Trace {
                             ),
                         ));
                     }
-                    let len = t.header.initial.len();
-                    if let Some(bad) = e
-                        .commits
-                        .iter()
-                        .map(|c| c.pos)
-                        .chain(e.reopened.iter().map(|r| r.pos))
-                        .find(|&p| p >= len)
-                    {
-                        return Err(err(
-                            n,
-                            format!("position {bad} is outside the canvas of {len}"),
-                        ));
-                    }
+                    check_event(&t.header, &e).map_err(|p| err(n, p))?;
                     t.events.push(*e);
                 }
-                (Line::Finish(f), Some(t)) => t.finish = Some(*f),
+                (Line::Finish(_), Some(t)) if t.finish.is_some() => {
+                    return Err(err(n, "a second finish record".into()))
+                }
+                (Line::Finish(f), Some(t)) => {
+                    let m = &f.metrics;
+                    if !(m.total_ms.is_finite() && m.first_block_ms.is_finite()) {
+                        return Err(err(n, "a finish metric is out of range".into()));
+                    }
+                    let room = t.header.gen_end - t.header.gen_start;
+                    if f.tokens.len() > room {
+                        return Err(err(
+                            n,
+                            format!(
+                                "the finish record holds {} tokens, the generated region only {room}",
+                                f.tokens.len()
+                            ),
+                        ));
+                    }
+                    t.finish = Some(*f)
+                }
             }
         }
         trace.ok_or_else(|| err(0, "empty file: no header".into()))

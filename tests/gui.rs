@@ -758,24 +758,19 @@ fn a_fifo_trace_does_not_freeze_the_window() {
     assert!(ok.success());
     let mut h = harness();
     h.state_mut().open_trace(&fifo);
-    // Nothing writes yet: the read blocks on its thread while frames go on.
+    // Traces are read only from regular files (issue 12): a FIFO is a clear error, not a read
+    // that waits for a writer; either way the window keeps drawing frames meanwhile.
     for _ in 0..5 {
         h.run_steps(1);
         std::thread::sleep(Duration::from_millis(20));
     }
-    assert!(h.state().io_busy());
-    h.get_by_label_contains("Opening trace.fifo");
-    let writer = std::thread::spawn(move || {
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .open(&fifo)
-            .expect("open fifo");
-        synthetic_trace().write_to(&mut f).expect("write");
-    });
     wait_io(&mut h);
-    writer.join().expect("writer");
-    assert!(h.state().errors().is_empty(), "{:?}", h.state().errors());
-    assert_eq!(h.state().store.len(), synthetic_trace().len());
+    let errors = h.state().errors().join("\n");
+    assert!(
+        errors.contains("trace.fifo") && errors.contains("FIFO"),
+        "{errors}"
+    );
+    assert_eq!(h.state().store.len(), 0);
 }
 
 #[test]

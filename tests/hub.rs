@@ -20,12 +20,17 @@ const MAX_CONNECTIONS: usize = 256;
 
 struct Repo {
     files: HashMap<String, Vec<u8>>,
+    /// Sent instead of the real ETag / commit (a hostile server).
+    etag: Option<String>,
+    commit: Option<String>,
 }
 
 struct Shared {
     repos: HashMap<String, Repo>,
     /// Body bytes sent per file name.
     served: Mutex<HashMap<String, u64>>,
+    /// The next GET of this file sends only this many body bytes, then stalls.
+    stall: Mutex<Option<(String, usize)>>,
     stop: AtomicBool,
 }
 
@@ -44,6 +49,7 @@ impl Server {
         let shared = Arc::new(Shared {
             repos,
             served: Mutex::new(HashMap::new()),
+            stall: Mutex::new(None),
             stop: AtomicBool::new(false),
         });
         let s = shared.clone();
@@ -129,6 +135,25 @@ fn serve(stream: TcpStream, s: &Shared) {
         if out.write_all(head.as_bytes()).is_err() {
             return;
         }
+        let stall = match s.stall.lock() {
+            Ok(mut g) => match g.as_ref() {
+                Some((f, n)) if method == "GET" && path.ends_with(&format!("/{f}")) => {
+                    let n = *n;
+                    *g = None;
+                    Some(n)
+                }
+                _ => None,
+            },
+            Err(_) => None,
+        };
+        if let Some(n) = stall {
+            let _ = out.write_all(&body[..n.min(body.len())]);
+            let _ = out.flush();
+            while !s.stop.load(Ordering::Relaxed) {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            return;
+        }
         if method == "GET" && out.write_all(&body).is_err() {
             return;
         }
@@ -168,11 +193,14 @@ fn respond(s: &Shared, method: &str, path: &str, range: Option<&str>) -> (String
             &format!("X-Error-Code: EntryNotFound\r\nX-Repo-Commit: {COMMIT}\r\n"),
         );
     };
-    let etag: String = Sha256::digest(data)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    let common = format!("ETag: \"{etag}\"\r\nX-Repo-Commit: {COMMIT}\r\nAccept-Ranges: bytes\r\n");
+    let etag: String = repo.etag.clone().unwrap_or_else(|| {
+        Sha256::digest(data)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    });
+    let commit = repo.commit.as_deref().unwrap_or(COMMIT);
+    let common = format!("ETag: \"{etag}\"\r\nX-Repo-Commit: {commit}\r\nAccept-Ranges: bytes\r\n");
     let len = data.len() as u64;
     let (code, body, extra) = match range
         .and_then(|r| r.strip_prefix("bytes="))
@@ -222,7 +250,11 @@ fn sdar_repo() -> Repo {
             files.insert(name, std::fs::read(&p).expect("read fixture"));
         }
     }
-    Repo { files }
+    Repo {
+        files,
+        etag: None,
+        commit: None,
+    }
 }
 
 fn opts(endpoint: &str, cache: &Path) -> HubOptions {
@@ -368,4 +400,145 @@ fn hub_downloads() {
         .expect_err("no network")
         .to_string();
     assert!(e.contains("cannot reach") && e.contains("127.0.0.1"), "{e}");
+}
+
+/// Everything under `root` that is neither inside `keep` nor one of its parent folders.
+fn outside(root: &Path, keep: &Path) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    let mut todo = vec![root.to_path_buf()];
+    while let Some(dir) = todo.pop() {
+        for entry in std::fs::read_dir(&dir).expect("read_dir") {
+            let p = entry.expect("entry").path();
+            if !p.starts_with(keep) && !keep.starts_with(&p) {
+                found.push(p.clone());
+            }
+            let is_dir = std::fs::symlink_metadata(&p).is_ok_and(|m| m.is_dir());
+            if is_dir && !p.starts_with(keep) {
+                todo.push(p);
+            }
+        }
+    }
+    found
+}
+
+#[test]
+fn hostile_headers_write_nothing_outside_the_cache() {
+    let outer = tempfile::tempdir().expect("tempdir");
+    let cache = outer.path().join("a/b/c/cache");
+    let abs = outer.path().join("absolute-x").display().to_string();
+    let evil = |etag: Option<&str>, commit: Option<&str>| Repo {
+        etag: etag.map(str::to_string),
+        commit: commit.map(str::to_string),
+        ..sdar_repo()
+    };
+    let server = Server::start(HashMap::from([
+        ("test/etag".to_string(), evil(Some("../../../../x"), None)),
+        ("test/abs".to_string(), evil(Some(&abs), None)),
+        ("test/commit".to_string(), evil(None, Some("../../../../x"))),
+        ("test/sdar".to_string(), sdar_repo()),
+    ]));
+    let hub = Hub::new(opts(&server.endpoint, &cache)).expect("hub");
+    for (id, header, value) in [
+        ("test/etag", "ETag", "../../../../x"),
+        ("test/abs", "ETag", abs.as_str()),
+        ("test/commit", "X-Repo-Commit", "../../../../x"),
+    ] {
+        let e = hub.download(id, &mut |_| {}).expect_err(id).to_string();
+        assert!(
+            e.contains(header) && e.contains(value) && e.contains("nothing was written"),
+            "{id}: {e}"
+        );
+    }
+    for rev in ["../../x", "/abs", "a/../../b", "main\\..\\x", ""] {
+        let e = Hub::new(HubOptions {
+            revision: Some(rev.into()),
+            ..opts(&server.endpoint, &cache)
+        })
+        .expect("hub")
+        .download("test/sdar", &mut |_| {})
+        .expect_err(rev)
+        .to_string();
+        assert!(e.contains(&format!("revision `{rev}`")), "{e}");
+    }
+    let escaped = outside(outer.path(), &cache);
+    assert!(escaped.is_empty(), "written outside the cache: {escaped:?}");
+    // The same server's honest repository still downloads, under the cache root only.
+    let folder = hub.download("test/sdar", &mut |_| {}).expect("honest repo");
+    assert!(folder.starts_with(&cache));
+    assert!(outside(outer.path(), &cache).is_empty());
+}
+
+#[test]
+fn timeouts_name_the_host_and_a_stalled_download_resumes() {
+    let quick = |endpoint: &str, cache: &Path| HubOptions {
+        connect_timeout: Some(Duration::from_millis(800)),
+        idle_timeout: Some(Duration::from_millis(800)),
+        chunk_bytes: Some(40_000),
+        ..opts(endpoint, cache)
+    };
+
+    // 1. A tarpit: accepts connections, never answers.
+    let tarpit = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = tarpit.local_addr().expect("addr").to_string();
+    tarpit.set_nonblocking(true).expect("nonblocking");
+    let stop = Arc::new(AtomicBool::new(false));
+    let stop2 = stop.clone();
+    let holder = std::thread::spawn(move || {
+        let mut held = Vec::new();
+        while !stop2.load(Ordering::Relaxed) {
+            if let Ok((s, _)) = tarpit.accept() {
+                held.push(s);
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    });
+    let cache = tempfile::tempdir().expect("tempdir");
+    let t0 = std::time::Instant::now();
+    let e = Hub::new(quick(&format!("http://{addr}"), cache.path()))
+        .expect("hub")
+        .download("test/sdar", &mut |_| {})
+        .expect_err("tarpit")
+        .to_string();
+    stop.store(true, Ordering::Relaxed);
+    let _ = holder.join();
+    assert!(
+        e.contains(&addr) && e.contains("timed out") && e.contains("HF_HUB_DOWNLOAD_TIMEOUT"),
+        "{e}"
+    );
+    // Generous: the point is that it returns at all (it used to wait forever).
+    assert!(t0.elapsed() < Duration::from_secs(60), "{:?}", t0.elapsed());
+
+    // 2. A body that stops after 10 bytes: a clear error, the 10 bytes kept, then a rerun
+    //    fetches only the rest.
+    let server = Server::start(HashMap::from([("test/sdar".to_string(), sdar_repo())]));
+    let shard1 = "model-00001-of-00002.safetensors";
+    let data = std::fs::read(fixture().join(shard1)).expect("shard");
+    let etag: String = Sha256::digest(&data)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    *server.shared.stall.lock().expect("lock") = Some((shard1.to_string(), 10));
+    let cache = tempfile::tempdir().expect("tempdir");
+    let e = Hub::new(quick(&server.endpoint, cache.path()))
+        .expect("hub")
+        .download("test/sdar", &mut |_| {})
+        .expect_err("stalled body")
+        .to_string();
+    let host = server.endpoint.trim_start_matches("http://");
+    assert!(
+        e.contains(host) && e.contains("timed out") && e.contains(shard1),
+        "{e}"
+    );
+    let part = cache
+        .path()
+        .join("models--test--sdar/blobs")
+        .join(format!("{etag}.incomplete"));
+    assert_eq!(std::fs::metadata(&part).expect("partial blob").len(), 10);
+    let before = server.served(shard1);
+    let folder = Hub::new(quick(&server.endpoint, cache.path()))
+        .expect("hub")
+        .download("test/sdar", &mut |_| {})
+        .expect("resumed after the timeout");
+    assert_eq!(server.served(shard1) - before, (data.len() - 10) as u64);
+    assert_eq!(std::fs::read(folder.join(shard1)).expect("shard"), data);
 }

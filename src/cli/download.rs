@@ -22,7 +22,7 @@ pub fn run(args: &DownloadArgs) -> anyhow::Result<()> {
         .unwrap_or_else(|| args.model.clone());
     let opts = HubOptions {
         revision: args.revision.clone(),
-        ..HubOptions::from_env()
+        ..HubOptions::from_env()?
     };
     let hub = hub::Hub::new(opts)?;
     let mut line = ProgressLine::default();
@@ -35,7 +35,7 @@ pub fn run(args: &DownloadArgs) -> anyhow::Result<()> {
 /// Opens `--model` for the headless commands, with a progress line on stderr when it downloads.
 pub fn resolve(arg: &str) -> anyhow::Result<std::path::PathBuf> {
     let mut line = ProgressLine::default();
-    let folder = hub::resolve_model(arg, &HubOptions::from_env(), &mut |p| line.show(p))?;
+    let folder = hub::resolve_model(arg, &HubOptions::from_env()?, &mut |p| line.show(p))?;
     line.finish();
     Ok(folder)
 }

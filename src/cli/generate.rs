@@ -1,7 +1,6 @@
 //! `unmask generate`: headless decoding with every sampler knob as a flag.
 
 use std::path::PathBuf;
-use std::sync::atomic::AtomicBool;
 
 use clap::Args;
 
@@ -24,9 +23,9 @@ pub struct GenerateArgs {
     #[arg(long)]
     pub suffix: Option<String>,
     /// Repair mode: a file of code to corrupt and repair.
-    #[arg(long)]
+    #[arg(long, conflicts_with_all = ["prompt_ids", "suffix"])]
     pub repair: Option<PathBuf>,
-    /// Repair mode: number of random edits.
+    /// Repair mode: number of random edits (at most the code's token count).
     #[arg(long, default_value_t = 8)]
     pub budget: usize,
     /// Render the prompt through the model's chat template.
@@ -58,6 +57,12 @@ pub fn run(args: &GenerateArgs) -> anyhow::Result<()> {
     let params = args.sampler.params(m.family(), m.info.config.block_size);
     let prompt_text = args.prompt.clone().unwrap_or_default();
     let header = if let Some(ids) = &args.prompt_ids {
+        let rows = m.info.config.embedding_size;
+        if let Some(bad) = ids.iter().find(|&&t| t as usize >= rows) {
+            anyhow::bail!(
+                "--prompt-ids: token id {bad} is outside the model's vocabulary ({rows} ids)"
+            );
+        }
         // Ids are used exactly as given (reference parity): no healing.
         let task = Task::Complete {
             prompt: ids.clone(),
@@ -65,8 +70,7 @@ pub fn run(args: &GenerateArgs) -> anyhow::Result<()> {
         session::prepare(&m, &task, &params, &prompt_text, &args.device)?
     } else {
         let task = if let Some(path) = &args.repair {
-            let code = std::fs::read_to_string(path)
-                .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+            let code = crate::input::read_text(path, 16 << 20)?;
             session::TextTask::Repair {
                 prompt: prompt_text.clone(),
                 code,
@@ -87,7 +91,7 @@ pub fn run(args: &GenerateArgs) -> anyhow::Result<()> {
     if let Some(h) = &header.heal {
         eprintln!("{}", h.describe());
     }
-    let cancel = AtomicBool::new(false);
+    let cancel = super::signals::cancel_flag();
     let verbose = args.verbose;
     let stream = !args.json;
     // Streaming: print the generated text as blocks finish (each time the masks before the
@@ -98,6 +102,7 @@ pub fn run(args: &GenerateArgs) -> anyhow::Result<()> {
     let heal = header.heal.clone();
     let mut printed = String::new();
     let mut stopped = false;
+    let mut write_error: Option<anyhow::Error> = None;
     let mut on_step = |e: &crate::trace::StepEvent| {
         canvas.apply(e);
         if verbose {
@@ -137,18 +142,22 @@ pub fn run(args: &GenerateArgs) -> anyhow::Result<()> {
                 && text.starts_with(&printed)
                 && text.is_char_boundary(printed.len())
             {
-                print!("{}", &text[printed.len()..]);
-                let _ = std::io::Write::flush(&mut std::io::stdout());
+                if let Err(e) = super::out::print(&text[printed.len()..]) {
+                    write_error.get_or_insert(e);
+                }
                 printed = text;
             }
         }
     };
     let mut den = ModelDenoiser::new(&m, &params);
     let trace = session::with_facts(&m, &args.device, |f| {
-        sampler::decode(header, &mut den, f, &cancel, &mut on_step)
+        sampler::decode(header, &mut den, f, cancel, &mut on_step)
     })?;
     if let Some(path) = &args.trace {
         trace.save(path)?;
+    }
+    if let Some(e) = write_error {
+        return Err(e);
     }
     let fin = trace
         .finish
@@ -175,16 +184,16 @@ pub fn run(args: &GenerateArgs) -> anyhow::Result<()> {
             "distance_after": fin.repaired_distance,
             "params": trace.header.params,
         });
-        println!("{}", serde_json::to_string_pretty(&out)?);
+        super::out::println(&serde_json::to_string_pretty(&out)?)?;
     } else {
         // Whatever streaming could not print as a clean extension (e.g. after a revision).
         if fin.text != printed {
             if !printed.is_empty() {
-                println!("\n--- final text ---");
+                super::out::println("\n--- final text ---")?;
             }
-            print!("{}", fin.text);
+            super::out::print(&fin.text)?;
         }
-        println!();
+        super::out::println("")?;
         if let (Some(b), Some(a)) = (corrupted, fin.repaired_distance) {
             eprintln!("repair: Levenshtein distance to the original {b} → {a} tokens");
         }
@@ -197,6 +206,17 @@ pub fn run(args: &GenerateArgs) -> anyhow::Result<()> {
             fin.metrics.tokens_per_forward(),
             fin.reason
         );
+    }
+    if super::signals::cancelled() {
+        eprintln!(
+            "cancelled by a signal after {} steps{}",
+            trace.len(),
+            args.trace
+                .as_ref()
+                .map(|p| format!("; the partial trace is in {}", p.display()))
+                .unwrap_or_default()
+        );
+        std::process::exit(super::signals::CANCELLED_EXIT);
     }
     Ok(())
 }

@@ -6,7 +6,9 @@ pub mod eval;
 pub mod forward;
 pub mod generate;
 pub mod models;
+pub mod out;
 pub mod self_train;
+pub mod signals;
 pub mod train;
 
 use clap::{Args, Parser, Subcommand};
@@ -257,11 +259,10 @@ pub fn inspect(args: &InspectArgs) -> anyhow::Result<()> {
     let folder = download::resolve(&args.model)?;
     let (info, _) = crate::model::ModelInfo::inspect(&folder)?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&info)?);
+        out::println(&serde_json::to_string_pretty(&info)?)
     } else {
-        println!("{}", info.summary());
+        out::println(&info.summary())
     }
-    Ok(())
 }
 
 pub fn replay(args: &ReplayArgs) -> anyhow::Result<()> {
@@ -280,7 +281,7 @@ pub fn replay(args: &ReplayArgs) -> anyhow::Result<()> {
                 }
             })
             .collect();
-        println!("── step {k}/{} ──\n{text}", trace.len());
+        out::println(&format!("── step {k}/{} ──\n{text}", trace.len()))
     };
     match args.step {
         Some(k) if k > trace.len() => anyhow::bail!(
@@ -288,7 +289,14 @@ pub fn replay(args: &ReplayArgs) -> anyhow::Result<()> {
             trace.len()
         ),
         Some(k) => show(k),
-        None => (0..=trace.len()).for_each(show),
+        None => {
+            for k in 0..=trace.len() {
+                if out::closed() {
+                    break;
+                }
+                show(k)?;
+            }
+            Ok(())
+        }
     }
-    Ok(())
 }

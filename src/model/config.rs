@@ -48,6 +48,15 @@ pub enum Attention {
     BlockCausal,
 }
 
+/// Bounds on config numbers, far above any published model (the largest have ~130 layers,
+/// 256k-token vocabularies, 30k-wide layers and contexts of 1M tokens).
+pub const MAX_LAYERS: usize = 1024;
+pub const MAX_HEADS: usize = 1024;
+pub const MAX_HEAD_DIM: usize = 4096;
+pub const MAX_WIDTH: usize = 1 << 18;
+pub const MAX_VOCAB: usize = 1 << 24;
+pub const MAX_CONTEXT: usize = 1 << 24;
+
 /// The architectures accepted in `config.json`, for error messages.
 pub const SUPPORTED_ARCHITECTURES: &[&str] = &[
     "LLaDAModelLM (model_type llada)",
@@ -153,8 +162,15 @@ impl Fields<'_> {
 pub fn ids_of(v: Option<&Value>) -> Option<Vec<u32>> {
     match v {
         None | Some(Value::Null) => Some(Vec::new()),
-        Some(Value::Number(n)) => n.as_u64().map(|n| vec![n as u32]),
-        Some(Value::Array(a)) => a.iter().map(|x| x.as_u64().map(|n| n as u32)).collect(),
+        // An id beyond u32 is refused, never truncated (2^32 + 5 must not become 5).
+        Some(Value::Number(n)) => n
+            .as_u64()
+            .and_then(|n| u32::try_from(n).ok())
+            .map(|n| vec![n]),
+        Some(Value::Array(a)) => a
+            .iter()
+            .map(|x| x.as_u64().and_then(|n| u32::try_from(n).ok()))
+            .collect(),
         _ => None,
     }
 }
@@ -162,7 +178,8 @@ pub fn ids_of(v: Option<&Value>) -> Option<Vec<u32>> {
 impl ModelConfig {
     /// Reads and validates `config.json` from a checkpoint folder.
     pub fn from_file(file: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(file).map_err(|e| Error::io(file, e))?;
+        // Configs are a few KiB; the cap stops a device or a huge file from filling memory.
+        let text = crate::input::read_text(file, 16 << 20)?;
         let v: Value = serde_json::from_str(&text).map_err(|e| Error::Parse {
             file: file.to_path_buf(),
             problem: e.to_string(),
@@ -198,7 +215,12 @@ impl ModelConfig {
                 })
             }
         };
-        let mask_token_id = f.opt_usize("mask_token_id")?.map(|n| n as u32);
+        let mask_token_id = match f.opt_usize("mask_token_id")? {
+            Some(n) => Some(
+                u32::try_from(n).map_err(|_| f.bad("mask_token_id", "a token id below 2^32"))?,
+            ),
+            None => None,
+        };
         let eos_token_ids = f.ids("eos_token_id")?;
         let bos_token_id = f.ids("bos_token_id")?.first().copied();
         let pad_token_id = f.ids("pad_token_id")?.first().copied();
@@ -209,6 +231,9 @@ impl ModelConfig {
             Family::Llada => {
                 let hidden = f.usize("d_model")?;
                 let heads = f.usize("n_heads")?;
+                if heads > 0 && !hidden.is_multiple_of(heads) {
+                    return Err(f.bad("n_heads", &format!("a divisor of d_model {hidden}")));
+                }
                 let vocab = f.usize("vocab_size")?;
                 let mlp = f.usize("mlp_hidden_size")?;
                 if let Some(bt) = f.str("block_type") {
@@ -252,6 +277,15 @@ impl ModelConfig {
                 let hidden = f.usize("hidden_size")?;
                 let heads = f.usize("num_attention_heads")?;
                 let vocab = f.usize("vocab_size")?;
+                if v.get("head_dim").is_none_or(Value::is_null)
+                    && heads > 0
+                    && !hidden.is_multiple_of(heads)
+                {
+                    return Err(f.bad(
+                        "num_attention_heads",
+                        &format!("a divisor of hidden_size {hidden} (or give head_dim)"),
+                    ));
+                }
                 let head_dim = f.usize_or("head_dim", hidden / heads.max(1))?;
                 if let Some(act) = f.str("hidden_act") {
                     if act != "silu" {
@@ -294,16 +328,42 @@ impl ModelConfig {
             field: field.into(),
             problem,
         };
-        for (name, n) in [
-            ("vocab_size", self.vocab_size),
-            ("hidden_size", self.hidden_size),
-            ("num_hidden_layers", self.num_layers),
-            ("num_attention_heads", self.num_heads),
-            ("num_key_value_heads", self.num_kv_heads),
-            ("head_dim", self.head_dim),
+        // Upper bounds far above any published model, checked before anything is sized from
+        // them: absurd numbers (10^12 layers) must be an error, not an allocation failure.
+        for (name, n, max) in [
+            ("vocab_size", self.vocab_size, MAX_VOCAB),
+            ("embedding_size", self.embedding_size, MAX_VOCAB),
+            ("hidden_size", self.hidden_size, MAX_WIDTH),
+            ("intermediate_size", self.intermediate_size, MAX_WIDTH),
+            ("num_hidden_layers", self.num_layers, MAX_LAYERS),
+            ("num_attention_heads", self.num_heads, MAX_HEADS),
+            ("num_key_value_heads", self.num_kv_heads, MAX_HEADS),
+            ("head_dim", self.head_dim, MAX_HEAD_DIM),
+            (
+                "max_position_embeddings",
+                self.max_position_embeddings,
+                MAX_CONTEXT,
+            ),
         ] {
             if n == 0 {
                 return Err(bad(name, "must be positive".into()));
+            }
+            if n > max {
+                return Err(bad(
+                    name,
+                    format!("{n} is beyond any supported model (at most {max})"),
+                ));
+            }
+        }
+        if let Some(b) = self.block_size {
+            if b == 0 || b > self.max_position_embeddings {
+                return Err(bad(
+                    "block_size",
+                    format!(
+                        "{b} must be within 1..={} (the context)",
+                        self.max_position_embeddings
+                    ),
+                ));
             }
         }
         if !self.num_heads.is_multiple_of(self.num_kv_heads) {
@@ -312,6 +372,19 @@ impl ModelConfig {
                 format!(
                     "{} query heads are not a multiple of {} key/value heads",
                     self.num_heads, self.num_kv_heads
+                ),
+            ));
+        }
+        if self
+            .head_dim
+            .checked_mul(self.num_heads)
+            .is_none_or(|w| w > MAX_WIDTH)
+        {
+            return Err(bad(
+                "num_attention_heads",
+                format!(
+                    "{} heads of {} make an attention width beyond {MAX_WIDTH}",
+                    self.num_heads, self.head_dim
                 ),
             ));
         }
@@ -333,24 +406,52 @@ impl ModelConfig {
                 ),
             ));
         }
+        if !(self.rope_theta.is_finite() && self.rope_theta > 0.0) {
+            return Err(bad(
+                "rope_theta",
+                format!(
+                    "{} must be a finite number above 0 (rotary frequencies divide by it)",
+                    self.rope_theta
+                ),
+            ));
+        }
+        if !(self.rms_norm_eps.is_finite() && self.rms_norm_eps >= 0.0) {
+            return Err(bad(
+                "rms_norm_eps",
+                format!("{} must be a finite number ≥ 0", self.rms_norm_eps),
+            ));
+        }
         Ok(())
     }
 
-    /// Number of parameters implied by the geometry.
+    /// Number of parameters implied by the geometry (saturating: validation bounds the
+    /// fields, but a count must never wrap).
     pub fn parameter_count(&self) -> u64 {
-        let h = self.hidden_size as u64;
-        let q = (self.num_heads * self.head_dim) as u64;
-        let kv = (self.num_kv_heads * self.head_dim) as u64;
-        let i = self.intermediate_size as u64;
-        let mut layer = h * q + 2 * h * kv + q * h + 3 * h * i + 2 * h;
+        let n = |x: usize| x as u64;
+        let mul = |a: u64, b: u64| a.saturating_mul(b);
+        let h = n(self.hidden_size);
+        let q = mul(n(self.num_heads), n(self.head_dim));
+        let kv = mul(n(self.num_kv_heads), n(self.head_dim));
+        let i = n(self.intermediate_size);
+        let mut layer = [
+            mul(h, q),
+            mul(2, mul(h, kv)),
+            mul(q, h),
+            mul(3, mul(h, i)),
+            mul(2, h),
+        ]
+        .into_iter()
+        .fold(0u64, u64::saturating_add);
         if self.qkv_bias {
-            layer += q + 2 * kv;
+            layer = layer.saturating_add(q.saturating_add(mul(2, kv)));
         }
         if self.qk_norm {
-            layer += 2 * self.head_dim as u64;
+            layer = layer.saturating_add(mul(2, n(self.head_dim)));
         }
-        let emb = self.embedding_size as u64 * h;
+        let emb = mul(n(self.embedding_size), h);
         let head = if self.tie_word_embeddings { 0 } else { emb };
-        emb + head + h + layer * self.num_layers as u64
+        emb.saturating_add(head)
+            .saturating_add(h)
+            .saturating_add(mul(layer, n(self.num_layers)))
     }
 }

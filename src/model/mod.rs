@@ -120,6 +120,20 @@ impl ModelInfo {
             });
         }
         let stops = tokens::resolve_stops(&config, tok.as_ref(), &side, mask.value);
+        if let Some(id) = stops
+            .value
+            .iter()
+            .find(|&&id| id as usize >= config.embedding_size)
+        {
+            return Err(Error::ConfigField {
+                file: cfg_file.clone(),
+                field: "eos_token_id".into(),
+                problem: format!(
+                    "stop id {id} (from {}) is outside the embedding ({} rows)",
+                    stops.source, config.embedding_size
+                ),
+            });
+        }
         let bos = tokens::resolve_bos(&config, tok.as_ref(), &side);
         let chat_template = side.chat_template(folder);
         let (weight_files, stored_dtype) = match weights::weight_files(folder) {

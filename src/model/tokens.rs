@@ -176,7 +176,8 @@ pub fn resolve_mask(cfg: &ModelConfig, tok: Option<&Tokenizer>, side: &SideFiles
         .and_then(Value::as_u64)
     {
         return Resolved {
-            value: id as u32,
+            // Beyond u32: kept out of range (the embedding check rejects it), never truncated.
+            value: u32::try_from(id).unwrap_or(u32::MAX),
             source: "generation_config.json mask_token_id".into(),
         };
     }
@@ -249,7 +250,11 @@ pub fn resolve_stops(
             Family::Llada => vec![126081, 126348],
             Family::Dream | Family::Sdar => vec![151643, 151645],
         };
-        ids.extend(d);
+        // The published default only where this vocabulary has those ids (small test models).
+        ids.extend(
+            d.into_iter()
+                .filter(|&id| (id as usize) < cfg.embedding_size),
+        );
         sources.push(format!("{} default", cfg.family.name()));
     }
     let mut seen = std::collections::HashSet::new();

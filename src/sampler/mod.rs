@@ -90,10 +90,26 @@ pub fn prepare_healed(
             "repair mode does not heal its prompt".into(),
         ));
     }
+    // Input ids are checked before anything is built from them.
+    let given: Vec<(&str, &[u32])> = match task {
+        Task::Complete { prompt } => vec![("prompt", prompt)],
+        Task::Infill { prefix, suffix } => vec![("prefix", prefix), ("suffix", suffix)],
+        Task::Repair {
+            prompt, original, ..
+        } => vec![("prompt", prompt), ("code to repair", original)],
+    };
+    for (what, ids) in given {
+        if let Some(i) = ids.iter().position(|&t| t == m.mask_id) {
+            return Err(Error::Invalid(format!(
+                "the {what} contains the mask token (id {}) at token {i}; the sampler would treat it as a blank to fill. Remove it from the input",
+                m.mask_id
+            )));
+        }
+    }
     let (initial, gen_start, gen_end, kind) = match task {
         Task::Complete { prompt } => {
             check(params, prompt.len(), m)?;
-            let n = padded_len(prompt.len(), params, m);
+            let n = padded_len(prompt.len(), 0, params, m)?;
             let mut c = prompt.clone();
             c.extend(std::iter::repeat_n(m.mask_id, n));
             (c, prompt.len(), prompt.len() + n, TaskKind::Complete)
@@ -109,8 +125,8 @@ pub fn prepare_healed(
                     m.model_id
                 )));
             }
-            check(params, prefix.len() + suffix.len(), m)?;
-            let n = padded_len(prefix.len(), params, m);
+            check(params, prefix.len().saturating_add(suffix.len()), m)?;
+            let n = padded_len(prefix.len(), suffix.len(), params, m)?;
             let mut c = prefix.clone();
             c.extend(std::iter::repeat_n(m.mask_id, n));
             c.extend(suffix);
@@ -130,6 +146,13 @@ pub fn prepare_healed(
         } => {
             if original.is_empty() {
                 return Err(Error::Invalid("repair mode needs code to repair".into()));
+            }
+            // More edits than tokens is not a repair task, and would only burn time.
+            if *budget > original.len() {
+                return Err(Error::Invalid(format!(
+                    "--budget {budget} exceeds the {} tokens of the code to repair",
+                    original.len()
+                )));
             }
             // Special tokens are never inserted: draw replacements from ordinary ids below the mask
             // and stop ids' range where possible.
@@ -187,13 +210,47 @@ pub fn prepare_healed(
 }
 
 /// Masks to append after `fixed` tokens: `gen_length`, extended for aligned (block-causal) layouts
-/// so the canvas ends on a block boundary, as SDAR's reference sampler pads it.
-fn padded_len(fixed: usize, params: &SamplerParams, m: &ModelFacts) -> usize {
-    if m.aligned_blocks && params.block_size > 0 {
-        (fixed + params.gen_length).div_ceil(params.block_size) * params.block_size - fixed
+/// so the canvas ends on a block boundary, as SDAR's reference sampler pads it. The padded
+/// canvas (with `after` tokens of suffix) must still fit the context.
+fn padded_len(fixed: usize, after: usize, params: &SamplerParams, m: &ModelFacts) -> Result<usize> {
+    let n = if m.aligned_blocks && params.block_size > 0 {
+        fixed
+            .checked_add(params.gen_length)
+            .and_then(|end| {
+                end.div_ceil(params.block_size)
+                    .checked_mul(params.block_size)
+            })
+            .map(|end| end - fixed)
     } else {
-        params.gen_length
+        Some(params.gen_length)
+    };
+    match n.and_then(|n| fixed.checked_add(n)?.checked_add(after).map(|t| (n, t))) {
+        Some((n, total)) if total <= m.context => Ok(n),
+        _ => Err(Error::Invalid(format!(
+            "block_size: {} tokens of input + {} generated, aligned to blocks of {}, exceed the model's context of {}",
+            fixed.saturating_add(after),
+            params.gen_length,
+            params.block_size,
+            m.context
+        ))),
     }
+}
+
+/// NaN or infinite logits mean a broken checkpoint (a NaN weight, `rope_theta` 0, a negative
+/// `rms_norm_eps` …): every later number would be garbage, and a trace could not store them.
+fn check_finite(logits: &denoiser::BlockLogits, start: usize, step: usize) -> Result<()> {
+    let Some(i) = logits.data.iter().position(|x| !x.is_finite()) else {
+        return Ok(());
+    };
+    let vocab = logits.vocab.max(1);
+    Err(Error::Invalid(format!(
+        "the model produced a non-finite logit ({}) at position {}, token {}, in step {step}: \
+         the checkpoint is broken (NaN or infinite weights, or a config value such as rope_theta \
+         or rms_norm_eps that makes the computation diverge); nothing was generated",
+        logits.data[i],
+        start + i / vocab,
+        i % vocab
+    )))
 }
 
 fn check(params: &SamplerParams, fixed: usize, m: &ModelFacts) -> Result<()> {
@@ -257,6 +314,7 @@ pub fn decode(
             }
             let ts = Instant::now();
             let logits = den.logits(&canvas, block.clone())?;
+            check_finite(&logits, block.start, trace.events.len())?;
             let mut cands = Vec::with_capacity(masked.len());
             let mut props = HashMap::with_capacity(masked.len());
             // Repetition penalty: the generated tokens committed so far (the prompt is the

@@ -282,7 +282,10 @@ impl SamplerParams {
             p("repetition_penalty", "must be ≥ 1 (1 = off)".into());
         }
         if let Some(ctx) = context {
-            if fixed_len + self.gen_length > ctx {
+            if fixed_len
+                .checked_add(self.gen_length)
+                .is_none_or(|n| n > ctx)
+            {
                 p("gen_length", format!("prompt ({fixed_len} tokens) + {} generated exceed the model's context of {ctx}", self.gen_length));
             }
         }
