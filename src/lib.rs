@@ -12,6 +12,7 @@ pub mod hub;
 pub mod input;
 pub mod model;
 pub mod presets;
+pub mod profile;
 pub mod sampler;
 pub mod session;
 pub mod trace;

@@ -52,7 +52,12 @@ impl Denoiser for Scripted {
     fn begin(&mut self, _canvas: &[u32], _layout: &Layout) -> Result<()> {
         Ok(())
     }
-    fn logits(&mut self, canvas: &[u32], block: Range<usize>) -> Result<BlockLogits> {
+    fn logits(
+        &mut self,
+        canvas: &[u32],
+        block: Range<usize>,
+        _need: &[usize],
+    ) -> Result<BlockLogits> {
         self.forwards += 1;
         self.calls.push(block.clone());
         self.seen.push(canvas.to_vec());
@@ -62,6 +67,7 @@ impl Denoiser for Scripted {
         }
         Ok(BlockLogits {
             data,
+            rows: None,
             vocab: V,
             in_flight: block.len(),
             forward_ms: 0.0,
@@ -530,7 +536,12 @@ impl Denoiser for Looping {
     fn begin(&mut self, _canvas: &[u32], _layout: &Layout) -> Result<()> {
         Ok(())
     }
-    fn logits(&mut self, _canvas: &[u32], block: Range<usize>) -> Result<BlockLogits> {
+    fn logits(
+        &mut self,
+        _canvas: &[u32],
+        block: Range<usize>,
+        _need: &[usize],
+    ) -> Result<BlockLogits> {
         let mut data = vec![0f32; block.len() * V];
         for r in 0..block.len() {
             data[r * V + 5] = 8.0;
@@ -538,6 +549,7 @@ impl Denoiser for Looping {
             data[r * V + 7] = 6.0;
         }
         Ok(BlockLogits {
+            rows: None,
             data,
             vocab: V,
             in_flight: block.len(),
@@ -716,4 +728,111 @@ fn filtered_distributions_match_the_references() {
         cases.len(),
         failures.join("\n")
     );
+}
+
+/// The fast proposal (partial selection, device statistics) against the straightforward full
+/// sort in f64, over many random rows, filters and temperatures: same token, same scores.
+#[test]
+fn fast_proposals_equal_the_reference_definition() {
+    use rand::Rng;
+    use unmask::sampler::propose::{propose_reference, top_m};
+    let mut g = rand_chacha::ChaCha8Rng::seed_from_u64(7);
+    for &vocab in &[1usize, 2, 7, 300, 5000] {
+        for case in 0..12 {
+            // Peaked and flat rows, with exact ties (quantised values). The top-p values avoid cuts
+            // that fall exactly on a ratio of tied masses, where the last bit of the normaliser decides.
+            let spread = if case % 2 == 0 { 8.0 } else { 0.5 };
+            let logits: Vec<f32> = (0..vocab)
+                .map(|_| (g.random::<f32>() * spread * 4.0).round() / 4.0)
+                .collect();
+            let mask = (case as u32 * 13) % vocab as u32;
+            // top_m: the m best by value, ties by lower id, as a full sort gives.
+            let mut order: Vec<u32> = (0..vocab as u32).collect();
+            order.sort_by(|&a, &b| {
+                logits[b as usize]
+                    .total_cmp(&logits[a as usize])
+                    .then(a.cmp(&b))
+            });
+            for m in [1, 5, 64] {
+                assert_eq!(top_m(&logits, m), order[..m.min(vocab)].to_vec());
+            }
+            let t = candle_core::Tensor::from_slice(&logits, (1, vocab), &candle_core::Device::Cpu)
+                .unwrap();
+            let st = unmask::sampler::denoiser::row_stats(&t).unwrap()[0];
+            for &(temperature, top_k, top_p) in &[
+                (0.0f32, 0usize, 1.0f32),
+                (0.0, 0, 0.9137),
+                (0.0, 50, 1.0),
+                (0.0, 50, 0.9137),
+                (0.0, 5, 0.473),
+                (1.0, 0, 0.9137),
+                (0.7, 50, 1.0),
+                (0.2, 0, 0.9137),
+                (0.2, 50, 0.473),
+                (1.0, 1, 1.0),
+            ] {
+                for filters in [
+                    unmask::sampler::Filters::TopKThenTopP,
+                    unmask::sampler::Filters::TopPThenTopK,
+                    unmask::sampler::Filters::PlainScores,
+                ] {
+                    let params = SamplerParams {
+                        temperature,
+                        top_k,
+                        top_p,
+                        filters,
+                        ..Default::default()
+                    };
+                    for stats in [None, Some(st)] {
+                        let seed = g.random::<u64>();
+                        let mut r1 = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+                        let mut r2 = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+                        let want = propose_reference(&logits, &params, mask, &mut r1);
+                        let got = propose(&logits, &params, mask, stats, &mut r2);
+                        let what = format!(
+                        "vocab {vocab} case {case} T {temperature} k {top_k} p {top_p} {filters:?} stats {}",
+                        stats.is_some()
+                    );
+                        assert_eq!(got.token, want.token, "{what}");
+                        assert!(
+                            (got.prob - want.prob).abs() < 1e-5,
+                            "{what}: {} vs {}",
+                            got.prob,
+                            want.prob
+                        );
+                        assert!((got.margin - want.margin).abs() < 1e-5, "{what}");
+                        assert!(
+                            (got.neg_entropy - want.neg_entropy).abs()
+                                < 1e-4 * (1.0 + want.neg_entropy.abs()),
+                            "{what}: {} vs {}",
+                            got.neg_entropy,
+                            want.neg_entropy
+                        );
+                        let ids = |p: &unmask::sampler::propose::Proposal| {
+                            p.top.iter().map(|t| t.0).collect::<Vec<_>>()
+                        };
+                        assert_eq!(ids(&got), ids(&want), "{what}");
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Host-side softmax statistics equal the tensor version (the CPU path uses the former).
+#[test]
+fn host_row_stats_equal_tensor_row_stats() {
+    use unmask::sampler::denoiser::{host_row_stats, row_stats};
+    let data: Vec<f32> = (0..3 * 50)
+        .map(|i| ((i * 37) % 23) as f32 * 0.3 - 2.0)
+        .collect();
+    let t = candle_core::Tensor::from_slice(&data, (3, 50), &candle_core::Device::Cpu).unwrap();
+    let a = row_stats(&t).unwrap();
+    let b = host_row_stats(&data, 50);
+    assert_eq!(a.len(), b.len());
+    for (x, y) in a.iter().zip(&b) {
+        assert!((x.lse - y.lse).abs() < 1e-5, "{} vs {}", x.lse, y.lse);
+        assert!((x.neg_entropy - y.neg_entropy).abs() < 1e-5);
+    }
+    assert!(host_row_stats(&[], 0).is_empty());
 }

@@ -71,6 +71,57 @@ pub struct BenchRow {
     /// Peak device memory seen during the run: GPU memory in use (nvidia-smi, whole device) on
     /// CUDA, the process's peak resident set on CPU.
     pub peak_memory_mib: Option<f64>,
+    /// Where a forward's time went (ms per forward).
+    pub breakdown: Breakdown,
+}
+
+/// Milliseconds per forward by phase (see [`crate::profile::Phase`]); `other` is the rest of
+/// the wall time (schedule, canvas bookkeeping, the prefill's share). `sys` is kernel time of the
+/// whole process (allocation churn shows up there), also per forward.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Breakdown {
+    pub model: f64,
+    pub head: f64,
+    pub readback: f64,
+    pub propose: f64,
+    pub events: f64,
+    pub other: f64,
+    pub sys: Option<f64>,
+}
+
+impl Breakdown {
+    fn new(phases: [f64; 5], total_ms: f64, sys_ms: Option<f64>, forwards: usize) -> Self {
+        let per = |x: f64| {
+            if forwards > 0 {
+                x / forwards as f64
+            } else {
+                0.0
+            }
+        };
+        let [model, head, readback, propose, events] = phases;
+        Breakdown {
+            model: per(model),
+            head: per(head),
+            readback: per(readback),
+            propose: per(propose),
+            events: per(events),
+            other: per((total_ms - phases.iter().sum::<f64>()).max(0.0)),
+            sys: sys_ms.map(per),
+        }
+    }
+}
+
+/// Kernel-mode CPU time of this process so far, in ms.
+fn sys_time_ms() -> Option<f64> {
+    #[cfg(unix)]
+    {
+        let mut u: libc::rusage = unsafe { std::mem::zeroed() };
+        // SAFETY: getrusage writes into the struct we own; RUSAGE_SELF is always valid.
+        if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut u) } == 0 {
+            return Some(u.ru_stime.tv_sec as f64 * 1e3 + u.ru_stime.tv_usec as f64 / 1e3);
+        }
+    }
+    None
 }
 
 /// Parses a setting name into sampler parameters (greedy, no early stop: random weights never
@@ -151,6 +202,8 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
             .unwrap_or(0usize)
     });
     let mem_before = gpu.and_then(gpu_memory_mib);
+    // Per-phase timing on a GPU needs a device sync at each phase boundary.
+    crate::profile::set_sync(gpu.is_some());
     let t_load = Instant::now();
     let m = DiffusionModel::load(&folder, dtype, &device)?;
     let load_s = t_load.elapsed().as_secs_f64();
@@ -202,7 +255,11 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
         let mut best: Option<BenchRow> = None;
         for _ in 0..args.repeat.max(1) {
             let watcher = MemoryWatcher::start(gpu);
+            crate::profile::reset();
+            let sys0 = sys_time_ms();
             let metrics = decode(&m, &prompt, p, &args.device)?;
+            let sys = sys_time_ms().zip(sys0).map(|(a, b)| a - b);
+            let phases = crate::profile::snapshot();
             let peak = watcher.stop();
             let row = BenchRow {
                 setting: name.clone(),
@@ -220,6 +277,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
                 },
                 tokens_per_forward: metrics.tokens_per_forward(),
                 peak_memory_mib: peak,
+                breakdown: Breakdown::new(phases, metrics.total_ms, sys, metrics.forwards),
             };
             if best.as_ref().is_none_or(|b| row.total_ms < b.total_ms) {
                 best = Some(row);
@@ -246,6 +304,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
         args.gen_length
     );
     println!("{}", markdown(&title, &rows));
+    println!("{}", breakdown_markdown(&rows));
     if let Some(path) = &args.json {
         let out = json!({
             "model": folder.display().to_string(),
@@ -311,6 +370,31 @@ pub fn markdown(title: &str, rows: &[BenchRow]) -> String {
             r.tokens_per_forward,
             r.peak_memory_mib
                 .map(|m| format!("{m:.0}"))
+                .unwrap_or_else(|| "–".into())
+        ));
+    }
+    s
+}
+
+/// The per-forward breakdown of every row as a markdown table.
+pub fn breakdown_markdown(rows: &[BenchRow]) -> String {
+    let mut s = String::from(
+        "ms per forward by phase:\n\n| setting | ms/forward | model | LM head | readback | propose | events | other | sys |\n|---|---|---|---|---|---|---|---|---|\n",
+    );
+    for r in rows {
+        let b = &r.breakdown;
+        s.push_str(&format!(
+            "| {} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {} |\n",
+            r.setting,
+            r.ms_per_forward,
+            b.model,
+            b.head,
+            b.readback,
+            b.propose,
+            b.events,
+            b.other,
+            b.sys
+                .map(|x| format!("{x:.2}"))
                 .unwrap_or_else(|| "–".into())
         ));
     }

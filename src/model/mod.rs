@@ -1,6 +1,7 @@
 //! Checkpoint loading and the forward pass of the supported diffusion LMs.
 
 pub mod config;
+pub mod cpu_linear;
 pub mod device;
 pub mod tokens;
 pub mod transformer;

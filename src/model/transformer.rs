@@ -4,12 +4,16 @@
 //! an exact key/value cache of finished positions.
 
 use std::ops::Range;
+use std::sync::Mutex;
+use std::time::Instant;
 
 use candle_core::{DType, Device, Tensor};
 
 use super::config::{Family, ModelConfig};
+use super::cpu_linear::{SplitMatmul, MAX_ROWS};
 use super::weights::Weights;
 use crate::error::{Error, Result};
+use crate::profile::{self, Phase};
 
 /// Tensor names of one layout.
 struct Names {
@@ -87,12 +91,23 @@ impl Linear {
     }
 
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        let y = x.matmul(&self.wt)?;
+        let y = matmul(x, &self.wt)?;
         match &self.b {
             Some(b) => y.broadcast_add(b),
             None => Ok(y),
         }
     }
+}
+
+/// `x [m, k] · wt [k, n]`; few f32 rows on the CPU go through the column-split kernel.
+fn matmul(x: &Tensor, wt: &Tensor) -> candle_core::Result<Tensor> {
+    let rows = x.dim(0)?;
+    if x.device().is_cpu() && x.dtype() == DType::F32 && x.rank() == 2 && rows <= MAX_ROWS {
+        return x
+            .contiguous()?
+            .apply_op2_no_bwd(wt, &SplitMatmul { transposed: false });
+    }
+    x.matmul(wt)
 }
 
 struct Layer {
@@ -112,21 +127,39 @@ struct Layer {
 /// A loaded diffusion language model.
 pub struct Transformer {
     pub cfg: ModelConfig,
+    /// `[embedding rows, hidden]`.
     embed: Tensor,
     layers: Vec<Layer>,
     final_norm: Tensor,
-    /// Transposed: `[hidden, embedding rows]`.
-    lm_head_t: Tensor,
+    /// `[embedding rows, hidden]`, the checkpoint's layout: each token's weights contiguous, so
+    /// the CPU kernel needs no re-packing of a vocabulary-sized matrix per call. With tied
+    /// embeddings it is the embedding tensor itself (held once).
+    lm_head: Tensor,
     inv_freq: Vec<f32>,
+    /// cos/sin of positions `0..len` in the model's dtype, built once and grown on demand.
+    rope_cache: Mutex<Option<(Tensor, Tensor)>>,
+    /// The last attention mask, reused while the block layout and chunk stay the same (every
+    /// step of a block asks for the same one).
+    mask_cache: Mutex<Option<(MaskKey, Option<Tensor>)>>,
     device: Device,
     dtype: DType,
 }
 
-/// Keys and values of positions 0..len, per layer, as `[kv_heads, len, head_dim]`.
-#[derive(Clone, Default)]
+#[derive(PartialEq)]
+struct MaskKey {
+    start: usize,
+    n: usize,
+    blocks: Vec<usize>,
+}
+
+/// Keys and values of positions 0..len, per layer, in buffers `[kv_heads, capacity, head_dim]`
+/// that a forward writes in place (no concatenation per forward). Positions `len..` of a buffer
+/// are scratch: a forward writes its whole chunk there and keeps only what it appends.
+#[derive(Default)]
 pub struct KvCache {
     layers: Vec<(Tensor, Tensor)>,
     len: usize,
+    capacity: usize,
 }
 
 impl KvCache {
@@ -140,9 +173,25 @@ impl KvCache {
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }
+    /// Forgets every position; the buffers stay for the next run of the same shape.
     pub fn clear(&mut self) {
-        self.layers.clear();
         self.len = 0;
+    }
+}
+
+impl Clone for KvCache {
+    /// A deep copy: buffers are written in place, so a clone must not share them.
+    fn clone(&self) -> Self {
+        let copy = |t: &Tensor| t.copy().expect("copying a key/value buffer");
+        KvCache {
+            layers: self
+                .layers
+                .iter()
+                .map(|(k, v)| (copy(k), copy(v)))
+                .collect(),
+            len: self.len,
+            capacity: self.capacity,
+        }
     }
 }
 
@@ -180,6 +229,7 @@ impl Transformer {
             Ok(Linear::new(weight, b)?)
         };
         let embed = get(n.embed, &[cfg.embedding_size, h])?;
+        let tied = cfg.tie_word_embeddings && !w.contains(n.lm_head);
         let mut layers = Vec::with_capacity(cfg.num_layers);
         for i in 0..cfg.num_layers {
             let l = n.layer;
@@ -207,12 +257,11 @@ impl Transformer {
             });
         }
         let final_norm = get(n.final_norm, &[h])?;
-        let lm_head = if cfg.tie_word_embeddings && !w.contains(n.lm_head) {
+        let lm_head = if tied {
             embed.clone()
         } else {
             get(n.lm_head, &[cfg.embedding_size, h])?
         };
-        let lm_head_t = lm_head.t()?.contiguous()?;
         let half = cfg.head_dim / 2;
         let inv_freq = (0..half)
             .map(|j| (1.0 / cfg.rope_theta.powf(2.0 * j as f64 / cfg.head_dim as f64)) as f32)
@@ -222,8 +271,10 @@ impl Transformer {
             embed,
             layers,
             final_norm,
-            lm_head_t,
+            lm_head,
             inv_freq,
+            rope_cache: Mutex::new(None),
+            mask_cache: Mutex::new(None),
             device: device.clone(),
             dtype,
         })
@@ -250,6 +301,83 @@ impl Transformer {
         mask: Mask<'_>,
         rows: Range<usize>,
     ) -> Result<Tensor> {
+        if rows.start >= rows.end || rows.end > ids.len() {
+            return Err(Error::Invalid(format!(
+                "empty or out-of-range forward: {} ids, rows {rows:?}, append {append}",
+                ids.len()
+            )));
+        }
+        let x = self.forward_hidden(ids, start, cache, append, mask)?;
+        let t = Instant::now();
+        let x = x.narrow(0, rows.start, rows.end - rows.start)?;
+        let logits = self.head(&x)?;
+        self.mark(Phase::Head, t)?;
+        Ok(logits)
+    }
+
+    /// Like [`forward`](Self::forward), with logits only for the chunk-relative `rows` in the
+    /// given order: the LM head (a quarter of a small model's arithmetic, most of a large
+    /// vocabulary's) runs on the rows a step reads and on no others.
+    pub fn forward_rows(
+        &self,
+        ids: &[u32],
+        start: usize,
+        cache: &mut KvCache,
+        append: usize,
+        mask: Mask<'_>,
+        rows: &[usize],
+    ) -> Result<Tensor> {
+        if rows.is_empty() || rows.iter().any(|&r| r >= ids.len()) {
+            return Err(Error::Invalid(format!(
+                "empty or out-of-range forward: {} ids, rows {rows:?}",
+                ids.len()
+            )));
+        }
+        let x = self.forward_hidden(ids, start, cache, append, mask)?;
+        let t = Instant::now();
+        let contiguous_run = rows.windows(2).all(|w| w[1] == w[0] + 1);
+        let x = if contiguous_run {
+            x.narrow(0, rows[0], rows.len())?
+        } else {
+            let idx: Vec<u32> = rows.iter().map(|&r| r as u32).collect();
+            x.index_select(&Tensor::new(idx.as_slice(), &self.device)?, 0)?
+        };
+        let logits = self.head(&x)?;
+        self.mark(Phase::Head, t)?;
+        Ok(logits)
+    }
+
+    /// Final norm and LM head: f32 logits `[rows, vocab]`.
+    fn head(&self, x: &Tensor) -> Result<Tensor> {
+        let x = rms_norm(x, &self.final_norm, self.cfg.rms_norm_eps)?;
+        let rows = x.dim(0)?;
+        let logits = if x.device().is_cpu() && x.dtype() == DType::F32 && rows <= MAX_ROWS {
+            x.apply_op2_no_bwd(&self.lm_head, &SplitMatmul { transposed: true })?
+        } else {
+            x.matmul(&self.lm_head.t()?)?
+        };
+        Ok(logits.to_dtype(DType::F32)?)
+    }
+
+    /// Adds the time since `t` to `phase` (after waiting for the device when profiling asks).
+    fn mark(&self, phase: Phase, t: Instant) -> Result<()> {
+        if profile::sync_enabled() {
+            self.device.synchronize()?;
+        }
+        profile::add(phase, t);
+        Ok(())
+    }
+
+    /// Embedding and decoder layers: hidden states `[ids.len(), hidden]` before the final norm.
+    fn forward_hidden(
+        &self,
+        ids: &[u32],
+        start: usize,
+        cache: &mut KvCache,
+        append: usize,
+        mask: Mask<'_>,
+    ) -> Result<Tensor> {
+        let t_start = Instant::now();
         let n = ids.len();
         if cache.len != start {
             return Err(Error::Invalid(format!(
@@ -257,9 +385,9 @@ impl Transformer {
                 cache.len
             )));
         }
-        if n == 0 || rows.end > n || rows.start >= rows.end || append > n {
+        if n == 0 || append > n {
             return Err(Error::Invalid(format!(
-                "empty or out-of-range forward: {n} ids, rows {rows:?}, append {append}"
+                "empty or out-of-range forward: {n} ids, append {append}"
             )));
         }
         if start + n > self.cfg.max_position_embeddings {
@@ -280,23 +408,22 @@ impl Transformer {
         let mut x = self.embed.index_select(&ids_t, 0)?; // [n, h]
         let (cos, sin) = self.rope_tables(start, n)?;
         let mask_t = self.mask_tensor(start, n, mask)?;
-        let rep = cfg.num_heads / cfg.num_kv_heads;
-        let scale = 1.0 / (cfg.head_dim as f64).sqrt();
-        let mut new_cache = Vec::with_capacity(self.layers.len());
+        let (heads, kv_heads, hd) = (cfg.num_heads, cfg.num_kv_heads, cfg.head_dim);
+        let rep = heads / kv_heads;
+        let scale = 1.0 / (hd as f64).sqrt();
+        let total = start + n;
+        // Cached positions and this chunk's keys/values are read from one buffer: the chunk is
+        // written at `start..total` (only the first `append` rows stay cached). Without a cache
+        // and nothing to keep, the chunk's own tensors serve directly.
+        let use_buffers = start > 0 || append > 0;
+        if use_buffers {
+            cache.reserve(self, total)?;
+        }
         for (li, layer) in self.layers.iter().enumerate() {
             let h = rms_norm(&x, &layer.attn_norm, cfg.rms_norm_eps)?;
-            let q = layer
-                .q
-                .forward(&h)?
-                .reshape((n, cfg.num_heads, cfg.head_dim))?;
-            let k = layer
-                .k
-                .forward(&h)?
-                .reshape((n, cfg.num_kv_heads, cfg.head_dim))?;
-            let v = layer
-                .v
-                .forward(&h)?
-                .reshape((n, cfg.num_kv_heads, cfg.head_dim))?;
+            let q = layer.q.forward(&h)?.reshape((1, n, heads, hd))?;
+            let k = layer.k.forward(&h)?.reshape((1, n, kv_heads, hd))?;
+            let v = layer.v.forward(&h)?.reshape((n, kv_heads, hd))?;
             let q = match &layer.q_norm {
                 Some(w) => rms_norm(&q, w, cfg.rms_norm_eps)?,
                 None => q,
@@ -305,39 +432,41 @@ impl Transformer {
                 Some(w) => rms_norm(&k, w, cfg.rms_norm_eps)?,
                 None => k,
             };
-            // [heads, n, d], rotary in f32.
-            let q = self.rope(&q.transpose(0, 1)?, &cos, &sin)?;
-            let k = self.rope(&k.transpose(0, 1)?, &cos, &sin)?;
+            // Rotary on [1, n, heads, d] directly, then heads first: [heads, n, d].
+            let q = candle_nn::rotary_emb::rope_thd(&q.contiguous()?, &cos, &sin)?
+                .squeeze(0)?
+                .transpose(0, 1)?
+                .contiguous()?;
+            let k = candle_nn::rotary_emb::rope_thd(&k.contiguous()?, &cos, &sin)?
+                .squeeze(0)?
+                .transpose(0, 1)?
+                .contiguous()?;
             let v = v.transpose(0, 1)?.contiguous()?;
-            let (k_all, v_all) = match cache.layers.get(li) {
-                Some((ck, cv)) => (Tensor::cat(&[ck, &k], 1)?, Tensor::cat(&[cv, &v], 1)?),
-                None => (k.clone(), v.clone()),
+            let (k_all, v_all) = if use_buffers {
+                let (kb, vb) = &cache.layers[li];
+                kb.slice_set(&k, 1, start)?;
+                vb.slice_set(&v, 1, start)?;
+                (kb.narrow(1, 0, total)?, vb.narrow(1, 0, total)?)
+            } else {
+                (k, v)
             };
-            if append > 0 {
-                let (ak, av) = match cache.layers.get(li) {
-                    Some((ck, cv)) => (
-                        Tensor::cat(&[ck, &k.narrow(1, 0, append)?], 1)?,
-                        Tensor::cat(&[cv, &v.narrow(1, 0, append)?], 1)?,
-                    ),
-                    None => (
-                        k.narrow(1, 0, append)?.contiguous()?,
-                        v.narrow(1, 0, append)?.contiguous()?,
-                    ),
-                };
-                new_cache.push((ak, av));
-            }
-            let k_all = repeat_kv(&k_all, rep)?;
-            let v_all = repeat_kv(&v_all, rep)?;
+            // Grouped-query attention without repeating K/V: the `rep` query heads that share a
+            // key/value head are stacked as rows of one matrix, [kv_heads, rep·n, d].
+            let q = q.reshape((kv_heads, rep * n, hd))?;
             let scores = (q.matmul(&k_all.t()?)? * scale)?.to_dtype(DType::F32)?;
             let scores = match &mask_t {
-                Some(m) => scores.broadcast_add(m)?,
+                Some(m) => scores
+                    .reshape((heads, n, total))?
+                    .broadcast_add(m)?
+                    .reshape((kv_heads, rep * n, total))?,
                 None => scores,
             };
             let probs = candle_nn::ops::softmax_last_dim(&scores)?.to_dtype(self.dtype)?;
-            let attn = probs.matmul(&v_all)?; // [heads, n, d]
+            let attn = probs.matmul(&v_all)?; // [kv_heads, rep·n, d] = [heads, n, d]
             let attn = attn
+                .reshape((heads, n, hd))?
                 .transpose(0, 1)?
-                .reshape((n, cfg.num_heads * cfg.head_dim))?;
+                .reshape((n, heads * hd))?;
             x = (x + layer.o.forward(&attn)?)?;
             let h = rms_norm(&x, &layer.mlp_norm, cfg.rms_norm_eps)?;
             let mlp = layer.down.forward(
@@ -345,32 +474,44 @@ impl Transformer {
             )?;
             x = (x + mlp)?;
         }
-        if append > 0 {
-            cache.layers = new_cache;
-            cache.len += append;
-        }
-        let x = x.narrow(0, rows.start, rows.end - rows.start)?;
-        let x = rms_norm(&x, &self.final_norm, cfg.rms_norm_eps)?;
-        let logits = x.matmul(&self.lm_head_t)?;
-        Ok(logits.to_dtype(DType::F32)?)
+        cache.len += append;
+        self.mark(Phase::Model, t_start)?;
+        Ok(x)
     }
 
+    /// cos/sin `[n, head_dim / 2]` of positions `start..start+n`, views into a table built once.
     fn rope_tables(&self, start: usize, n: usize) -> Result<(Tensor, Tensor)> {
-        let half = self.inv_freq.len();
-        let mut angles = Vec::with_capacity(n * half);
-        for p in start..start + n {
-            for &f in &self.inv_freq {
-                angles.push(p as f32 * f);
+        let need = start + n;
+        let mut guard = self
+            .rope_cache
+            .lock()
+            .map_err(|_| Error::Invalid("rope table lock poisoned".into()))?;
+        let have = guard
+            .as_ref()
+            .map(|(c, _)| c.dim(0))
+            .transpose()?
+            .unwrap_or(0);
+        if have < need {
+            // Grow to a power of two (at most the context): a handful of rebuilds per process.
+            let len = need
+                .next_power_of_two()
+                .max(256)
+                .min(self.cfg.max_position_embeddings.max(need));
+            let half = self.inv_freq.len();
+            let mut angles = Vec::with_capacity(len * half);
+            for p in 0..len {
+                for &f in &self.inv_freq {
+                    angles.push(p as f32 * f);
+                }
             }
+            let a = Tensor::from_vec(angles, (len, half), &self.device)?;
+            *guard = Some((
+                a.cos()?.to_dtype(self.dtype)?,
+                a.sin()?.to_dtype(self.dtype)?,
+            ));
         }
-        let a = Tensor::from_vec(angles, (n, half), &self.device)?;
-        Ok((a.cos()?, a.sin()?))
-    }
-
-    fn rope(&self, x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
-        let x32 = x.to_dtype(DType::F32)?.unsqueeze(0)?.contiguous()?;
-        let y = candle_nn::rotary_emb::rope(&x32, cos, sin)?;
-        Ok(y.squeeze(0)?.to_dtype(self.dtype)?)
+        let (c, s) = guard.as_ref().expect("built above");
+        Ok((c.narrow(0, start, n)?, s.narrow(0, start, n)?))
     }
 
     fn mask_tensor(&self, start: usize, n: usize, mask: Mask<'_>) -> Result<Option<Tensor>> {
@@ -385,6 +526,20 @@ impl Transformer {
             )));
         }
         let total = start + n;
+        let key = MaskKey {
+            start,
+            n,
+            blocks: block_of[..total].to_vec(),
+        };
+        let mut guard = self
+            .mask_cache
+            .lock()
+            .map_err(|_| Error::Invalid("mask cache lock poisoned".into()))?;
+        if let Some((k, m)) = guard.as_ref() {
+            if *k == key {
+                return Ok(m.clone());
+            }
+        }
         let mut m = vec![0f32; n * total];
         let mut any = false;
         for a in 0..n {
@@ -396,21 +551,43 @@ impl Transformer {
                 }
             }
         }
-        if !any {
-            return Ok(None);
-        }
-        Ok(Some(Tensor::from_vec(m, (n, total), &self.device)?))
+        let t = if any {
+            Some(Tensor::from_vec(m, (n, total), &self.device)?)
+        } else {
+            None
+        };
+        *guard = Some((key, t.clone()));
+        Ok(t)
     }
 }
 
-fn repeat_kv(x: &Tensor, rep: usize) -> candle_core::Result<Tensor> {
-    if rep == 1 {
-        return Ok(x.clone());
+impl KvCache {
+    /// Makes every layer's buffers hold at least `needed` positions, keeping the cached ones.
+    fn reserve(&mut self, net: &Transformer, needed: usize) -> Result<()> {
+        if self.capacity >= needed && self.layers.len() == net.layers.len() {
+            return Ok(());
+        }
+        let cap = needed
+            .next_power_of_two()
+            .max(64)
+            .min(net.cfg.max_position_embeddings.max(needed));
+        let shape = (net.cfg.num_kv_heads, cap, net.cfg.head_dim);
+        let mut layers = Vec::with_capacity(net.layers.len());
+        for li in 0..net.layers.len() {
+            let kb = Tensor::zeros(shape, net.dtype, &net.device)?;
+            let vb = Tensor::zeros(shape, net.dtype, &net.device)?;
+            if self.len > 0 {
+                if let Some((ok, ov)) = self.layers.get(li) {
+                    kb.slice_set(&ok.narrow(1, 0, self.len)?.contiguous()?, 1, 0)?;
+                    vb.slice_set(&ov.narrow(1, 0, self.len)?.contiguous()?, 1, 0)?;
+                }
+            }
+            layers.push((kb, vb));
+        }
+        self.layers = layers;
+        self.capacity = cap;
+        Ok(())
     }
-    let (h, t, d) = x.dims3()?;
-    x.unsqueeze(1)?
-        .expand((h, rep, t, d))?
-        .reshape((h * rep, t, d))
 }
 
 /// Every tensor a checkpoint of `cfg` must hold, with its shape (the lm_head only when untied).

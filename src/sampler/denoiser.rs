@@ -5,7 +5,8 @@ use std::ops::Range;
 use std::time::Instant;
 
 use crate::error::Result;
-use crate::model::{shift_logits, Attention, DiffusionModel, KvCache, Mask};
+use crate::model::{Attention, DiffusionModel, KvCache, Mask};
+use crate::profile::{self, Phase};
 
 /// How canvas positions are grouped into blocks.
 #[derive(Clone, Debug)]
@@ -69,6 +70,9 @@ impl Layout {
 /// Logits of one block: row-major `[rows, vocab]`, plus what the forward cost.
 pub struct BlockLogits {
     pub data: Vec<f32>,
+    /// Block offsets (position − block start) of the rows in `data`, ascending; `None`: every
+    /// position of the block, in order. A model computes only the rows a step reads.
+    pub rows: Option<Vec<usize>>,
     pub vocab: usize,
     pub in_flight: usize,
     pub forward_ms: f64,
@@ -86,12 +90,25 @@ pub struct RowStats {
 }
 
 impl BlockLogits {
+    /// Index into `data` of block offset `i`. The sampler reads only the rows it asked for; an
+    /// absent row maps past the end, where [`row`](Self::row) gives an empty slice.
+    fn index(&self, i: usize) -> usize {
+        match &self.rows {
+            None => i,
+            Some(r) => r.binary_search(&i).unwrap_or(usize::MAX / 2),
+        }
+    }
+
     pub fn row(&self, i: usize) -> &[f32] {
-        &self.data[i * self.vocab..(i + 1) * self.vocab]
+        let k = self.index(i);
+        self.data
+            .get(k * self.vocab..(k + 1) * self.vocab)
+            .unwrap_or(&[])
     }
 
     pub fn row_stats(&self, i: usize) -> Option<RowStats> {
-        self.stats.as_ref().map(|s| s[i])
+        let k = self.index(i);
+        self.stats.as_ref().and_then(|s| s.get(k).copied())
     }
 }
 
@@ -111,12 +128,53 @@ pub fn row_stats(t: &candle_core::Tensor) -> candle_core::Result<Vec<RowStats>> 
         .collect())
 }
 
+/// [`row_stats`] of row-major `[rows, vocab]` logits already on the host, rows in parallel:
+/// one pass of exponentials per row, e = exp(l − max), then lse = max + ln Σe and
+/// Σ p log p = Σ e·(l − max) / Σe − ln Σe (sums in f64).
+pub fn host_row_stats(data: &[f32], vocab: usize) -> Vec<RowStats> {
+    use rayon::prelude::*;
+    if vocab == 0 {
+        return Vec::new();
+    }
+    data.par_chunks(vocab)
+        .map(|row| {
+            let max = row.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
+            if !max.is_finite() {
+                return RowStats {
+                    lse: max,
+                    neg_entropy: 0.0,
+                };
+            }
+            let (mut s, mut a) = (0f64, 0f64);
+            for &l in row {
+                let d = l - max;
+                let e = d.exp() as f64;
+                s += e;
+                if e > 0.0 {
+                    a += e * d as f64;
+                }
+            }
+            let ln_s = s.ln();
+            RowStats {
+                lse: (max as f64 + ln_s) as f32,
+                neg_entropy: (a / s - ln_s) as f32,
+            }
+        })
+        .collect()
+}
+
 /// What the sampler needs from a model.
 pub trait Denoiser {
     /// Called once with the initial canvas.
     fn begin(&mut self, canvas: &[u32], layout: &Layout) -> Result<()>;
-    /// Logits predicting every position of `block` (already shifted for shifted families).
-    fn logits(&mut self, canvas: &[u32], block: Range<usize>) -> Result<BlockLogits>;
+    /// Logits predicting the positions `need` (absolute, ascending, inside `block`; empty = the
+    /// whole block), already shifted for shifted families. A denoiser may return more rows.
+    fn logits(
+        &mut self,
+        canvas: &[u32],
+        block: Range<usize>,
+        need: &[usize],
+    ) -> Result<BlockLogits>;
     /// `block` is final; block-causal caches take its keys and values.
     fn end_block(&mut self, block: Range<usize>);
     /// Forward passes so far.
@@ -159,34 +217,47 @@ impl<'a> ModelDenoiser<'a> {
         self.model.family().shifts_logits()
     }
 
-    /// Raw rows (chunk-relative) whose logits predict `block`, given the chunk starts at `start`.
-    fn rows_for(&self, block: &Range<usize>, start: usize) -> Range<usize> {
-        if self.shift() && block.start > 0 {
-            (block.start - 1 - start)..(block.end - 1 - start)
-        } else {
-            (block.start - start)..(block.end - start)
-        }
+    /// Raw rows (chunk-relative) whose logits predict the positions `need`, given the chunk
+    /// starts at `start`. Shifted families predict position p from p − 1, and position 0 from
+    /// itself (as the references do).
+    fn rows_for(&self, need: &[usize], start: usize) -> Vec<usize> {
+        need.iter()
+            .map(|&p| {
+                if self.shift() {
+                    p.saturating_sub(1) - start
+                } else {
+                    p - start
+                }
+            })
+            .collect()
     }
 
     fn finish(
         &mut self,
-        raw: candle_core::Tensor,
+        t: candle_core::Tensor,
+        need: Vec<usize>,
         block: &Range<usize>,
         in_flight: usize,
         t0: Instant,
     ) -> Result<BlockLogits> {
-        // A shifted block at position 0 predicts position 0 from itself (as the references do).
-        let t = if self.shift() && block.start == 0 {
-            shift_logits(&raw)?
-        } else {
-            raw
-        };
+        let tr = Instant::now();
         let vocab = t.dim(1)?;
-        let stats = Some(row_stats(&t)?);
-        let data = t.flatten_all()?.to_vec1::<f32>()?;
+        let (data, stats) = if t.device().is_cpu() {
+            // Already in host memory: one pass per row in plain code beats seven tensor ops
+            // (whose thread-pool hand-offs cost more than the arithmetic at these sizes).
+            let data = t.flatten_all()?.to_vec1::<f32>()?;
+            let stats = host_row_stats(&data, vocab);
+            (data, stats)
+        } else {
+            let stats = row_stats(&t)?;
+            (t.flatten_all()?.to_vec1::<f32>()?, stats)
+        };
+        let stats = Some(stats);
+        profile::add(Phase::Readback, tr);
         self.forwards += 1;
         Ok(BlockLogits {
             data,
+            rows: Some(need.iter().map(|&p| p - block.start).collect()),
             vocab,
             in_flight,
             forward_ms: t0.elapsed().as_secs_f64() * 1e3,
@@ -223,12 +294,29 @@ impl Denoiser for ModelDenoiser<'_> {
         Ok(())
     }
 
-    fn logits(&mut self, canvas: &[u32], block: Range<usize>) -> Result<BlockLogits> {
+    fn logits(
+        &mut self,
+        canvas: &[u32],
+        block: Range<usize>,
+        need: &[usize],
+    ) -> Result<BlockLogits> {
         let t0 = Instant::now();
         let layout = self
             .layout
             .clone()
-            .expect("begin() is called before logits()");
+            .ok_or_else(|| crate::error::Error::Invalid("logits() before begin()".into()))?;
+        let mut need: Vec<usize> = if need.is_empty() {
+            block.clone().collect()
+        } else {
+            need.to_vec()
+        };
+        need.sort_unstable();
+        need.dedup();
+        if need.is_empty() || need.iter().any(|p| !block.contains(p)) {
+            return Err(crate::error::Error::Invalid(format!(
+                "rows {need:?} are not inside block {block:?}"
+            )));
+        }
         let net = &self.model.net;
         match (self.model.family().attention(), self.kv_cache) {
             (Attention::BlockCausal, true) => {
@@ -239,34 +327,34 @@ impl Denoiser for ModelDenoiser<'_> {
                     _ => (self.cache.len(), 0),
                 };
                 let chunk = &canvas[start..block.end];
-                let rows = self.rows_for(&block, start);
-                let raw = net.forward(
+                let rows = self.rows_for(&need, start);
+                let raw = net.forward_rows(
                     chunk,
                     start,
                     &mut self.cache,
                     append,
                     Mask::BlockCausal(&layout.block_of),
-                    rows,
+                    &rows,
                 )?;
-                self.finish(raw, &block, chunk.len(), t0)
+                self.finish(raw, need, &block, chunk.len(), t0)
             }
             (Attention::BlockCausal, false) => {
                 let chunk = &canvas[..block.end];
-                let rows = self.rows_for(&block, 0);
-                let raw = net.forward(
+                let rows = self.rows_for(&need, 0);
+                let raw = net.forward_rows(
                     chunk,
                     0,
                     &mut KvCache::new(),
                     0,
                     Mask::BlockCausal(&layout.block_of),
-                    rows,
+                    &rows,
                 )?;
-                self.finish(raw, &block, chunk.len(), t0)
+                self.finish(raw, need, &block, chunk.len(), t0)
             }
             (Attention::Bidirectional, false) => {
-                let rows = self.rows_for(&block, 0);
-                let raw = net.forward(canvas, 0, &mut KvCache::new(), 0, Mask::Full, rows)?;
-                self.finish(raw, &block, canvas.len(), t0)
+                let rows = self.rows_for(&need, 0);
+                let raw = net.forward_rows(canvas, 0, &mut KvCache::new(), 0, Mask::Full, &rows)?;
+                self.finish(raw, need, &block, canvas.len(), t0)
             }
             (Attention::Bidirectional, true) => {
                 // Approximate prefix cache (Fast-dLLM v1): refreshed by a full forward at each block
@@ -278,15 +366,16 @@ impl Denoiser for ModelDenoiser<'_> {
                 };
                 if self.prefix_for != Some(block.start) {
                     self.cache.clear();
-                    let rows = self.rows_for(&block, 0);
-                    let raw = net.forward(canvas, 0, &mut self.cache, keep, Mask::Full, rows)?;
+                    let rows = self.rows_for(&need, 0);
+                    let raw =
+                        net.forward_rows(canvas, 0, &mut self.cache, keep, Mask::Full, &rows)?;
                     self.prefix_for = Some(block.start);
-                    return self.finish(raw, &block, canvas.len(), t0);
+                    return self.finish(raw, need, &block, canvas.len(), t0);
                 }
                 let chunk = &canvas[keep..];
-                let rows = self.rows_for(&block, keep);
-                let raw = net.forward(chunk, keep, &mut self.cache, 0, Mask::Full, rows)?;
-                self.finish(raw, &block, chunk.len(), t0)
+                let rows = self.rows_for(&need, keep);
+                let raw = net.forward_rows(chunk, keep, &mut self.cache, 0, Mask::Full, &rows)?;
+                self.finish(raw, need, &block, chunk.len(), t0)
             }
         }
     }

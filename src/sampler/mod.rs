@@ -243,12 +243,19 @@ fn check_finite(logits: &denoiser::BlockLogits, start: usize, step: usize) -> Re
         return Ok(());
     };
     let vocab = logits.vocab.max(1);
+    // Data rows are the block offsets in `rows` when the model computed only some of them.
+    let row = i / vocab;
+    let offset = logits
+        .rows
+        .as_ref()
+        .and_then(|r| r.get(row).copied())
+        .unwrap_or(row);
     Err(Error::Invalid(format!(
         "the model produced a non-finite logit ({}) at position {}, token {}, in step {step}: \
          the checkpoint is broken (NaN or infinite weights, or a config value such as rope_theta \
          or rms_norm_eps that makes the computation diverge); nothing was generated",
         logits.data[i],
-        start + i / vocab,
+        start + offset,
         i % vocab
     )))
 }
@@ -312,9 +319,19 @@ pub fn decode(
                 step += 1;
                 continue;
             }
+            // The rows this step reads: masked positions, and committed ones when repair or edit
+            // noise will test their probability.
+            let fixed_ok =
+                |p: usize| p >= layout.gen.start && p < layout.gen.end && canvas[p] != mask;
+            let reads_committed = repair_pending || (params.edit_noise > 0.0 && !last_step);
+            let need: Vec<usize> = block
+                .clone()
+                .filter(|&p| canvas[p] == mask || (reads_committed && fixed_ok(p)))
+                .collect();
             let ts = Instant::now();
-            let logits = den.logits(&canvas, block.clone())?;
+            let logits = den.logits(&canvas, block.clone(), &need)?;
             check_finite(&logits, block.start, trace.events.len())?;
+            let tp = Instant::now();
             let mut cands = Vec::with_capacity(masked.len());
             let mut props = HashMap::with_capacity(masked.len());
             // Repetition penalty: the generated tokens committed so far (the prompt is the
@@ -375,15 +392,16 @@ pub fn decode(
                 .map(|c| (c.pos, c.score));
 
             // Re-open: repair mode's likelihood test at a block's first step, edit noise otherwise.
-            let fixed_ok =
-                |p: usize| p >= layout.gen.start && p < layout.gen.end && canvas[p] != mask;
             let mut reopen_pos: Vec<usize> = Vec::new();
             if repair_pending {
                 for p in block.clone().filter(|&p| fixed_ok(p)) {
-                    let row = logits.row(p - block.start);
-                    let probs = propose::filtered_probs(row, 1.0, 0, 1.0);
-                    let pmax = propose::argmax(&probs).1;
-                    if probs[canvas[p] as usize] < REPAIR_RATIO * pmax {
+                    let (row, st) = (
+                        logits.row(p - block.start),
+                        logits.row_stats(p - block.start),
+                    );
+                    // p(token) < ratio · p_max, from logits: no softmax over the vocabulary.
+                    let pmax = propose::prob_with(row, propose::argmax(row).0 as u32, st);
+                    if propose::prob_with(row, canvas[p], st) < REPAIR_RATIO * pmax {
                         reopen_pos.push(p);
                     }
                 }
@@ -392,10 +410,17 @@ pub fn decode(
                 let committed: Vec<(usize, f32)> = block
                     .clone()
                     .filter(|&p| fixed_ok(p))
-                    .map(|p| (p, propose::prob_of(logits.row(p - block.start), canvas[p])))
+                    .map(|p| {
+                        let i = p - block.start;
+                        (
+                            p,
+                            propose::prob_with(logits.row(i), canvas[p], logits.row_stats(i)),
+                        )
+                    })
                     .collect();
                 reopen_pos = noise::reopen(params.edit_noise, &committed, &mut rng);
             }
+            let te = crate::profile::add(crate::profile::Phase::Propose, tp);
             let mut reopened = Vec::with_capacity(reopen_pos.len());
             for p in reopen_pos {
                 let tok = canvas[p];
@@ -403,7 +428,11 @@ pub fn decode(
                     pos: p,
                     token: tok,
                     text: (m.token_text)(tok),
-                    prob: propose::prob_of(logits.row(p - block.start), tok),
+                    prob: propose::prob_with(
+                        logits.row(p - block.start),
+                        tok,
+                        logits.row_stats(p - block.start),
+                    ),
                 });
                 reopened_from.insert(p, tok);
                 canvas[p] = mask;
@@ -447,6 +476,7 @@ pub fn decode(
                 nfe: den.forwards(),
                 elapsed_ms: ms(t0),
             };
+            crate::profile::add(crate::profile::Phase::Events, te);
             on_step(&ev);
             trace.events.push(ev);
             step += 1;

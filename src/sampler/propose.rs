@@ -150,6 +150,10 @@ pub fn top_n(xs: &[f32], n: usize) -> Vec<(u32, f32)> {
 /// Proposes a token for one position. Draws from `rng` only when temperature > 0. The mask id
 /// is never proposed (a trained model gives it ~0 probability; random test weights might not),
 /// but it stays in the distribution the scores are computed from, as in the references.
+///
+/// Cost: comparisons over the vocabulary, plus exponentials only where a top-p cut needs the
+/// normaliser; the kept tokens are found by partial selection ([`top_m`]) over growing
+/// candidate sets, never by sorting the vocabulary. Same result as [`propose_reference`].
 pub fn propose(
     logits: &[f32],
     params: &SamplerParams,
@@ -157,11 +161,238 @@ pub fn propose(
     stats: Option<super::denoiser::RowStats>,
     rng: &mut impl Rng,
 ) -> Proposal {
-    if let Some(st) = stats {
-        if params.temperature <= 0.0 && params.top_k == 0 && params.top_p >= 1.0 {
+    if logits.is_empty() {
+        return Proposal {
+            token: mask,
+            prob: 0.0,
+            margin: 0.0,
+            neg_entropy: 0.0,
+            top: Vec::new(),
+        };
+    }
+    let v = logits.len();
+    let filter_k = params.top_k > 0 && params.top_k < v;
+    let filter_p = params.top_p < 1.0;
+    let greedy = params.temperature <= 0.0;
+    let plain = params.filters == Filters::PlainScores;
+    if greedy && (plain || (!filter_k && !filter_p)) {
+        if let Some(st) = stats {
             return greedy_from_stats(logits, mask, st);
         }
     }
+    if (!filter_k && !filter_p) || plain {
+        return propose_reference(logits, params, mask, rng);
+    }
+    let t = if greedy {
+        1.0
+    } else {
+        params.temperature as f64
+    };
+    let max = logits.iter().cloned().fold(f32::NEG_INFINITY, f32::max) as f64;
+    // The normaliser over the whole vocabulary, needed only where top-p looks at the whole
+    // distribution (Dream's order): one pass of f32 exponentials summed in f64. The device's
+    // f32 log-sum-exp is not used: its rounding moves cuts that fall exactly on top_p.
+    let whole_p = filter_p && (params.filters == Filters::TopPThenTopK || !filter_k);
+    let log_z = if whole_p {
+        let (m32, t32) = (max as f32, t as f32);
+        logits
+            .iter()
+            .filter(|&&l| l != f32::NEG_INFINITY)
+            .map(|&l| ((l - m32) / t32).exp() as f64)
+            .sum::<f64>()
+            .ln()
+    } else {
+        0.0
+    };
+    let p_of = |l: f32| {
+        if l == f32::NEG_INFINITY {
+            0.0
+        } else {
+            ((l as f64 - max) / t - log_z).exp()
+        }
+    };
+    let kept = kept_tokens(logits, params, filter_k, filter_p, &p_of);
+    let mass: f64 = kept.iter().map(|&i| p_of(logits[i as usize])).sum();
+    let prob = |i: u32| (p_of(logits[i as usize]) / mass) as f32;
+    let mask_u = mask as usize;
+    let token = if !greedy {
+        // Draw in index order over the kept tokens, as the reference does over the whole
+        // vocabulary (same draws, same token).
+        let mut by_index: Vec<(u32, f32)> = kept
+            .iter()
+            .map(|&i| (i, prob(i)))
+            .filter(|&(i, p)| p > 0.0 && i as usize != mask_u)
+            .collect();
+        by_index.sort_unstable_by_key(|&(i, _)| i);
+        let total: f64 = by_index.iter().map(|&(_, p)| p as f64).sum();
+        let u: f64 = rng.random::<f64>() * total;
+        let mut acc = 0.0f64;
+        let mut chosen = None;
+        for &(i, p) in &by_index {
+            acc += p as f64;
+            chosen = Some(i as usize);
+            if u < acc {
+                break;
+            }
+        }
+        chosen.unwrap_or_else(|| argmax_except(logits, mask_u).0)
+    } else {
+        argmax_except(logits, mask_u).0
+    };
+    let token_prob = if kept.contains(&(token as u32)) {
+        prob(token as u32)
+    } else {
+        0.0
+    };
+    // Top five by (probability, id) as the reference ranks its f32 array: kept tokens in order
+    // (equal f32 values re-ranked by id), then zero-probability ids from 0 up.
+    let mut top: Vec<(u32, f32)> = Vec::with_capacity(5);
+    let mut i = 0;
+    while i < kept.len() && top.len() < 5 {
+        let val = prob(kept[i]);
+        let mut run = vec![(kept[i], val)];
+        i += 1;
+        while i < kept.len() && prob(kept[i]) == val {
+            run.push((kept[i], val));
+            i += 1;
+        }
+        run.sort_unstable_by_key(|&(id, _)| id);
+        top.extend(run);
+    }
+    top.retain(|&(_, p)| p > 0.0);
+    top.truncate(5);
+    let mut id = 0u32;
+    while top.len() < 5 && (id as usize) < v {
+        let zero = !kept.contains(&id) || prob(id) == 0.0;
+        if zero && !top.iter().any(|&(t, _)| t == id) {
+            top.push((id, 0.0));
+        }
+        id += 1;
+    }
+    let p1 = top.first().map(|t| t.1).unwrap_or(0.0);
+    let p2 = top.get(1).map(|t| t.1).unwrap_or(0.0);
+    // Σ p log p over the kept tokens, summed in id order like the reference when few.
+    let mut probs: Vec<(u32, f32)> = kept.iter().map(|&i| (i, prob(i))).collect();
+    if probs.len() <= 4096 {
+        probs.sort_unstable_by_key(|&(i, _)| i);
+    }
+    let neg_entropy: f32 = probs
+        .iter()
+        .filter(|&&(_, p)| p > 0.0)
+        .map(|&(_, p)| p * (p + 1e-10).ln())
+        .sum();
+    Proposal {
+        token: token as u32,
+        prob: token_prob,
+        margin: p1 - p2,
+        neg_entropy,
+        top,
+    }
+}
+
+/// The ids [`filtered_probs_with`] keeps, most likely first (ties: lower id first), found on
+/// candidate prefixes of growing length. `p_of` gives a token's probability from its logit,
+/// normalised over the whole vocabulary where a whole-vocabulary top-p needs it.
+fn kept_tokens(
+    logits: &[f32],
+    params: &SamplerParams,
+    filter_k: bool,
+    filter_p: bool,
+    p_of: &impl Fn(f32) -> f64,
+) -> Vec<u32> {
+    let v = logits.len();
+    let k = params.top_k;
+    let top_p = params.top_p as f64;
+    let mut m = if filter_k { (2 * k).max(64) } else { 64 }.min(v);
+    loop {
+        let cand = top_m(logits, m);
+        let complete = m >= v;
+        let p: Vec<f64> = cand.iter().map(|&i| p_of(logits[i as usize])).collect();
+        // Length of the top-k prefix (ties with the k-th kept) among the first `n`, if the
+        // candidates decide it.
+        let by_k = |n: usize| -> Option<usize> {
+            let kth = *p.get(k.min(n).max(1) - 1)?;
+            let run = p[..n.min(p.len())]
+                .iter()
+                .take_while(|&&x| x >= kth)
+                .count();
+            (run < n.min(p.len()) || complete || n <= p.len()).then_some(run)
+        };
+        // Top-p over the first `n` with `total` their mass: keep while the mass before a token
+        // is at most top_p of the total (the first always stays).
+        let by_p = |n: usize, total: f64| -> Option<usize> {
+            let mut before = 0.0;
+            for (j, &x) in p.iter().take(n).enumerate() {
+                if j > 0 && before / total > top_p {
+                    return Some(j);
+                }
+                before += x;
+            }
+            (complete || n <= p.len()).then_some(n.min(p.len()))
+        };
+        let keep = match (params.filters, filter_k, filter_p) {
+            (_, true, false) => by_k(v),
+            (_, false, true) => by_p(v, 1.0),
+            (Filters::TopPThenTopK, true, true) => match by_p(v, 1.0) {
+                Some(n) => by_k(n),
+                // The cut lies past the candidates, so it keeps all of them: top-k decides if
+                // its tie run ends inside them.
+                None => by_k(v).filter(|&r| r < p.len()),
+            },
+            (_, true, true) => by_k(v).and_then(|n| {
+                let total: f64 = p[..n].iter().sum();
+                by_p(n, total)
+            }),
+            (_, false, false) => Some(v),
+        };
+        if let Some(n) = keep {
+            let mut cand = cand;
+            cand.truncate(n.max(1));
+            return cand;
+        }
+        if complete {
+            return cand;
+        }
+        m = (m * 8).min(v);
+    }
+}
+
+/// The `m` largest logits' ids, by value descending then id ascending: one pass that keeps a
+/// buffer of at most 2m candidates above a rising threshold.
+pub fn top_m(logits: &[f32], m: usize) -> Vec<u32> {
+    let m = m.min(logits.len());
+    if m == 0 {
+        return Vec::new();
+    }
+    let better = |a: &(f32, u32), b: &(f32, u32)| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1));
+    let mut buf: Vec<(f32, u32)> = Vec::with_capacity(2 * m.max(16) + 1);
+    let mut thr = f32::NEG_INFINITY;
+    let mut have_thr = false;
+    for (i, &l) in logits.iter().enumerate() {
+        if !have_thr || l >= thr {
+            buf.push((l, i as u32));
+            if buf.len() >= 2 * m.max(16) {
+                buf.select_nth_unstable_by(m - 1, better);
+                buf.truncate(m);
+                thr = buf.iter().map(|x| x.0).fold(f32::INFINITY, f32::min);
+                have_thr = true;
+            }
+        }
+    }
+    buf.sort_unstable_by(better);
+    buf.truncate(m);
+    buf.into_iter().map(|(_, i)| i).collect()
+}
+
+/// The straightforward definition of a proposal: the full filtered distribution in f64, sorted
+/// for top-k / top-p. [`propose`] must agree with it; it stays the path for unfiltered
+/// sampling, where every probability is needed anyway, and for LLaDA's tempered draws.
+pub fn propose_reference(
+    logits: &[f32],
+    params: &SamplerParams,
+    mask: u32,
+    rng: &mut impl Rng,
+) -> Proposal {
     let (t, k, p) = (params.temperature, params.top_k, params.top_p);
     let probs = score_probs(params.filters, logits, t, k, p);
     // LLaDA draws at the temperature but ranks on the plain softmax.
@@ -252,6 +483,16 @@ pub fn score(rule: UnmaskRule, p: &Proposal, pos: usize, rng: &mut impl Rng) -> 
         UnmaskRule::Entropy => p.neg_entropy,
         UnmaskRule::Random => rng.random::<f32>(),
         UnmaskRule::LeftToRight => -(pos as f32),
+    }
+}
+
+/// Probability of an existing token under the plain softmax, from the row's log-sum-exp when
+/// the model supplied it (no pass over the vocabulary), else computed.
+pub fn prob_with(logits: &[f32], token: u32, stats: Option<super::denoiser::RowStats>) -> f32 {
+    match (stats, logits.get(token as usize)) {
+        (Some(st), Some(&l)) => ((l as f64) - (st.lse as f64)).exp() as f32,
+        (None, Some(_)) => prob_of(logits, token),
+        (_, None) => 0.0,
     }
 }
 
