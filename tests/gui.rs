@@ -887,15 +887,17 @@ fn pause_pin_and_continue_make_a_fork_that_replays() {
     let mut h = harness();
     generate(&mut h, 32, 8, 4);
     let t = h.state().store.trace().expect("trace").clone();
-    // Pause at step 2 with the timeline keys.
+    // Pause at step 10 (two blocks finished, the third under way) with the timeline keys.
+    let at = 10;
+    assert!(t.len() > at, "{} steps", t.len());
     h.key_press(egui::Key::Home);
     h.run_steps(1);
-    for _ in 0..2 {
+    for _ in 0..at {
         h.key_press(egui::Key::ArrowRight);
         h.run_steps(1);
     }
-    assert_eq!(h.state().store.cursor, 2);
-    let cells = t.cells_at(2);
+    assert_eq!(h.state().store.cursor, at);
+    let cells = t.cells_at(at);
     let pos = (t.header.gen_start..t.header.gen_end)
         .find(|&p| {
             !cells[p].masked && cells[p].top.len() >= 2 && cells[p].top[1].0 != cells[p].token
@@ -925,7 +927,7 @@ fn pause_pin_and_continue_make_a_fork_that_replays() {
     assert_eq!(
         fork.header.intervention,
         Some(Intervention {
-            at_step: 2,
+            at_step: at,
             edits: vec![edit]
         })
     );
@@ -965,5 +967,27 @@ fn pause_pin_and_continue_make_a_fork_that_replays() {
     assert_eq!(
         again.finish.map(|f| f.tokens),
         fork.finish.as_ref().map(|f| f.tokens.clone())
+    );
+    // The blocks the fork starts with already decoded go into the exact key/value cache once:
+    // the cached decode agrees with recomputing everything, and no forward recomputes them.
+    let mut uncached = back.header.clone();
+    uncached.params.kv_cache = false;
+    let plain = unmask::session::run(
+        &m,
+        uncached,
+        "cpu",
+        &std::sync::atomic::AtomicBool::new(false),
+        &mut |_| {},
+    )
+    .expect("uncached decode");
+    assert_eq!(
+        plain.finish.map(|f| f.tokens),
+        fork.finish.as_ref().map(|f| f.tokens.clone())
+    );
+    let block = t.header.params.block_size;
+    assert!(
+        fork.events.iter().skip(1).all(|e| e.in_flight <= 2 * block),
+        "a forward recomputed finished blocks: {:?}",
+        fork.events.iter().map(|e| e.in_flight).collect::<Vec<_>>()
     );
 }

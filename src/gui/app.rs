@@ -33,6 +33,9 @@ const FRAME_INTERVAL_MS: u64 = 16;
 /// the decoders it is timing.
 const QUIET_INTERVAL_MS: u64 = 500;
 
+/// Set when the `--run` decoding failed, so `unmask gui --quit-when-done` exits non-zero.
+pub static LAUNCH_FAILED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 /// What the command line asks the window to do at launch (`unmask gui --run …`).
 #[derive(Clone, Debug, Default)]
 pub struct Launch {
@@ -983,6 +986,7 @@ impl PlaygroundApp {
             }
         });
         let mut r = self.stats.report(run);
+        r.status = run_status(&self.store.main.status);
         let lane = |l: &super::store::LaneRun| {
             l.trace
                 .as_ref()
@@ -1071,7 +1075,15 @@ impl eframe::App for PlaygroundApp {
         self.update_state(&ctx);
         self.draw(ui);
         self.stats.record(t0.elapsed());
-        if self.launch.quit_when_done && self.launched && !self.running() {
+        if self.launch.quit_when_done && self.launched && !self.running() && !self.reported {
+            // A script reading only the exit is told what went wrong.
+            if let RunStatus::Failed(e) = &self.store.main.status {
+                eprintln!("error: the run failed: {e}");
+                LAUNCH_FAILED.store(true, Ordering::SeqCst);
+            }
+            for e in &self.errors {
+                eprintln!("error: {e}");
+            }
             self.finish_report();
             ctx.send_viewport_cmd(egui::ViewportCommand::Close);
         }

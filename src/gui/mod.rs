@@ -40,5 +40,9 @@ pub fn run(args: crate::cli::GuiArgs) -> anyhow::Result<()> {
         options,
         Box::new(move |cc| Ok(Box::new(PlaygroundApp::new(cc, &args)))),
     )
-    .map_err(|e| anyhow::anyhow!("could not open the window: {e}"))
+    .map_err(|e| anyhow::anyhow!("could not open the window: {e}"))?;
+    if app::LAUNCH_FAILED.load(std::sync::atomic::Ordering::SeqCst) {
+        anyhow::bail!("the --run decoding failed (see above)");
+    }
+    Ok(())
 }

@@ -68,6 +68,8 @@ pub struct Report {
     pub run: Option<RunReport>,
     /// The race's lanes, if one ran.
     pub race: Option<RaceReport>,
+    /// How the main run ended (`finished: complete`, `failed: …`).
+    pub status: String,
 }
 
 #[derive(Debug, Serialize)]
@@ -134,6 +136,7 @@ impl FrameStats {
             ui_thread_cpu_share: if wall > 0.0 { cpu / wall } else { 0.0 },
             run,
             race: None,
+            status: String::new(),
         }
     }
 }

@@ -324,7 +324,12 @@ impl Denoiser for ModelDenoiser<'_> {
                     Some(p) if p.end == block.start && self.cache.len() == p.start => {
                         (p.start, p.len())
                     }
-                    _ => (self.cache.len(), 0),
+                    // Blocks that needed no step (a canvas that starts partly decoded, e.g. a
+                    // fork) are final too: store them now instead of recomputing them each step.
+                    _ => (
+                        self.cache.len(),
+                        block.start.saturating_sub(self.cache.len()),
+                    ),
                 };
                 let chunk = &canvas[start..block.end];
                 let rows = self.rows_for(&need, start);
