@@ -6,7 +6,7 @@ Needs matplotlib (`pip install matplotlib`); an offline docs step, not part of t
 
 x: tokens committed per forward pass (the parallelism a setting buys, independent of the machine);
 y: syntactically valid completions. Filled markers: prompts ending in a newline (as people type
-them); hollow: the same prompts stripped of it. Dashed lines: the issue's target region, at least
+them), X = the same without prompt healing; hollow: the prompts stripped of the newline. Dashed lines: the issue's target region, at least
 2.5 tokens per forward keeping 90% of the autoregressive validity on newline-ended prompts.
 """
 import json
@@ -39,8 +39,10 @@ def main(src, dst):
         form = s.get("form") or "stripped"
         filled = form == "newline"
         c = colors[i % len(colors)]
-        ax.scatter(s["tokens_per_forward"], 100 * s["validity"], s=70,
-                   marker="s" if s["block_size"] == 1 else "o",
+        marker = "s" if s["block_size"] == 1 else "o"
+        if filled and not s.get("heal", True):
+            marker = "X"  # newline-ended prompts without healing
+        ax.scatter(s["tokens_per_forward"], 100 * s["validity"], s=70, marker=marker,
                    facecolors=c if filled else "none", edgecolors=c, zorder=3,
                    label=f"{s['name']} · {form}" + ("" if s.get("heal", True) else " · no heal"))
         ax.annotate(str(i + 1), (s["tokens_per_forward"], 100 * s["validity"]),
