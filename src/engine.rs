@@ -157,45 +157,53 @@ fn worker(rx: Receiver<Command>, tx: Sender<Event>, cancel: CancelFlags, wake: i
                 task,
                 chat,
                 params,
-            } => {
-                let flag = cancel
-                    .lock()
-                    .ok()
-                    .and_then(|f| f.get(&run).cloned())
-                    .unwrap_or_default();
-                match model.as_ref() {
-                    Some((m, device)) => {
-                        generate(m, device, run, lane, &task, chat, &params, &flag, &emit)
-                    }
-                    None => emit(Event::Failed {
-                        run,
-                        lane,
-                        error: "no model is loaded".into(),
-                    }),
-                }
-                if let Ok(mut f) = cancel.lock() {
-                    f.remove(&run);
-                }
-            }
-            Command::Resume { run, lane, header } => {
-                let flag = cancel
-                    .lock()
-                    .ok()
-                    .and_then(|f| f.get(&run).cloned())
-                    .unwrap_or_default();
-                match model.as_ref() {
-                    Some((m, device)) => decode(m, device, run, lane, *header, &flag, &emit),
-                    None => emit(Event::Failed {
-                        run,
-                        lane,
-                        error: "no model is loaded".into(),
-                    }),
-                }
-                if let Ok(mut f) = cancel.lock() {
-                    f.remove(&run);
-                }
-            }
+            } => with_run(
+                model.as_ref(),
+                &cancel,
+                run,
+                lane,
+                &emit,
+                |m, device, flag, lane| {
+                    generate(m, device, run, lane, &task, chat, &params, flag, &emit)
+                },
+            ),
+            Command::Resume { run, lane, header } => with_run(
+                model.as_ref(),
+                &cancel,
+                run,
+                lane,
+                &emit,
+                |m, device, flag, lane| decode(m, device, run, lane, *header, flag, &emit),
+            ),
         }
+    }
+}
+
+/// Runs one request: takes its cancel flag, runs `body` on the loaded model (or reports that none
+/// is loaded), then forgets the flag.
+fn with_run(
+    model: Option<&(Arc<DiffusionModel>, String)>,
+    cancel: &CancelFlags,
+    run: u64,
+    lane: Lane,
+    emit: &dyn Fn(Event),
+    body: impl FnOnce(&DiffusionModel, &str, &AtomicBool, Lane),
+) {
+    let flag = cancel
+        .lock()
+        .ok()
+        .and_then(|f| f.get(&run).cloned())
+        .unwrap_or_default();
+    match model {
+        Some((m, device)) => body(m, device, &flag, lane),
+        None => emit(Event::Failed {
+            run,
+            lane,
+            error: "no model is loaded".into(),
+        }),
+    }
+    if let Ok(mut f) = cancel.lock() {
+        f.remove(&run);
     }
 }
 

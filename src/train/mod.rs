@@ -221,8 +221,8 @@ impl AdamW {
     }
 }
 
-/// A tensor of the resume file, checked against the parameter it belongs to.
-fn resume_tensor<'a>(
+/// A tensor of a weights or resume file, checked against the parameter it belongs to.
+pub(crate) fn resume_tensor<'a>(
     all: &'a HashMap<String, Tensor>,
     key: &str,
     var: &Var,

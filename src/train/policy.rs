@@ -251,16 +251,7 @@ pub fn fine_tune(o: &FinetuneOptions, trajs: &[Trajectory]) -> anyhow::Result<Ve
             .lock()
             .map_err(|_| anyhow::anyhow!("parameter map lock poisoned"))?;
         for (name, var) in data.iter() {
-            let t = weights
-                .get(name)
-                .with_context(|| format!("{}: missing tensor `{name}`", wf.display()))?;
-            anyhow::ensure!(
-                t.dims() == var.dims(),
-                "{}: `{name}` has shape {:?}, the config needs {:?}",
-                wf.display(),
-                t.dims(),
-                var.dims()
-            );
+            let t = super::resume_tensor(&weights, name, var, &wf)?;
             // Shipped weights are f16; training runs in f32.
             var.set(&t.to_dtype(var.dtype())?)?;
         }
