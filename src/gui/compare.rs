@@ -25,12 +25,7 @@ fn column(
     mode: ColorMode,
 ) {
     ui.heading(title);
-    let Some(t) = &l.trace else {
-        ui.weak(match &l.status {
-            RunStatus::Queued => "waiting for the engine…".to_string(),
-            RunStatus::Failed(e) => format!("failed: {e}"),
-            _ => "no run".to_string(),
-        });
+    let Some(t) = super::race::trace_or_status(ui, l, "no run") else {
         return;
     };
     if let RunStatus::Failed(e) = &l.status {

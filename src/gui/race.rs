@@ -63,6 +63,22 @@ fn quality(store: &mut Store) -> Option<String> {
     Some(line)
 }
 
+/// A lane's trace, or, while it has none, a line saying why (queued, failed, or `idle`).
+pub(super) fn trace_or_status<'a>(
+    ui: &mut egui::Ui,
+    l: &'a LaneRun,
+    idle: &str,
+) -> Option<&'a std::sync::Arc<crate::trace::Trace>> {
+    if l.trace.is_none() {
+        ui.weak(match &l.status {
+            RunStatus::Queued => "waiting for the engine…".to_string(),
+            RunStatus::Failed(e) => format!("failed: {e}"),
+            _ => idle.to_string(),
+        });
+    }
+    l.trace.as_ref()
+}
+
 fn lane(
     ui: &mut egui::Ui,
     title: &str,
@@ -72,12 +88,7 @@ fn lane(
     mode: ColorMode,
 ) {
     ui.heading(title);
-    let Some(t) = &l.trace else {
-        ui.weak(match &l.status {
-            RunStatus::Queued => "waiting for the engine…".to_string(),
-            RunStatus::Failed(e) => format!("failed: {e}"),
-            _ => "not started".to_string(),
-        });
+    let Some(t) = trace_or_status(ui, l, "not started") else {
         return;
     };
     if l.status.is_active() {
