@@ -152,6 +152,7 @@ pub fn with_facts<R>(model: &DiffusionModel, device: &str, f: impl FnOnce(&Model
             .config
             .vocab_size
             .min(model.info.tokenizer_size.unwrap_or(usize::MAX)),
+        embedding_rows: model.info.config.vocab_size,
         context: model.info.config.max_position_embeddings,
         device: device.to_string(),
         aligned_blocks: model.family().attention() == crate::model::Attention::BlockCausal,

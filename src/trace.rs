@@ -61,6 +61,18 @@ fn check_event(h: &TraceHeader, e: &StepEvent) -> std::result::Result<(), String
     if let Some(x) = floats.into_iter().find(|x| !x.is_finite()) {
         return Err(format!("a value out of range ({x})"));
     }
+    if let Some(v) = h.vocab_size {
+        let ids = e
+            .commits
+            .iter()
+            .flat_map(|c| std::iter::once(c.token).chain(c.previous))
+            .chain(e.commits.iter().flat_map(|c| c.top.iter().map(|t| t.0)));
+        if let Some(id) = ids.into_iter().find(|&id| id as usize >= v) {
+            return Err(format!(
+                "token id {id} is outside the model's vocabulary of {v}"
+            ));
+        }
+    }
     if let Some(c) = e.commits.iter().find(|c| c.token == h.mask_id) {
         return Err(format!(
             "commit at position {} writes the mask token {}",
@@ -102,6 +114,10 @@ pub struct TraceHeader {
     pub prompt: String,
     pub mask_id: u32,
     pub stop_ids: Vec<u32>,
+    /// Rows of the model's embedding: every token id in the trace is below it. Absent in traces
+    /// written before it was recorded (their ids are then not range-checked).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vocab_size: Option<usize>,
     /// The canvas before the first step (prompt, masks or corrupted code, suffix).
     pub initial: Vec<u32>,
     /// Text of each initial token.
@@ -477,6 +493,16 @@ impl Trace {
                                 h.version
                             ),
                         ));
+                    }
+                    if let Some(v) = h.vocab_size {
+                        if let Some(id) = h.initial.iter().find(|&&id| id as usize >= v) {
+                            return Err(err(
+                                n,
+                                format!(
+                                    "canvas token id {id} is outside the model's vocabulary of {v}"
+                                ),
+                            ));
+                        }
                     }
                     if h.initial.len() != h.initial_text.len()
                         || h.gen_end > h.initial.len()

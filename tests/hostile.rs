@@ -394,6 +394,10 @@ fn replay_checks_every_event_against_the_header() {
             Box::new(move |l| l[first_step]["commits"][0]["token"] = mask.into()),
         ),
         (
+            "outside the model's vocabulary",
+            Box::new(move |l| l[first_step]["commits"][0]["token"] = 1_000_000.into()),
+        ),
+        (
             "a second finish",
             Box::new(|l| {
                 let last = l.last().cloned().expect("finish");

@@ -96,6 +96,7 @@ fn with_facts<R>(f: impl FnOnce(&ModelFacts) -> R) -> R {
         mask_id: MASK,
         stop_ids: vec![EOS],
         vocab_size: 14,
+        embedding_rows: 14,
         context: 4096,
         device: "cpu".into(),
         aligned_blocks: false,

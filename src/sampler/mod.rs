@@ -56,6 +56,8 @@ pub struct ModelFacts<'a> {
     pub mask_id: u32,
     pub stop_ids: Vec<u32>,
     pub vocab_size: usize,
+    /// Rows of the embedding (≥ `vocab_size` when it is padded): the bound on every logit's id.
+    pub embedding_rows: usize,
     pub context: usize,
     pub device: String,
     /// Blocks at absolute multiples of the block size (block-causal models), see [`Layout::new`].
@@ -199,6 +201,7 @@ pub fn prepare_healed(
         prompt: prompt_text.to_string(),
         mask_id: m.mask_id,
         stop_ids: m.stop_ids.clone(),
+        vocab_size: Some(m.embedding_rows),
         initial,
         initial_text,
         gen_start,
