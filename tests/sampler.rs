@@ -96,7 +96,8 @@ fn with_facts<R>(f: impl FnOnce(&ModelFacts) -> R) -> R {
         mask_id: MASK,
         stop_ids: vec![EOS],
         vocab_size: 14,
-        embedding_rows: 14,
+        // The scripted logits cover 14 ids; EOS (14) and the mask (15) are rows of its embedding.
+        embedding_rows: 16,
         context: 4096,
         device: "cpu".into(),
         aligned_blocks: false,
