@@ -482,7 +482,7 @@ impl Trace {
                 continue;
             }
             let parsed: Line =
-                serde_json::from_str(&l).map_err(|e| err(n, format!("not a trace record: {e}")))?;
+                serde_json::from_str(l).map_err(|e| err(n, format!("not a trace record: {e}")))?;
             match (parsed, trace.as_mut()) {
                 (Line::Header(h), None) => {
                     if h.version != TRACE_VERSION {
