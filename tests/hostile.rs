@@ -364,6 +364,9 @@ fn trace_output_never_replaces_a_symlink_or_fifo() {
     assert_eq!(err.matches("No such file").count(), 1, "{err}");
 }
 
+/// An edit of a trace's parsed lines, for the replay-validation cases.
+type Edit = dyn Fn(&mut Vec<serde_json::Value>);
+
 #[test]
 fn replay_checks_every_event_against_the_header() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -380,7 +383,7 @@ fn replay_checks_every_event_against_the_header() {
         .position(|l| l["type"] == "step" && !l["commits"].as_array().expect("commits").is_empty())
         .expect("a step with commits");
     let block_end = lines[first_step]["block_end"].as_u64().expect("block_end");
-    let cases: Vec<(&str, Box<dyn Fn(&mut Vec<serde_json::Value>)>)> = vec![
+    let cases: Vec<(&str, Box<Edit>)> = vec![
         (
             "the prompt",
             Box::new(move |l| l[first_step]["commits"][0]["pos"] = (gen_start - 1).into()),
