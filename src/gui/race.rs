@@ -93,7 +93,8 @@ fn lane(
     };
     if l.status.is_active() {
         ui.horizontal(|ui| {
-            ui.spinner();
+            // No spinner: it animates, so it would repaint every frame and take the CPU from the
+            // decoder being timed (the window repaints every QUIET_INTERVAL_MS instead).
             ui.label(format!(
                 "decoding… step {} (the window stays still so it does not slow the decoder)",
                 t.len()
@@ -147,7 +148,7 @@ pub fn show(ui: &mut egui::Ui, store: &mut Store, mode: ColorMode) {
     ui.horizontal(|ui| {
         let end = store::race_end_ms(&store.race_ar).max(store::race_end_ms(&store.race_diffusion));
         if measuring {
-            ui.spinner();
+            // No spinner here either (see `lane`).
             ui.label(
                 "timing the decoders one after the other; the replay starts when both are done",
             );
