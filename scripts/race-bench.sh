@@ -19,7 +19,7 @@ echo "load average before: $(cat /proc/loadavg)"
 for i in $(seq 1 "$RUNS"); do
     "$BIN" bench --settings ar,b8-s4 --gen-length 256 --prompt-tokens 8 --json "$OUT/bench-$i.json" >/dev/null 2>&1
     DISPLAY=$DISPLAY_NUM "$BIN" gui --prompt $'def fibonacci(n):\n' --gen-length 256 --block-size 8 --steps 4 \
-        --no-stop --race --quit-when-done --report "$OUT/race-$i.json" 2>/dev/null
+        --rule low-confidence --repetition-penalty 1 --no-stop --race --quit-when-done --report "$OUT/race-$i.json" 2>/dev/null
     python3 - "$OUT/bench-$i.json" "$OUT/race-$i.json" <<'PY'
 import json, sys
 b = json.load(open(sys.argv[1]))["rows"]
