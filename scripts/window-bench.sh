@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The window against headless decoding: the same 1,000-token run (block 8, 4 steps, end-of-text
-# stopping off) decoded by `unmask generate` and by `unmask gui --run --quit-when-done --report`
+# stopping off; the rule and repetition penalty pinned, since the window's own defaults differ) decoded by `unmask generate` and by `unmask gui --run --quit-when-done --report`
 # under Xvfb (wgpu on lavapipe), interleaved, RUNS times each. Prints one line per run and the
 # load average; the JSON files stay in OUT.
 # Usage: scripts/window-bench.sh [BIN] [OUT] [RUNS]
@@ -17,7 +17,7 @@ Xvfb "$DISPLAY_NUM" -screen 0 1600x1000x24 >/dev/null 2>&1 &
 XVFB=$!
 trap 'kill $XVFB' EXIT
 sleep 1
-FLAGS=(--prompt $'def fibonacci(n):\n' --gen-length 1000 --block-size 8 --steps 4 --no-stop)
+FLAGS=(--prompt $'def fibonacci(n):\n' --gen-length 1000 --block-size 8 --steps 4 --rule low-confidence --repetition-penalty 1 --no-stop)
 echo "load average before: $(cat /proc/loadavg)"
 for i in $(seq 1 "$RUNS"); do
     "$BIN" generate "${FLAGS[@]}" --json >"$OUT/headless-$i.json"
