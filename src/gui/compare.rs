@@ -28,9 +28,6 @@ fn column(
     let Some(t) = super::race::trace_or_status(ui, l, "no run") else {
         return;
     };
-    if let RunStatus::Failed(e) = &l.status {
-        ui.colored_label(egui::Color32::RED, e);
-    }
     ui.label(summary(t, l.status.is_active()));
     let k = t.len();
     let model = cache.get(l.run, t, k);

@@ -63,7 +63,8 @@ fn quality(store: &mut Store) -> Option<String> {
     Some(line)
 }
 
-/// A lane's trace, or, while it has none, a line saying why (queued, failed, or `idle`).
+/// A lane's trace, or, while it has none, a line saying why (queued, failed, or `idle`); a run
+/// that failed after it started shows its error above its partial trace.
 pub(super) fn trace_or_status<'a>(
     ui: &mut egui::Ui,
     l: &'a LaneRun,
@@ -75,6 +76,8 @@ pub(super) fn trace_or_status<'a>(
             RunStatus::Failed(e) => format!("failed: {e}"),
             _ => idle.to_string(),
         });
+    } else if let RunStatus::Failed(e) = &l.status {
+        ui.colored_label(egui::Color32::RED, e);
     }
     l.trace.as_ref()
 }
@@ -123,9 +126,6 @@ fn lane(
         clock_ms.min(end),
         t.len()
     ));
-    if let RunStatus::Failed(e) = &l.status {
-        ui.colored_label(egui::Color32::RED, e);
-    }
     let model = cache.get(l.run, t, k);
     let v = CanvasView {
         trace: t,
