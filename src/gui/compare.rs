@@ -5,7 +5,7 @@ use std::collections::HashSet;
 
 use super::canvas::{self, CanvasCache, CanvasView};
 use super::colors::ColorMode;
-use super::store::{LaneRun, RunStatus, Store};
+use super::store::{LaneRun, Store};
 use crate::trace::Trace;
 
 /// Positions that differ between the main run and the fork (empty until both exist).
