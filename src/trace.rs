@@ -150,6 +150,9 @@ pub struct Edit {
 pub struct Intervention {
     pub at_step: usize,
     pub edits: Vec<Edit>,
+    /// Masked positions forced to commit at the fork's first step, whatever their score.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub force_next: Vec<usize>,
 }
 
 /// One committed position.

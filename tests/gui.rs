@@ -930,7 +930,8 @@ fn pause_pin_and_continue_make_a_fork_that_replays() {
         fork.header.intervention,
         Some(Intervention {
             at_step: at,
-            edits: vec![edit]
+            edits: vec![edit],
+            force_next: vec![],
         })
     );
     assert_eq!(fork.header.initial[pos], alt);
@@ -991,5 +992,148 @@ fn pause_pin_and_continue_make_a_fork_that_replays() {
         fork.events.iter().skip(1).all(|e| e.in_flight <= 2 * block),
         "a forward recomputed finished blocks: {:?}",
         fork.events.iter().map(|e| e.in_flight).collect::<Vec<_>>()
+    );
+}
+
+#[test]
+fn a_typed_pin_and_a_forced_commit_make_a_fork_that_replays_and_diffs() {
+    let mut h = harness();
+    generate(&mut h, 32, 8, 4);
+    let t = h.state().store.trace().expect("trace").clone();
+    let at = 10;
+    assert!(t.len() > at, "{} steps", t.len());
+    h.state_mut().store.set_cursor(at);
+    h.state_mut().store.follow = false;
+    h.run_steps(1);
+    let cells = t.cells_at(at);
+    // A masked position of the block decoded next that the original did not commit next.
+    let next = &t.events[at];
+    let committed_next: Vec<usize> = next.commits.iter().map(|c| c.pos).collect();
+    let forced = (next.block_start..next.block_end)
+        .find(|&p| cells[p].masked && !committed_next.contains(&p))
+        .expect("a masked position the original left for later");
+    h.state_mut().select_tile(forced);
+    h.run_steps(2);
+    h.get_by_label("commit next").click();
+    h.run_steps(2);
+    assert_eq!(h.state().intervene.force, vec![forced]);
+    // A committed tile: typed text that is several tokens is refused inline; one token is pinned.
+    let pinned = (t.header.gen_start..next.block_start)
+        .find(|&p| !cells[p].masked)
+        .expect("a committed tile");
+    h.state_mut().select_tile(pinned);
+    h.run_steps(2);
+    h.get_by_role_and_label(Role::TextInput, "token:").focus();
+    h.run_steps(1);
+    h.get_by_role_and_label(Role::TextInput, "token:")
+        .type_text("definitely not one token");
+    h.run_steps(1);
+    h.get_by_label("pin typed").click();
+    h.run_steps(2);
+    h.get_by_label_contains("not one: pin one token at a time");
+    assert_eq!(h.state().intervene.edits.len(), 0);
+    let m = unmask::model::DiffusionModel::load(
+        &model_dir(),
+        candle_core::DType::F32,
+        &candle_core::Device::Cpu,
+    )
+    .expect("model");
+    let one = "=";
+    let id = m.encode(one).expect("encode");
+    assert_eq!(id.len(), 1, "{one:?} is one token of the model");
+    h.state_mut().intervene.typed.clear();
+    h.get_by_role_and_label(Role::TextInput, "token:").focus();
+    h.run_steps(1);
+    h.get_by_role_and_label(Role::TextInput, "token:")
+        .type_text(one);
+    h.run_steps(1);
+    h.get_by_label("pin typed").click();
+    h.run_steps(2);
+    assert_eq!(h.state().intervene.typed_error, None);
+    assert_eq!(h.state().intervene.edits.len(), 1);
+    assert_eq!(h.state().intervene.edits[0].token, Some(id[0]));
+    h.get_by_label("Continue from here").click();
+    h.run_steps(1);
+    step_until(
+        &mut h,
+        "the fork to finish",
+        Duration::from_secs(120),
+        |a| !a.running(),
+    );
+    let fork = h.state().store.fork.trace.clone().expect("a fork");
+    let iv = fork
+        .header
+        .intervention
+        .clone()
+        .expect("intervention recorded");
+    assert_eq!((iv.at_step, iv.force_next.clone()), (at, vec![forced]));
+    assert_eq!(fork.header.initial[pinned], id[0]);
+    assert!(
+        fork.events[0].commits.iter().any(|c| c.pos == forced),
+        "the forced position committed at the fork's first step"
+    );
+    // The file keeps the intervention, and decoding its header again reproduces the fork.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (pa, pb) = (
+        dir.path().join("original.jsonl"),
+        dir.path().join("fork.jsonl"),
+    );
+    t.save(&pa).expect("save");
+    fork.save(&pb).expect("save");
+    let back = Trace::load(&pb).expect("load");
+    assert_eq!(back.header, fork.header);
+    let again = unmask::session::run(
+        &m,
+        back.header.clone(),
+        "cpu",
+        &std::sync::atomic::AtomicBool::new(false),
+        &mut |_| {},
+    )
+    .expect("replay decode");
+    let commits = |t: &Trace| -> Vec<Vec<(usize, u32)>> {
+        t.events
+            .iter()
+            .map(|e| e.commits.iter().map(|c| (c.pos, c.token)).collect())
+            .collect()
+    };
+    assert_eq!(
+        commits(&again),
+        commits(&fork),
+        "the same commits, step by step"
+    );
+    assert_eq!(
+        again.finish.map(|f| f.tokens),
+        fork.finish.as_ref().map(|f| f.tokens.clone())
+    );
+    // File > Diff two saved traces (the paths as the dialogs would give them).
+    let want = unmask::fork::differences(&t, &fork);
+    assert!(
+        want.contains(&(pinned, unmask::fork::Difference::Token)) || cells[pinned].token == id[0]
+    );
+    h.state_mut().diff_traces(&pa, &pb);
+    wait_io(&mut h);
+    assert!(h.state().errors().is_empty(), "{:?}", h.state().errors());
+    assert_eq!(h.state().settings.view, unmask::gui::settings::View::Fork);
+    h.run_steps(2);
+    h.get_by_label_contains(&format!(
+        "{} of {} generated positions differ",
+        want.len(),
+        t.header.gen_end - t.header.gen_start
+    ));
+    // The commit map of the Canvas view marks them.
+    h.state_mut().settings.view = unmask::gui::settings::View::Canvas;
+    h.run_steps(2);
+    h.get_by_label_contains(&format!("{} differ from the fork", want.len()));
+    // Traces of different prompts: an error naming both files.
+    let other = dir.path().join("other.jsonl");
+    synthetic_trace().save(&other).expect("save");
+    h.state_mut().diff_traces(&pa, &other);
+    wait_io(&mut h);
+    let errs = h.state().errors().join("\n");
+    assert!(
+        errs.contains("different prompts")
+            && errs.contains("original.jsonl")
+            && errs.contains("other.jsonl"),
+        "{errs}"
     );
 }

@@ -8,7 +8,7 @@ use unmask::model::Family;
 use unmask::sampler::denoiser::BlockLogits;
 use unmask::sampler::noise;
 use unmask::sampler::propose::{filtered_probs, propose, score_probs, top_n};
-use unmask::sampler::schedule::{planned, select, Candidate};
+use unmask::sampler::schedule::{planned, select, select_forced, Candidate};
 use unmask::sampler::{
     self, Denoiser, Layout, ModelFacts, SamplerParams, Schedule, Task, UnmaskRule,
 };
@@ -173,6 +173,31 @@ fn selection_ranks_by_score_and_breaks_ties_by_position() {
     // Threshold: everything above τ, at least one.
     assert_eq!(select(UnmaskRule::Threshold, &cands, 1, 0.4), vec![2, 5, 7]);
     assert_eq!(select(UnmaskRule::Threshold, &cands, 1, 0.95), vec![2]);
+}
+
+#[test]
+fn a_forced_position_takes_a_planned_slot_whatever_its_score() {
+    let c = |pos, score: f32| Candidate {
+        pos,
+        score,
+        prob: score,
+    };
+    let cands = [c(5, 0.5), c(2, 0.9), c(7, 0.9), c(3, 0.1)];
+    let lc = UnmaskRule::LowConfidence;
+    assert_eq!(select_forced(lc, &cands, 2, 0.0, &[3]), vec![2, 3]);
+    assert_eq!(select_forced(lc, &cands, 1, 0.0, &[3]), vec![3]);
+    // More forced than planned: all of them, nothing else.
+    assert_eq!(select_forced(lc, &cands, 1, 0.0, &[3, 5]), vec![3, 5]);
+    // Nothing forced: the rule as it is; a forced non-candidate is ignored.
+    assert_eq!(
+        select_forced(lc, &cands, 2, 0.0, &[]),
+        select(lc, &cands, 2, 0.0)
+    );
+    assert_eq!(select_forced(lc, &cands, 2, 0.0, &[40]), vec![2, 7]);
+    // Threshold: the forced one replaces the guaranteed best, the rest above τ stay.
+    let th = UnmaskRule::Threshold;
+    assert_eq!(select_forced(th, &cands, 1, 0.95, &[3]), vec![3]);
+    assert_eq!(select_forced(th, &cands, 1, 0.4, &[3]), vec![2, 3, 5, 7]);
 }
 
 #[test]

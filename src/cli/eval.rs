@@ -2,13 +2,14 @@
 //!
 //! * masked-token accuracy and NLL at mask ratios 0.15 / 0.5 / 0.9, each block masked with clean
 //!   earlier blocks as context (the block-diffusion training condition);
-//! * syntactic validity of completions of held-out prompts, judged by CPython's own parser
-//!   (`python3`, `ast.parse`) on prompt + completion cut at its last complete line, for
+//! * syntactic validity of completions of held-out prompts, judged by a Python parser
+//!   ([`crate::pycheck`], checked against CPython's `ast.parse`) on prompt + completion cut at
+//!   its last complete line, for
 //!   autoregressive decoding and several diffusion settings, with tokens/s for each;
 //! * repair: held-out snippets corrupted by random edits, then repaired; token Levenshtein distance
 //!   to the original before and after, for this model and optionally a second one (stage 1).
 
-use std::io::{BufRead, Write};
+use std::io::BufRead;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 
@@ -382,7 +383,7 @@ pub fn masked_metrics(
     })
 }
 
-/// Completes every prompt with `params` and judges the results with Python's parser.
+/// Completes every prompt with `params` and judges the results with [`crate::pycheck::judge`].
 pub fn validity(
     m: &DiffusionModel,
     prompts: &[String],
@@ -391,7 +392,7 @@ pub fn validity(
     device: &str,
 ) -> anyhow::Result<SettingResult> {
     let cancel = AtomicBool::new(false);
-    let mut cases = Vec::new();
+    let mut verdicts = Vec::new();
     let (mut tokens, mut ms, mut forwards) = (0usize, 0f64, 0usize);
     for p in prompts {
         let trace = session::generate(
@@ -408,9 +409,8 @@ pub fn validity(
         ms += fin.metrics.total_ms;
         forwards += fin.metrics.forwards;
         let stopped = matches!(fin.reason, crate::trace::FinishReason::Eos { .. });
-        cases.push(serde_json::json!({"prompt": p, "completion": fin.text, "stopped": stopped}));
+        verdicts.push(crate::pycheck::judge(p, &fin.text, stopped));
     }
-    let verdicts = judge(&cases)?;
     let valid = verdicts.iter().filter(|&&v| v).count();
     Ok(SettingResult {
         name: name.to_string(),
@@ -428,53 +428,6 @@ pub fn validity(
         forwards,
         tokens_per_forward: tokens as f64 / forwards.max(1) as f64,
     })
-}
-
-/// The validity rule, run by CPython: the completion is cut after its last newline (unless the
-/// model ended it with end-of-text); valid when prompt + cut completion parses, or parses once
-/// its last line is dropped (a compound statement whose body the length limit cut off) — and at
-/// least one complete generated line remains.
-const JUDGE: &str = r#"
-import ast, json, sys
-def parses(s):
-    try:
-        ast.parse(s); return True
-    except Exception:
-        return False
-out = []
-for c in json.load(sys.stdin):
-    comp = c["completion"]
-    if not c["stopped"]:
-        comp = comp[: comp.rfind("\n") + 1] if "\n" in comp else ""
-    lines = comp.splitlines(keepends=True)
-    ok = False
-    if any(l.strip() for l in lines):
-        if parses(c["prompt"] + comp):
-            ok = True
-        elif len(lines) > 1 and any(l.strip() for l in lines[:-1]) and parses(c["prompt"] + "".join(lines[:-1])):
-            ok = True
-    out.append(ok)
-json.dump(out, sys.stdout)
-"#;
-
-pub fn judge(cases: &[serde_json::Value]) -> anyhow::Result<Vec<bool>> {
-    let mut child = std::process::Command::new("python3")
-        .arg("-c")
-        .arg(JUDGE)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .context("running python3 (the validity judge needs CPython)")?;
-    child
-        .stdin
-        .take()
-        .context("python3 stdin")?
-        .write_all(serde_json::to_string(cases)?.as_bytes())?;
-    let out = child.wait_with_output()?;
-    if !out.status.success() {
-        anyhow::bail!("the python3 judge failed");
-    }
-    Ok(serde_json::from_slice(&out.stdout)?)
 }
 
 /// Snippets of 6–12 whole lines from held-out files.

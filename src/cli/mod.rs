@@ -66,6 +66,10 @@ pub struct GuiArgs {
     /// Open this trace at start.
     #[arg(long)]
     pub trace: Option<std::path::PathBuf>,
+    /// Diff the `--trace` with this trace of the same prompt (the Fork view), as File > Diff two
+    /// saved traces does.
+    #[arg(long, requires = "trace")]
+    pub diff: Option<std::path::PathBuf>,
     /// Prompt text (complete mode).
     #[arg(long)]
     pub prompt: Option<String>,

@@ -110,11 +110,10 @@ fn collect(p: &Path, out: &mut Vec<PathBuf>) -> anyhow::Result<()> {
 fn verdicts(trajs: &[&Trajectory]) -> anyhow::Result<Vec<bool>> {
     // The whole text (prompt + completion) is judged with the eval's rule; the prompt part is
     // empty so the judge sees exactly the text.
-    let cases: Vec<serde_json::Value> = trajs
+    Ok(trajs
         .iter()
-        .map(|t| serde_json::json!({"prompt": "", "completion": t.text, "stopped": false}))
-        .collect();
-    super::eval::judge(&cases)
+        .map(|t| crate::pycheck::judge("", &t.text, false))
+        .collect())
 }
 
 pub fn run(a: &SelfTrainArgs) -> anyhow::Result<()> {

@@ -68,6 +68,11 @@ pub struct Intervene {
     pub at_step: usize,
     pub selected: Option<usize>,
     pub edits: Vec<Edit>,
+    /// Masked positions to commit at the fork's first step.
+    pub force: Vec<usize>,
+    /// The pin menu's text field, and why its text cannot be pinned.
+    pub typed: String,
+    pub typed_error: Option<String>,
 }
 
 /// The window's state.
@@ -87,6 +92,8 @@ pub struct PlaygroundApp {
     /// (task text, tokens) of the last prompt measured, for the context-length check.
     fixed_len: Option<(String, usize)>,
     trace_to_open: Option<PathBuf>,
+    /// `gui --diff`: the trace to diff `trace_to_open` with.
+    diff_with: Option<PathBuf>,
     /// File work in flight (dialogs, loads, saves, exports).
     jobs: Vec<Job>,
     ctx: Option<egui::Context>,
@@ -116,6 +123,7 @@ impl PlaygroundApp {
             devices: device::available(),
             fixed_len: None,
             trace_to_open: None,
+            diff_with: None,
             jobs: Vec::new(),
             ctx: None,
             launch: Launch::default(),
@@ -137,6 +145,7 @@ impl PlaygroundApp {
         apply_args(&mut settings, args);
         let mut app = Self::with_settings(settings);
         app.trace_to_open = args.trace.clone();
+        app.diff_with = args.diff.clone();
         app.launch = Launch {
             run: args.run,
             race: args.race,
@@ -204,8 +213,12 @@ impl PlaygroundApp {
         let k = self.store.cursor;
         if self.intervene.at_step != k {
             self.intervene.edits.clear();
+            self.intervene.force.clear();
         }
         self.intervene.at_step = k;
+        if self.intervene.selected != Some(pos) {
+            self.intervene.typed_error = None;
+        }
         self.intervene.selected = Some(pos);
         self.store.playing = false;
     }
@@ -213,7 +226,51 @@ impl PlaygroundApp {
     /// Pins `token` (or re-masks, `None`) at `pos`, replacing an earlier edit there.
     pub fn edit(&mut self, pos: usize, token: Option<u32>, text: String) {
         self.intervene.edits.retain(|e| e.pos != pos);
+        if token.is_some() {
+            self.intervene.force.retain(|&p| p != pos);
+        }
         self.intervene.edits.push(Edit { pos, token, text });
+    }
+
+    /// Pins the one token `text` encodes to at `pos`; the error says why it cannot (the model is
+    /// not loaded, the text is no token or several, it is the mask).
+    pub fn pin_typed(&mut self, pos: usize, text: &str) -> Result<(), String> {
+        let ModelSlot::Ready(m) = &self.model else {
+            return Err("load a model first: typed text is encoded with its tokenizer".into());
+        };
+        if text.is_empty() {
+            return Err("type a token first".into());
+        }
+        let ids = m.encode(text).map_err(|e| e.to_string())?;
+        let id = match ids.as_slice() {
+            [id] if *id == m.mask_id() => return Err(format!("{text:?} is the mask token")),
+            [id] => *id,
+            [] => return Err(format!("{text:?} encodes to no token")),
+            many => {
+                let parts: Vec<String> = many
+                    .iter()
+                    .map(|&i| format!("{:?}", m.token_text(i)))
+                    .collect();
+                return Err(format!(
+                    "{text:?} is {} tokens ({}), not one: pin one token at a time",
+                    many.len(),
+                    parts.join(" + ")
+                ));
+            }
+        };
+        let shown = m.token_text(id);
+        self.edit(pos, Some(id), shown);
+        Ok(())
+    }
+
+    /// Marks the masked `pos` to commit at the fork's first step, whatever its score.
+    pub fn force_next(&mut self, pos: usize) {
+        self.intervene
+            .edits
+            .retain(|e| e.pos != pos || e.token.is_none());
+        if !self.intervene.force.contains(&pos) {
+            self.intervene.force.push(pos);
+        }
     }
 
     /// Continues decoding from the edited canvas as a fork beside the original.
@@ -224,7 +281,8 @@ impl PlaygroundApp {
         let Some(t) = self.store.main.trace.clone() else {
             return;
         };
-        match crate::fork::fork_header(&t, self.intervene.at_step, &self.intervene.edits) {
+        let iv = &self.intervene;
+        match crate::fork::fork_header(&t, iv.at_step, &iv.edits, &iv.force) {
             Ok(header) => {
                 let run = self.store.begin(Lane::Fork);
                 if let Some(e) = &self.engine {
@@ -247,12 +305,12 @@ impl PlaygroundApp {
             return;
         };
         let iv = self.intervene.clone();
-        if iv.selected.is_none() && iv.edits.is_empty() {
+        if iv.selected.is_none() && iv.edits.is_empty() && iv.force.is_empty() {
             ui.weak("Pause (or finish) a run, then click a tile to pin a token or re-mask it.");
             return;
         }
         ui.label(format!("at step {} of {}", iv.at_step, t.len()));
-        let mut edit = None;
+        let (mut edit, mut typed, mut force) = (None, None, None);
         if let Some(pos) = iv.selected {
             let cells = if self.store.cursor == iv.at_step {
                 self.store.cells().to_vec()
@@ -286,8 +344,28 @@ impl PlaygroundApp {
                         edit = Some((pos, Some(*id), text.clone()));
                     }
                 }
+                ui.horizontal(|ui| {
+                    let l = ui.label("token:");
+                    let r = ui
+                        .add(
+                            egui::TextEdit::singleline(&mut self.intervene.typed)
+                                .hint_text("type one token")
+                                .desired_width(110.0),
+                        )
+                        .labelled_by(l.id);
+                    let enter = r.lost_focus() && ui.input(|i| i.key_pressed(egui::Key::Enter));
+                    if ui.button("pin typed").clicked() || enter {
+                        typed = Some(pos);
+                    }
+                });
+                if let Some(e) = &iv.typed_error {
+                    ui.colored_label(egui::Color32::from_rgb(255, 120, 120), e);
+                }
                 if !cell.masked && cell.committed_at.is_some() && ui.button("re-mask").clicked() {
                     edit = Some((pos, None, String::new()));
+                }
+                if cell.masked && ui.button("commit next").clicked() {
+                    force = Some(pos);
                 }
             }
         }
@@ -297,9 +375,14 @@ impl PlaygroundApp {
                 None => format!("edit: position {} re-masked", e.pos),
             });
         }
+        for p in &iv.force {
+            ui.weak(format!("edit: position {p} commits next"));
+        }
         let mut go = false;
         ui.horizontal(|ui| {
-            let can = self.model_ready() && !self.running() && !iv.edits.is_empty();
+            let can = self.model_ready()
+                && !self.running()
+                && !(iv.edits.is_empty() && iv.force.is_empty());
             go = ui
                 .add_enabled(can, egui::Button::new("Continue from here"))
                 .clicked();
@@ -309,6 +392,13 @@ impl PlaygroundApp {
         });
         if let Some((pos, token, text)) = edit {
             self.edit(pos, token, text);
+        }
+        if let Some(pos) = typed {
+            let text = self.intervene.typed.clone();
+            self.intervene.typed_error = self.pin_typed(pos, &text).err();
+        }
+        if let Some(pos) = force {
+            self.force_next(pos);
         }
         if go {
             self.continue_fork();
@@ -339,6 +429,24 @@ impl PlaygroundApp {
                 Ok(Ok(Outcome::Cancelled)) => {}
                 Ok(Ok(Outcome::Done(notice))) => self.notice = Some(notice),
                 Ok(Ok(Outcome::ModelFolder(f))) => self.load_model(Some(f), ctx),
+                Ok(Ok(Outcome::Diff(pair))) => {
+                    let (pa, ta, pb, tb) = *pair;
+                    if let Some(e) = &self.engine {
+                        if self.store.main.status.is_active() || self.store.fork.status.is_active()
+                        {
+                            e.cancel();
+                        }
+                    }
+                    self.store.load(ta);
+                    self.store.load_fork(tb);
+                    self.intervene = Intervene::default();
+                    self.settings.view = View::Fork;
+                    self.notice = Some(format!(
+                        "Diffing {} (original) with {}",
+                        file_name(&pa),
+                        file_name(&pb)
+                    ));
+                }
                 Ok(Ok(Outcome::Opened(path, t))) => {
                     if let Some(e) = &self.engine {
                         if self.store.main.status.is_active() {
@@ -364,6 +472,18 @@ impl PlaygroundApp {
         self.spawn_job(format!("Opening {}", file_name(&path)), move || {
             files::open_trace(&path).map(|t| Outcome::Opened(path, Box::new(t)))
         });
+    }
+
+    /// What File → Diff two saved traces… does once both paths are chosen: reads both on a
+    /// background thread, then shows them side by side in the Fork view.
+    pub fn diff_traces(&mut self, a: &Path, b: &Path) {
+        let (a, b) = (a.to_path_buf(), b.to_path_buf());
+        self.spawn_job(
+            format!("Opening {} and {}", file_name(&a), file_name(&b)),
+            move || {
+                files::open_pair(&a, &b).map(|(ta, tb)| Outcome::Diff(Box::new((a, ta, b, tb))))
+            },
+        );
     }
 
     /// What File → Save trace… does once a path is chosen: writes on a background thread.
@@ -606,7 +726,10 @@ impl PlaygroundApp {
             });
         }
         if let Some(p) = self.trace_to_open.take() {
-            self.open_trace(&p);
+            match self.diff_with.take() {
+                Some(q) => self.diff_traces(&p, &q),
+                None => self.open_trace(&p),
+            }
         }
     }
 
@@ -660,6 +783,18 @@ impl PlaygroundApp {
                     self.spawn_job("Choosing a trace", || match files::pick_open_trace() {
                         Some(p) => files::open_trace(&p).map(|t| Outcome::Opened(p, Box::new(t))),
                         None => Ok(Outcome::Cancelled),
+                    });
+                }
+                if ui.button("Diff two saved traces…").clicked() {
+                    self.spawn_job("Choosing two traces to diff", || {
+                        let Some(a) = files::pick_trace_titled("First trace (the original)") else {
+                            return Ok(Outcome::Cancelled);
+                        };
+                        let Some(b) = files::pick_trace_titled("Second trace (to compare)") else {
+                            return Ok(Outcome::Cancelled);
+                        };
+                        files::open_pair(&a, &b)
+                            .map(|(ta, tb)| Outcome::Diff(Box::new((a, ta, b, tb))))
                     });
                 }
                 let has = self.store.trace().is_some();
@@ -832,13 +967,21 @@ impl PlaygroundApp {
             r.update(&trace);
         }
         let mut new_hover = None;
+        let (marks, marked) = {
+            let d = super::compare::diff(&mut self.store);
+            (d.list.clone(), d.set.clone())
+        };
         egui::Panel::bottom("commit-map").resizable(true).default_size(190.0).show(ui, |ui| {
             ui.horizontal(|ui| {
                 ui.strong("Commit map");
                 ui.weak("rows: steps · columns: positions · scroll to zoom, drag to pan, click a row to jump");
+                if !marks.is_empty() {
+                    ui.colored_label(commit_map::DIFF_TOKEN, format!("▮ {} differ from the fork", marks.len()));
+                    ui.weak("(red: token · orange: commit step)");
+                }
             });
             if let (Some(r), Some(p)) = (&self.raster, self.map_painter.as_mut()) {
-                let resp = commit_map::show(ui, p.as_mut(), r, mode, &mut self.map_uv, self.store.cursor, self.hover_pos);
+                let resp = commit_map::show(ui, p.as_mut(), r, mode, &mut self.map_uv, self.store.cursor, self.hover_pos, &marks);
                 if let Some((_, pos)) = resp.hovered {
                     new_hover = Some(pos);
                 }
@@ -873,7 +1016,7 @@ impl PlaygroundApp {
                     mode,
                     hover: self.hover_pos,
                     font_size: 14.0,
-                    marked: None,
+                    marked: (!marked.is_empty()).then_some(&*marked),
                     selected: self
                         .intervene
                         .selected

@@ -712,7 +712,14 @@ pub struct MapResponse {
     pub clicked: Option<usize>,
 }
 
+/// Colour of a diff mark: the token differs / only the commit step differs.
+pub const DIFF_TOKEN: Color32 = Color32::from_rgb(255, 60, 60);
+pub const DIFF_STEP: Color32 = Color32::from_rgb(255, 170, 40);
+
 /// Draws the map with zoom (scroll) and pan (drag); `uv` is the visible window, kept by the caller.
+/// `marks` (positions in order) get a tick above their column: where a fork or a second trace
+/// differs from this run.
+#[allow(clippy::too_many_arguments)]
 pub fn show(
     ui: &mut egui::Ui,
     painter: &mut dyn MapPainter,
@@ -721,6 +728,7 @@ pub fn show(
     uv: &mut Rect,
     cursor: usize,
     hover_pos: Option<usize>,
+    marks: &[(usize, crate::fork::Difference)],
 ) -> MapResponse {
     let size = Vec2::new(ui.available_width(), ui.available_height().max(60.0));
     let (rect, resp) = ui.allocate_exact_size(size, Sense::click_and_drag());
@@ -795,6 +803,37 @@ pub fn show(
             0.0,
             Stroke::new(1.0, Color32::WHITE),
             egui::StrokeKind::Outside,
+        );
+    }
+    // One tick per column (several positions share a column at a coarse level of detail; a token
+    // difference wins over a step one), only for columns in view.
+    let mut last_col = None;
+    for &(pos, kind) in marks {
+        let Some(col) = pos.checked_sub(gen_start).map(|d| d / raster.pos_per_col) else {
+            continue;
+        };
+        let token = kind == crate::fork::Difference::Token;
+        if last_col == Some((col, true)) || (last_col == Some((col, false)) && !token) {
+            continue;
+        }
+        last_col = Some((col, token));
+        let x0 = to_screen(egui::pos2(col as f32 / w, 0.0)).x;
+        let x1 = to_screen(egui::pos2((col + 1) as f32 / w, 0.0))
+            .x
+            .max(x0 + 2.0);
+        if x1 < rect.left() || x0 > rect.right() {
+            continue;
+        }
+        let c = if token { DIFF_TOKEN } else { DIFF_STEP };
+        p.rect_filled(
+            Rect::from_x_y_ranges(x0..=x1, rect.top()..=rect.top() + 5.0),
+            0.0,
+            c,
+        );
+        p.rect_filled(
+            Rect::from_x_y_ranges(x0..=x1, rect.bottom() - 5.0..=rect.bottom()),
+            0.0,
+            c,
         );
     }
     let lod = if raster.pos_per_col > 1 || raster.steps_per_row > 1 {

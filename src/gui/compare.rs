@@ -1,19 +1,44 @@
 //! The fork view: the original run and its fork (or any second trace of the same canvas) side by
-//! side at their ends, positions whose final token differs outlined on both.
+//! side at their ends, positions whose final token or commit step differs outlined on both (and
+//! marked on the Canvas view's commit map).
 
 use std::collections::HashSet;
+use std::sync::Arc;
 
 use super::canvas::{self, CanvasCache, CanvasView};
 use super::colors::ColorMode;
 use super::store::{LaneRun, Store};
+use crate::fork::Difference;
 use crate::trace::Trace;
 
+/// The differences between the main run and the fork, recomputed only when either gains a step
+/// or is replaced.
+#[derive(Default)]
+pub struct DiffCache {
+    key: Option<(u64, usize, u64, usize)>,
+    /// (position, how it differs), in position order.
+    pub list: Arc<Vec<(usize, Difference)>>,
+    pub set: Arc<HashSet<usize>>,
+}
+
 /// Positions that differ between the main run and the fork (empty until both exist).
-pub fn diff(store: &Store) -> HashSet<usize> {
-    match (&store.main.trace, &store.fork.trace) {
-        (Some(a), Some(b)) => crate::fork::differing_positions(a, b).into_iter().collect(),
-        _ => HashSet::new(),
+pub fn diff(store: &mut Store) -> &DiffCache {
+    let key = match (&store.main.trace, &store.fork.trace) {
+        (Some(a), Some(b)) => Some((store.main.run, a.len(), store.fork.run, b.len())),
+        _ => None,
+    };
+    if store.diff.key != key {
+        let list = match (&store.main.trace, &store.fork.trace) {
+            (Some(a), Some(b)) => crate::fork::differences(a, b),
+            _ => Vec::new(),
+        };
+        store.diff = DiffCache {
+            key,
+            set: Arc::new(list.iter().map(|&(p, _)| p).collect()),
+            list: Arc::new(list),
+        };
     }
+    &store.diff
 }
 
 fn column(
@@ -55,6 +80,7 @@ fn summary(t: &Trace, running: bool) -> String {
                 Some(_) => format!("{} pinned to {:?}", e.pos, e.text),
                 None => format!("{} re-masked", e.pos),
             })
+            .chain(i.force_next.iter().map(|p| format!("{p} committed next")))
             .collect();
         format!(" · forked at step {}: {}", i.at_step, list.join(", "))
     });
@@ -67,13 +93,21 @@ fn summary(t: &Trace, running: bool) -> String {
 }
 
 pub fn show(ui: &mut egui::Ui, store: &mut Store, mode: ColorMode) {
-    let marked = diff(store);
+    let d = diff(store);
+    let marked = d.set.clone();
+    let by_step = d
+        .list
+        .iter()
+        .filter(|(_, k)| *k == Difference::CommitStep)
+        .count();
     match (&store.main.trace, &store.fork.trace) {
         (Some(a), Some(_)) => {
             let n = a.header.gen_end - a.header.gen_start;
             ui.strong(format!(
-                "{} of {n} generated positions differ (outlined in red on both)",
-                marked.len()
+                "{} of {n} generated positions differ (outlined in red on both; {} by token, \
+                 {by_step} by commit step only; marked on the Canvas view's commit map)",
+                marked.len(),
+                marked.len() - by_step
             ));
         }
         _ => {

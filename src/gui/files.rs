@@ -11,6 +11,14 @@ pub fn open_trace(path: &Path) -> Result<Trace, String> {
     Trace::load(path).map_err(|e| format!("Could not open trace: {e}"))
 }
 
+/// Reads two traces to diff; the error names the file that failed, or both files when they are
+/// runs of different prompts.
+pub fn open_pair(a: &Path, b: &Path) -> Result<(Trace, Trace), String> {
+    let (ta, tb) = (open_trace(a)?, open_trace(b)?);
+    crate::fork::comparable(&ta, &a.display().to_string(), &tb, &b.display().to_string())?;
+    Ok((ta, tb))
+}
+
 pub fn save_trace(trace: &Trace, path: &Path) -> Result<(), String> {
     trace
         .save(path)
@@ -48,6 +56,14 @@ pub fn save_apng(
 /// Native dialogs; `None` when the user cancels.
 pub fn pick_open_trace() -> Option<PathBuf> {
     rfd::FileDialog::new()
+        .add_filter("unmask trace", &["jsonl", "json"])
+        .pick_file()
+}
+
+/// The dialog for one of the two traces to diff.
+pub fn pick_trace_titled(title: &str) -> Option<PathBuf> {
+    rfd::FileDialog::new()
+        .set_title(title)
         .add_filter("unmask trace", &["jsonl", "json"])
         .pick_file()
 }

@@ -13,6 +13,8 @@ use crate::trace::Trace;
 pub enum Outcome {
     /// A trace was read: show it.
     Opened(PathBuf, Box<Trace>),
+    /// Two traces of the same prompt were read: diff them (main lane, fork lane).
+    Diff(Box<(PathBuf, Trace, PathBuf, Trace)>),
     /// Written; the notice to show.
     Done(String),
     /// A model folder was picked.

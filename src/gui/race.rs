@@ -40,7 +40,15 @@ pub fn edit_distance(a: &[u32], b: &[u32]) -> usize {
     prev[b.len()]
 }
 
-/// The quality line: how far apart the two outputs are, in tokens.
+/// Whether a lane's output parses as Python, judged as `unmask eval` judges a completion (prompt +
+/// output cut at its last complete line, see [`crate::pycheck::judge`]).
+fn parses(t: &crate::trace::Trace) -> Option<bool> {
+    let f = t.finish.as_ref()?;
+    let stopped = matches!(f.reason, crate::trace::FinishReason::Eos { .. });
+    Some(crate::pycheck::judge(&t.header.prompt, &f.text, stopped))
+}
+
+/// The quality line: whether each output parses as Python, and how far apart they are in tokens.
 fn quality(store: &mut Store) -> Option<String> {
     let key = (store.race_ar.run, store.race_diffusion.run);
     if let Some((k, line)) = &store.race_quality {
@@ -50,11 +58,21 @@ fn quality(store: &mut Store) -> Option<String> {
     }
     finished(&store.race_ar)?;
     finished(&store.race_diffusion)?;
-    let a = store.race_ar.trace.as_ref()?.finish.as_ref()?;
-    let d = store.race_diffusion.trace.as_ref()?.finish.as_ref()?;
+    let (ta, td) = (
+        store.race_ar.trace.as_ref()?,
+        store.race_diffusion.trace.as_ref()?,
+    );
+    let (a, d) = (ta.finish.as_ref()?, td.finish.as_ref()?);
     let dist = edit_distance(&a.tokens, &d.tokens);
+    let yes = |t: &crate::trace::Trace| match parses(t) {
+        Some(true) => "yes",
+        _ => "no",
+    };
     let line = format!(
-        "quality: token edit distance {dist} between the outputs ({} and {} tokens){}",
+        "quality: parses as Python: autoregressive {}, diffusion {} · token edit distance {dist} \
+         between the outputs ({} and {} tokens){}",
+        yes(ta),
+        yes(td),
         a.tokens.len(),
         d.tokens.len(),
         if dist == 0 { " · identical" } else { "" }

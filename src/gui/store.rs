@@ -107,6 +107,8 @@ pub struct Store {
     pub fork_canvas: [CanvasCache; 2],
     /// The race's quality line, for the (autoregressive, diffusion) runs it was computed from.
     pub race_quality: Option<((u64, u64), String)>,
+    /// Differences between the main run and the fork.
+    pub diff: super::compare::DiffCache,
 }
 
 impl Default for Store {
@@ -128,6 +130,7 @@ impl Default for Store {
             race_canvas: Default::default(),
             fork_canvas: Default::default(),
             race_quality: None,
+            diff: Default::default(),
         }
     }
 }
@@ -216,6 +219,21 @@ impl Store {
         self.cursor = self.len();
         self.follow = false;
         self.playing = false;
+    }
+
+    /// Puts a saved trace in the fork lane, to be diffed against the main run.
+    pub fn load_fork(&mut self, trace: Trace) {
+        let run = self.next_run;
+        self.next_run += 1;
+        let status = match &trace.finish {
+            Some(f) => RunStatus::Finished(f.reason.clone()),
+            None => RunStatus::Finished(FinishReason::Cancelled),
+        };
+        self.fork = LaneRun {
+            run,
+            trace: Some(Arc::new(trace)),
+            status,
+        };
     }
 
     pub fn trace(&self) -> Option<&Trace> {

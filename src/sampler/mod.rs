@@ -292,6 +292,11 @@ pub fn decode(
     );
     let repair = matches!(header.task, TaskKind::Repair { .. });
     let heal = header.heal.clone();
+    // A fork's "commit this next": these positions commit at the first step that decodes.
+    let mut force: Vec<usize> = header
+        .intervention
+        .as_ref()
+        .map_or_else(Vec::new, |i| i.force_next.clone());
     let mut trace = Trace::new(header);
     let mask = m.mask_id;
     den.begin(&canvas, &layout)?;
@@ -317,6 +322,14 @@ pub fn decode(
                 _ => schedule::planned(params.schedule, masked.len(), step, params.steps.max(1)),
             };
             let last_step = step + 1 >= steps;
+            if let Some(&p) = force.iter().find(|&&p| !masked.contains(&p)) {
+                return Err(Error::Invalid(format!(
+                    "intervention: position {p} is forced to commit next, but the next step \
+                     decodes block {}..{} and position {p} is not masked there",
+                    block.start, block.end
+                )));
+            }
+            let planned = planned.max(force.len());
             if planned == 0 && !repair_pending && (params.edit_noise <= 0.0 || last_step) {
                 // A step that would commit nothing and change nothing: skip its forward.
                 step += 1;
@@ -387,7 +400,9 @@ pub fn decode(
                 });
                 props.insert(pos, (prop, s));
             }
-            let chosen = schedule::select(params.rule, &cands, planned, params.threshold);
+            let chosen =
+                schedule::select_forced(params.rule, &cands, planned, params.threshold, &force);
+            force.clear();
             let best_left = cands
                 .iter()
                 .filter(|c| !chosen.contains(&c.pos))

@@ -60,3 +60,41 @@ pub fn select(rule: UnmaskRule, candidates: &[Candidate], k: usize, threshold: f
     chosen.sort_unstable();
     chosen
 }
+
+/// [`select`] with `forced` positions committed whatever their score (an intervention's "commit
+/// this next"): they take slots of the `k` planned and the rule fills the rest; for the threshold
+/// rule they stand in for the one commit a step always makes. Forced positions that are not
+/// candidates are ignored (the caller checks them).
+pub fn select_forced(
+    rule: UnmaskRule,
+    candidates: &[Candidate],
+    k: usize,
+    threshold: f32,
+    forced: &[usize],
+) -> Vec<usize> {
+    let forced: Vec<usize> = forced
+        .iter()
+        .copied()
+        .filter(|p| candidates.iter().any(|c| c.pos == *p))
+        .collect();
+    if forced.is_empty() {
+        return select(rule, candidates, k, threshold);
+    }
+    let rest: Vec<Candidate> = candidates
+        .iter()
+        .filter(|c| !forced.contains(&c.pos))
+        .copied()
+        .collect();
+    let mut chosen = match rule {
+        UnmaskRule::Threshold => rest
+            .iter()
+            .filter(|c| c.prob > threshold)
+            .map(|c| c.pos)
+            .collect(),
+        _ => select(rule, &rest, k.saturating_sub(forced.len()), threshold),
+    };
+    chosen.extend(forced);
+    chosen.sort_unstable();
+    chosen.dedup();
+    chosen
+}
