@@ -3,6 +3,7 @@
 pub mod config;
 pub mod cpu_linear;
 pub mod device;
+pub mod host;
 pub mod tokens;
 pub mod transformer;
 pub mod weights;
@@ -14,7 +15,7 @@ use sha2::{Digest, Sha256};
 use tokenizers::Tokenizer;
 
 pub use config::{Attention, Family, ModelConfig};
-pub use transformer::{KvCache, Mask, Transformer};
+pub use transformer::{CpuKernels, KvCache, Mask, Transformer};
 
 use crate::error::{Error, Result};
 use tokens::{Resolved, SideFiles};
@@ -311,13 +312,23 @@ pub struct DiffusionModel {
 impl DiffusionModel {
     /// Loads a checkpoint folder as published on the Hugging Face hub.
     pub fn load(folder: &Path, dtype: DType, device: &Device) -> Result<Self> {
+        Self::load_with(folder, dtype, device, CpuKernels::from_env())
+    }
+
+    /// Like [`load`](Self::load), with the forward kernels for f32 on the CPU chosen by the caller.
+    pub fn load_with(
+        folder: &Path,
+        dtype: DType,
+        device: &Device,
+        cpu: CpuKernels,
+    ) -> Result<Self> {
         let (info, tok) = ModelInfo::inspect(folder)?;
         let tokenizer = tok.ok_or_else(|| Error::Tokenizer {
             file: folder.join("tokenizer.json"),
             problem: "missing".into(),
         })?;
         let w = weights::Weights::open(folder)?;
-        let net = Transformer::new(info.config.clone(), &w, dtype, device)?;
+        let net = Transformer::new_with(info.config.clone(), &w, dtype, device, cpu)?;
         Ok(DiffusionModel {
             info,
             net,
