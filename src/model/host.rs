@@ -17,7 +17,7 @@ use std::sync::Mutex;
 
 use std::time::Instant;
 
-use super::cpu_linear::matmul_into;
+use super::rows_kernel::{matmul_rows, Mat};
 use super::transformer::Mask;
 use crate::profile::{self, Phase};
 
@@ -25,15 +25,15 @@ use crate::profile::{self, Phase};
 pub(super) struct HostLayer {
     pub attn_norm: Vec<f32>,
     /// q, k and v stacked: `[q_dim + 2·kv_dim, hidden]`.
-    pub qkv: Vec<f32>,
+    pub qkv: Mat,
     pub qkv_bias: Option<Vec<f32>>,
-    pub o: Vec<f32>,
+    pub o: Mat,
     pub q_norm: Option<Vec<f32>>,
     pub k_norm: Option<Vec<f32>>,
     pub mlp_norm: Vec<f32>,
     /// gate and up stacked: `[2·intermediate, hidden]`.
-    pub gate_up: Vec<f32>,
-    pub down: Vec<f32>,
+    pub gate_up: Mat,
+    pub down: Mat,
 }
 
 /// Shapes of the network.
@@ -57,9 +57,9 @@ pub struct HostKv {
 
 pub(super) struct HostNet {
     pub dims: Dims,
-    pub embed: Vec<f32>,
+    pub embed: Mat,
     /// `None`: tied to the embedding.
-    pub lm_head: Option<Vec<f32>>,
+    pub lm_head: Option<Mat>,
     pub final_norm: Vec<f32>,
     pub inv_freq: Vec<f32>,
     pub layers: Vec<HostLayer>,
@@ -128,8 +128,8 @@ fn rope(x: &mut [f32], cos: &[f32], sin: &[f32]) {
 impl HostNet {
     pub fn new(
         dims: Dims,
-        embed: Vec<f32>,
-        lm_head: Option<Vec<f32>>,
+        embed: Mat,
+        lm_head: Option<Mat>,
         final_norm: Vec<f32>,
         inv_freq: Vec<f32>,
         layers: Vec<HostLayer>,
@@ -223,8 +223,7 @@ impl HostNet {
         }
         let x = grow(&mut s.x, n * h);
         for (a, &id) in ids.iter().enumerate() {
-            let id = id as usize;
-            x[a * h..(a + 1) * h].copy_from_slice(&self.embed[id * h..(id + 1) * h]);
+            self.embed.row_into(id as usize, &mut x[a * h..(a + 1) * h]);
         }
         let cos = grow(&mut s.cos, n * half);
         let sin = grow(&mut s.sin, n * half);
@@ -247,7 +246,7 @@ impl HostNet {
             rms_norm_rows(&s.x[..n * h], &layer.attn_norm, eps, normed);
             let width = qd + 2 * kvd;
             let qkv = grow(&mut s.qkv, n * width);
-            matmul_into(normed, n, h, &layer.qkv, width, true, qkv);
+            matmul_rows(normed, n, h, &layer.qkv, width, qkv);
             if let Some(b) = &layer.qkv_bias {
                 for row in qkv.chunks_exact_mut(width) {
                     row.iter_mut().zip(b).for_each(|(y, b)| *y += b);
@@ -310,7 +309,7 @@ impl HostNet {
                 attn,
             );
             let proj = grow(&mut s.proj, m * h);
-            matmul_into(attn, m, qd, &layer.o, h, true, proj);
+            matmul_rows(attn, m, qd, &layer.o, h, proj);
             // Residual; the last layer compacts its active rows to the front of `x`.
             let x = &mut s.x;
             for (r, &a) in act.iter().enumerate() {
@@ -321,7 +320,7 @@ impl HostNet {
             let normed = &mut s.normed[..m * h];
             rms_norm_rows(&x[..m * h], &layer.mlp_norm, eps, normed);
             let gu = grow(&mut s.gate_up, m * 2 * inter);
-            matmul_into(normed, m, h, &layer.gate_up, 2 * inter, true, gu);
+            matmul_rows(normed, m, h, &layer.gate_up, 2 * inter, gu);
             let act_buf = grow(&mut s.act, m * inter);
             for r in 0..m {
                 let (g, u) = gu[r * 2 * inter..(r + 1) * 2 * inter].split_at(inter);
@@ -330,7 +329,7 @@ impl HostNet {
                 }
             }
             let proj = &mut s.proj[..m * h];
-            matmul_into(act_buf, m, inter, &layer.down, h, true, proj);
+            matmul_rows(act_buf, m, inter, &layer.down, h, proj);
             x[..m * h]
                 .iter_mut()
                 .zip(proj.iter())
@@ -349,9 +348,9 @@ impl HostNet {
         let m = rows.len();
         let normed = grow(&mut s.normed, m * h);
         rms_norm_rows(&s.x[..m * h], &self.final_norm, eps, normed);
-        let head = self.lm_head.as_deref().unwrap_or(&self.embed);
+        let head = self.lm_head.as_ref().unwrap_or(&self.embed);
         let mut logits = vec![0f32; m * vocab];
-        matmul_into(normed, m, h, head, vocab, true, &mut logits);
+        matmul_rows(normed, m, h, head, vocab, &mut logits);
         profile::add(Phase::Head, t_head);
         logits
     }

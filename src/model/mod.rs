@@ -4,6 +4,7 @@ pub mod config;
 pub mod cpu_linear;
 pub mod device;
 pub mod host;
+pub mod rows_kernel;
 pub mod tokens;
 pub mod transformer;
 pub mod weights;

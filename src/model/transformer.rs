@@ -12,6 +12,7 @@ use candle_core::{DType, Device, Tensor};
 use super::config::{Family, ModelConfig};
 use super::cpu_linear::{SplitMatmul, MAX_ROWS};
 use super::host::{Dims, HostKv, HostLayer, HostNet};
+use super::rows_kernel::Mat;
 use super::weights::Weights;
 use crate::error::{Error, Result};
 use crate::profile::{self, Phase};
@@ -315,13 +316,39 @@ fn host_net(cfg: &ModelConfig, w: &Weights) -> Result<HostNet> {
             .to_vec1::<f32>()?)
     };
     let stack = |parts: &[Vec<f32>]| parts.concat();
-    let embed = get(n.embed, &[cfg.embedding_size, h])?;
+    // Matrices stay in the half precision they are stored in (widening is exact); parts stored
+    // in different precisions are stacked in f32.
+    let mat = |parts: &[(String, usize, usize)]| -> Result<Mat> {
+        use safetensors::Dtype as S;
+        let all = |d: S| {
+            parts
+                .iter()
+                .all(|(name, _, _)| w.stored_dtype(name) == Some(d))
+        };
+        let load = |dtype: DType| -> Result<Tensor> {
+            let ts = parts
+                .iter()
+                .map(|(name, out, inp)| {
+                    Ok(w.get(name, &[*out, *inp], dtype, &Device::Cpu)?
+                        .flatten_all()?)
+                })
+                .collect::<Result<Vec<_>>>()?;
+            Ok(Tensor::cat(&ts, 0)?)
+        };
+        Ok(if all(S::F16) {
+            Mat::F16(load(DType::F16)?.to_vec1()?)
+        } else if all(S::BF16) {
+            Mat::Bf16(load(DType::BF16)?.to_vec1()?)
+        } else {
+            Mat::F32(load(DType::F32)?.to_vec1()?)
+        })
+    };
+    let embed = mat(&[(n.embed.to_string(), cfg.embedding_size, h)])?;
     let tied = cfg.tie_word_embeddings && !w.contains(n.lm_head);
     let mut layers = Vec::with_capacity(cfg.num_layers);
     for i in 0..cfg.num_layers {
         let l = |part: &str| (n.layer)(i, part);
-        let weight =
-            |part: &str, out: usize, inp: usize| get(&format!("{}.weight", l(part)), &[out, inp]);
+        let weight = |part: &str, out: usize, inp: usize| (format!("{}.weight", l(part)), out, inp);
         let norm = |part: &str, size: usize| get(&format!("{}.weight", l(part)), &[size]);
         let qkv_bias = if cfg.qkv_bias {
             Some(stack(&[
@@ -334,13 +361,9 @@ fn host_net(cfg: &ModelConfig, w: &Weights) -> Result<HostNet> {
         };
         layers.push(HostLayer {
             attn_norm: norm("attn_norm", h)?,
-            qkv: stack(&[
-                weight("q", qd, h)?,
-                weight("k", kvd, h)?,
-                weight("v", kvd, h)?,
-            ]),
+            qkv: mat(&[weight("q", qd, h), weight("k", kvd, h), weight("v", kvd, h)])?,
             qkv_bias,
-            o: weight("o", h, qd)?,
+            o: mat(&[weight("o", h, qd)])?,
             q_norm: if cfg.qk_norm {
                 Some(norm("q_norm", hd)?)
             } else {
@@ -352,15 +375,15 @@ fn host_net(cfg: &ModelConfig, w: &Weights) -> Result<HostNet> {
                 None
             },
             mlp_norm: norm("mlp_norm", h)?,
-            gate_up: stack(&[weight("gate", i_sz, h)?, weight("up", i_sz, h)?]),
-            down: weight("down", h, i_sz)?,
+            gate_up: mat(&[weight("gate", i_sz, h), weight("up", i_sz, h)])?,
+            down: mat(&[weight("down", h, i_sz)])?,
         });
     }
     let final_norm = get(n.final_norm, &[h])?;
     let lm_head = if tied {
         None
     } else {
-        Some(get(n.lm_head, &[cfg.embedding_size, h])?)
+        Some(mat(&[(n.lm_head.to_string(), cfg.embedding_size, h)])?)
     };
     let dims = Dims {
         hidden: h,
