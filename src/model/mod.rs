@@ -3,6 +3,8 @@
 pub mod config;
 pub mod cpu_linear;
 pub mod device;
+pub mod host;
+pub mod rows_kernel;
 pub mod tokens;
 pub mod transformer;
 pub mod weights;
@@ -14,7 +16,7 @@ use sha2::{Digest, Sha256};
 use tokenizers::Tokenizer;
 
 pub use config::{Attention, Family, ModelConfig};
-pub use transformer::{KvCache, Mask, Transformer};
+pub use transformer::{CpuKernels, KvCache, Mask, Transformer};
 
 use crate::error::{Error, Result};
 use tokens::{Resolved, SideFiles};
@@ -302,6 +304,16 @@ pub struct DiffusionModel {
 impl DiffusionModel {
     /// Loads a checkpoint folder as published on the Hugging Face hub.
     pub fn load(folder: &Path, dtype: DType, device: &Device) -> Result<Self> {
+        Self::load_with(folder, dtype, device, CpuKernels::from_env())
+    }
+
+    /// Like [`load`](Self::load), with the forward kernels for f32 on the CPU chosen by the caller.
+    pub fn load_with(
+        folder: &Path,
+        dtype: DType,
+        device: &Device,
+        cpu: CpuKernels,
+    ) -> Result<Self> {
         let (info, tok) = ModelInfo::inspect(folder)?;
         Self::from_inspected(info, tok, dtype, device)
     }
@@ -329,7 +341,7 @@ impl DiffusionModel {
             problem: "missing".into(),
         })?;
         let w = weights::Weights::open(folder)?;
-        let net = Transformer::new(info.config.clone(), &w, dtype, device)?;
+        let net = Transformer::new_with(info.config.clone(), &w, dtype, device, cpu)?;
         Ok(DiffusionModel {
             info,
             net,
