@@ -315,7 +315,7 @@ impl DiffusionModel {
         cpu: CpuKernels,
     ) -> Result<Self> {
         let (info, tok) = ModelInfo::inspect(folder)?;
-        Self::from_inspected(info, tok, dtype, device)
+        Self::from_inspected(info, tok, dtype, device, cpu)
     }
 
     /// Loads a checkpoint with `dtype` given by name (`auto` picks from the device and the
@@ -323,7 +323,8 @@ impl DiffusionModel {
     pub fn open(folder: &Path, dtype: &str, device: &Device) -> Result<(Self, DType)> {
         let (info, tok) = ModelInfo::inspect(folder)?;
         let dtype = parse_dtype(dtype, device, info.config.torch_dtype.as_deref())?;
-        Ok((Self::from_inspected(info, tok, dtype, device)?, dtype))
+        let m = Self::from_inspected(info, tok, dtype, device, CpuKernels::from_env())?;
+        Ok((m, dtype))
     }
 
     /// Loads the weights of a folder already inspected (the inspection hashes the weight files,
@@ -333,6 +334,7 @@ impl DiffusionModel {
         tok: Option<Tokenizer>,
         dtype: DType,
         device: &Device,
+        cpu: CpuKernels,
     ) -> Result<Self> {
         let folder = info.folder.clone();
         let folder = folder.as_path();
