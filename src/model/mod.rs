@@ -315,7 +315,7 @@ impl DiffusionModel {
         cpu: CpuKernels,
     ) -> Result<Self> {
         let (info, tok) = ModelInfo::inspect(folder)?;
-        Self::from_inspected(info, tok, dtype, device)
+        Self::from_inspected_with(info, tok, dtype, device, cpu)
     }
 
     /// Loads a checkpoint with `dtype` given by name (`auto` picks from the device and the
@@ -333,6 +333,16 @@ impl DiffusionModel {
         tok: Option<Tokenizer>,
         dtype: DType,
         device: &Device,
+    ) -> Result<Self> {
+        Self::from_inspected_with(info, tok, dtype, device, CpuKernels::from_env())
+    }
+
+    fn from_inspected_with(
+        info: ModelInfo,
+        tok: Option<Tokenizer>,
+        dtype: DType,
+        device: &Device,
+        cpu: CpuKernels,
     ) -> Result<Self> {
         let folder = info.folder.clone();
         let folder = folder.as_path();
