@@ -315,7 +315,7 @@ impl DiffusionModel {
         cpu: CpuKernels,
     ) -> Result<Self> {
         let (info, tok) = ModelInfo::inspect(folder)?;
-        Self::from_inspected(info, tok, dtype, device, cpu)
+        Self::from_inspected_with(info, tok, dtype, device, cpu)
     }
 
     /// Loads a checkpoint with `dtype` given by name (`auto` picks from the device and the
@@ -323,13 +323,21 @@ impl DiffusionModel {
     pub fn open(folder: &Path, dtype: &str, device: &Device) -> Result<(Self, DType)> {
         let (info, tok) = ModelInfo::inspect(folder)?;
         let dtype = parse_dtype(dtype, device, info.config.torch_dtype.as_deref())?;
-        let m = Self::from_inspected(info, tok, dtype, device, CpuKernels::from_env())?;
-        Ok((m, dtype))
+        Ok((Self::from_inspected(info, tok, dtype, device)?, dtype))
     }
 
     /// Loads the weights of a folder already inspected (the inspection hashes the weight files,
     /// so callers that needed the facts first do not pay for it twice).
     pub fn from_inspected(
+        info: ModelInfo,
+        tok: Option<Tokenizer>,
+        dtype: DType,
+        device: &Device,
+    ) -> Result<Self> {
+        Self::from_inspected_with(info, tok, dtype, device, CpuKernels::from_env())
+    }
+
+    fn from_inspected_with(
         info: ModelInfo,
         tok: Option<Tokenizer>,
         dtype: DType,

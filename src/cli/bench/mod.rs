@@ -208,8 +208,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
     // Per-phase timing on a GPU needs a device sync at each phase boundary.
     crate::profile::set_sync(gpu.is_some());
     let t_load = Instant::now();
-    let m =
-        DiffusionModel::from_inspected(info, tok, dtype, &device, model::CpuKernels::from_env())?;
+    let m = DiffusionModel::from_inspected(info, tok, dtype, &device)?;
     let load_s = t_load.elapsed().as_secs_f64();
     let mem_loaded = gpu.and_then(gpu_memory_mib);
     let prompt = bench_prompt(&m, args.prompt_tokens);
