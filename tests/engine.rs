@@ -179,7 +179,10 @@ fn host_kernels_match_the_candle_forward() {
         let (host, candle) = (load(CpuKernels::Host), load(CpuKernels::Candle));
         assert_eq!(host.net.kernels(), CpuKernels::Host);
         assert_eq!(candle.net.kernels(), CpuKernels::Candle);
-        let ids = ids(&golden(name));
+        // The golden ids, then enough more (cycled) that a chunk spans several of the host
+        // attention's 64-row work items.
+        let golden_ids = ids(&golden(name));
+        let ids: Vec<u32> = golden_ids.iter().cycle().take(200).copied().collect();
         let n = ids.len();
         let blocks: Vec<usize> = (0..n).map(|i| i / 3).collect();
         for mask in [Mask::BlockCausal(&blocks), Mask::Full] {

@@ -367,6 +367,10 @@ struct AttnShape {
     total: usize,
 }
 
+/// Query rows per attention work item: bounds the scores buffer of a long prefill to
+/// `threads × ROW_CHUNK × total` floats, whatever the chunk's length.
+const ROW_CHUNK: usize = 64;
+
 /// Scaled dot-product attention of `q [heads, m, hd]` over the position-major `k`, `v`
 /// `[total, kv_heads, hd]`, where query row r sees key j iff `allowed(r, j)`; writes
 /// `out [m, heads·hd]`. Query head h reads key/value head h / (heads / kv_heads).
@@ -386,29 +390,38 @@ fn attention(
         m,
         total,
     } = shape;
+    assert!(
+        q.len() >= heads * m * hd
+            && k.len() >= total * kv_heads * hd
+            && v.len() >= total * kv_heads * hd
+            && out.len() >= m * heads * hd,
+        "attention: short slices"
+    );
     let rep = heads / kv_heads;
     let kvd = kv_heads * hd;
     let qd = heads * hd;
     let scale = 1.0 / (hd as f32).sqrt();
-    let scores = grow(scores, heads * m * total);
     let out_ptr = SendPtr(out.as_mut_ptr());
     let out_ptr = &out_ptr;
     let allowed = &allowed;
-    let one_head = |hq: usize, sc: &mut [f32]| {
+    // One work item: query head hq, rows r0..r0+rows; `sc` holds rows × total scores.
+    let item = |hq: usize, r0: usize, sc: &mut Vec<f32>| {
+        let rows = ROW_CHUNK.min(m - r0);
+        let sc = grow(sc, rows * total);
         let g = hq / rep;
-        // SAFETY (both calls): the slices hold the strided extents read (`q` m×hd rows of head
-        // hq, `k`/`v` total positions of kv head g) and written (`sc` m×total; head hq's hd
-        // columns of `out`, which no other head writes).
+        // SAFETY (both calls): `q` holds rows r0.. of head hq (m×hd per head), `k`/`v` total
+        // positions of kv head g at row stride kvd (asserted above); `sc` rows×total; the
+        // destination is rows r0.. of head hq's hd columns of `out`, which no other item writes.
         unsafe {
             gemm::gemm(
-                m,
+                rows,
                 total,
                 hd,
                 sc.as_mut_ptr(),
                 1,
                 total as isize,
                 false,
-                q.as_ptr().add(hq * m * hd),
+                q.as_ptr().add((hq * m + r0) * hd),
                 1,
                 hd as isize,
                 k.as_ptr().add(g * hd),
@@ -425,7 +438,7 @@ fn attention(
         for (r, row) in sc.chunks_exact_mut(total).enumerate() {
             let mut max = f32::NEG_INFINITY;
             for (j, s) in row.iter_mut().enumerate() {
-                if allowed(r, j) {
+                if allowed(r0 + r, j) {
                     max = max.max(*s);
                 } else {
                     *s = f32::NEG_INFINITY;
@@ -440,10 +453,10 @@ fn attention(
         }
         unsafe {
             gemm::gemm(
-                m,
+                rows,
                 hd,
                 total,
-                out_ptr.0.add(hq * hd),
+                out_ptr.0.add(r0 * qd + hq * hd),
                 1,
                 qd as isize,
                 false,
@@ -462,16 +475,18 @@ fn attention(
             );
         }
     };
-    // Heads in parallel once there is enough work to share.
+    let items: Vec<(usize, usize)> = (0..heads)
+        .flat_map(|hq| (0..m).step_by(ROW_CHUNK).map(move |r0| (hq, r0)))
+        .collect();
+    // In parallel once there is enough work to share.
     if m * total * hd * heads >= 1 << 16 && rayon::current_num_threads() > 1 {
         use rayon::prelude::*;
-        scores
-            .par_chunks_mut(m * total)
-            .enumerate()
-            .for_each(|(hq, sc)| one_head(hq, sc));
+        items
+            .par_iter()
+            .for_each_init(Vec::new, |sc, &(hq, r0)| item(hq, r0, sc));
     } else {
-        for (hq, sc) in scores.chunks_mut(m * total).enumerate() {
-            one_head(hq, sc);
+        for (hq, r0) in items {
+            item(hq, r0, scores);
         }
     }
 }
