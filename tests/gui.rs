@@ -1126,7 +1126,9 @@ fn a_typed_pin_and_a_forced_commit_make_a_fork_that_replays_and_diffs() {
     h.get_by_label_contains(&format!("{} differ from the fork", want.len()));
     // Traces of different prompts: an error naming both files.
     let other = dir.path().join("other.jsonl");
-    synthetic_trace().save(&other).expect("save");
+    let mut different = t.clone();
+    different.header.prompt = "class Stack:\n".into();
+    different.save(&other).expect("save");
     h.state_mut().diff_traces(&pa, &other);
     wait_io(&mut h);
     let errs = h.state().errors().join("\n");
