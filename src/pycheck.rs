@@ -80,9 +80,11 @@ mod tests {
             "the partial line is cut"
         );
         assert!(
-            !judge(p, "    return x\n    y = (", true),
+            judge(p, "    return x", true),
             "a stopped run is judged whole"
         );
+        assert!(!judge(p, "    return x", false), "no complete line");
+        assert!(!judge(p, "    y = (\n    return x", true));
         // `if x:` with its body cut off by the length limit: valid once that line is dropped.
         assert!(judge(p, "    y = x\n    if y:\n", false));
         assert!(!judge(p, "    if y:\n", false), "nothing generated remains");

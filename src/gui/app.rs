@@ -976,7 +976,7 @@ impl PlaygroundApp {
                 ui.strong("Commit map");
                 ui.weak("rows: steps · columns: positions · scroll to zoom, drag to pan, click a row to jump");
                 if !marks.is_empty() {
-                    ui.colored_label(commit_map::DIFF_TOKEN, format!("▮ {} differ from the fork", marks.len()));
+                    ui.colored_label(commit_map::DIFF_TOKEN, format!("{} differ from the fork", marks.len()));
                     ui.weak("(red: token · orange: commit step)");
                 }
             });
