@@ -2,6 +2,7 @@
 
 pub mod config;
 pub mod cpu_linear;
+pub mod denoiser;
 pub mod device;
 pub mod tokens;
 pub mod transformer;
@@ -14,6 +15,7 @@ use sha2::{Digest, Sha256};
 use tokenizers::Tokenizer;
 
 pub use config::{Attention, Family, ModelConfig};
+pub use denoiser::ModelDenoiser;
 pub use transformer::{KvCache, Mask, Transformer};
 
 use crate::error::{Error, Result};
