@@ -1031,3 +1031,46 @@ fn engine_events_find_their_lane_by_run_id() {
     });
     assert_eq!(s.fork.status, RunStatus::Idle);
 }
+
+#[test]
+fn explain_charts_the_block_under_the_cursor() {
+    use unmask::gui::explain::{block_bars, chart_title};
+    let t = synthetic_trace();
+    // Block 2 planned two commits per step; its last step made three (a revision).
+    let bars: Vec<_> = block_bars(&t, &t.events[5])
+        .iter()
+        .map(|b| (b.step, b.planned, b.committed, b.current))
+        .collect();
+    assert_eq!(
+        bars,
+        vec![
+            (1, 2, 2, false),
+            (2, 2, 2, true),
+            (3, 2, 2, false),
+            (4, 2, 3, false)
+        ]
+    );
+    let mut h = harness();
+    wait_model(&mut h);
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let path = tmp.path().join("synthetic.jsonl");
+    t.save(&path).expect("save");
+    h.state_mut().open_trace(&path);
+    wait_io(&mut h);
+    h.state_mut().store.set_cursor(3);
+    h.run_steps(3);
+    // The chart of block 1, with its three series in the legend.
+    h.get_by_label(&chart_title(&t.events[2]));
+    for series in ["planned", "committed", "this step"] {
+        h.get_by_label(series);
+    }
+    // The cursor moves into block 2: the chart follows it.
+    h.state_mut().store.set_cursor(6);
+    h.run_steps(3);
+    h.get_by_label(&chart_title(&t.events[5]));
+    assert!(h.query_by_label(&chart_title(&t.events[2])).is_none());
+    // Before the first step there is no step to chart.
+    h.state_mut().store.set_cursor(0);
+    h.run_steps(3);
+    assert!(h.query_by_label("planned").is_none());
+}
