@@ -4,6 +4,8 @@ pub mod config;
 pub mod cpu_linear;
 pub mod denoiser;
 pub mod device;
+pub mod host;
+pub mod rows_kernel;
 pub mod tokens;
 pub mod transformer;
 pub mod weights;
@@ -16,7 +18,7 @@ use tokenizers::Tokenizer;
 
 pub use config::{Attention, Family, ModelConfig};
 pub use denoiser::ModelDenoiser;
-pub use transformer::{KvCache, Mask, Transformer};
+pub use transformer::{CpuKernels, KvCache, Mask, Transformer};
 
 use crate::error::{Error, Result};
 use tokens::{Resolved, SideFiles};
@@ -42,15 +44,6 @@ pub fn embedded_dir() -> PathBuf {
         .into_iter()
         .find(|p| p.join("config.json").exists())
         .unwrap_or(crate_assets)
-}
-
-/// Resolves a `--model` argument: `embedded` or a folder path.
-pub fn resolve_model_arg(arg: &str) -> PathBuf {
-    if arg == "embedded" {
-        embedded_dir()
-    } else {
-        PathBuf::from(arg)
-    }
 }
 
 /// What `unmask inspect` reports; also the header of every trace.
@@ -313,13 +306,54 @@ pub struct DiffusionModel {
 impl DiffusionModel {
     /// Loads a checkpoint folder as published on the Hugging Face hub.
     pub fn load(folder: &Path, dtype: DType, device: &Device) -> Result<Self> {
+        Self::load_with(folder, dtype, device, CpuKernels::from_env())
+    }
+
+    /// Like [`load`](Self::load), with the forward kernels for f32 on the CPU chosen by the caller.
+    pub fn load_with(
+        folder: &Path,
+        dtype: DType,
+        device: &Device,
+        cpu: CpuKernels,
+    ) -> Result<Self> {
         let (info, tok) = ModelInfo::inspect(folder)?;
+        Self::from_inspected_with(info, tok, dtype, device, cpu)
+    }
+
+    /// Loads a checkpoint with `dtype` given by name (`auto` picks from the device and the
+    /// checkpoint's `torch_dtype`), inspecting the folder once; returns the dtype used.
+    pub fn open(folder: &Path, dtype: &str, device: &Device) -> Result<(Self, DType)> {
+        let (info, tok) = ModelInfo::inspect(folder)?;
+        let dtype = parse_dtype(dtype, device, info.config.torch_dtype.as_deref())?;
+        Ok((Self::from_inspected(info, tok, dtype, device)?, dtype))
+    }
+
+    /// Loads the weights of a folder already inspected (the inspection hashes the weight files,
+    /// so callers that needed the facts first do not pay for it twice).
+    pub fn from_inspected(
+        info: ModelInfo,
+        tok: Option<Tokenizer>,
+        dtype: DType,
+        device: &Device,
+    ) -> Result<Self> {
+        Self::from_inspected_with(info, tok, dtype, device, CpuKernels::from_env())
+    }
+
+    fn from_inspected_with(
+        info: ModelInfo,
+        tok: Option<Tokenizer>,
+        dtype: DType,
+        device: &Device,
+        cpu: CpuKernels,
+    ) -> Result<Self> {
+        let folder = info.folder.clone();
+        let folder = folder.as_path();
         let tokenizer = tok.ok_or_else(|| Error::Tokenizer {
             file: folder.join("tokenizer.json"),
             problem: "missing".into(),
         })?;
         let w = weights::Weights::open(folder)?;
-        let net = Transformer::new(info.config.clone(), &w, dtype, device)?;
+        let net = Transformer::new_with(info.config.clone(), &w, dtype, device, cpu)?;
         Ok(DiffusionModel {
             info,
             net,
