@@ -44,6 +44,15 @@ impl Mat {
         }
     }
 
+    /// The stored precision's name.
+    pub fn precision(&self) -> &'static str {
+        match self {
+            Mat::F32(_) => "f32",
+            Mat::F16(_) => "f16",
+            Mat::Bf16(_) => "bf16",
+        }
+    }
+
     /// Bytes held.
     pub fn bytes(&self) -> usize {
         match self {
@@ -349,7 +358,14 @@ mod tests {
                 .wrapping_add(1442695040888963407);
             ((seed >> 40) as f32 / (1u64 << 24) as f32) - 0.5
         };
-        for &(k, n) in &[(8usize, 1usize), (19, 7), (64, 33), (384, 130), (7, 70), (4100, 70)] {
+        for &(k, n) in &[
+            (8usize, 1usize),
+            (19, 7),
+            (64, 33),
+            (384, 130),
+            (7, 70),
+            (4100, 70),
+        ] {
             // Weights exactly representable in every precision, so one reference serves all.
             let w: Vec<f32> = (0..n * k)
                 .map(|_| bf16::from_f32(next()).to_f32())
