@@ -5,6 +5,9 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use clap::Args;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use rand_distr::{Distribution, Normal};
 use serde_json::json;
 
 use crate::model;
@@ -33,7 +36,7 @@ pub struct MakeRandomArgs {
 }
 
 /// Writes config.json, generation_config.json, a byte-level tokenizer.json and sharded
-/// safetensors of random weights (N(0, 0.02²)-like uniform, norms 1, biases 0).
+/// safetensors of random weights (N(0, 0.02²) as training initialises, norms 1, biases 0).
 pub fn run(args: &MakeRandomArgs) -> anyhow::Result<()> {
     let preset = crate::presets::find(&args.like)
         .ok_or_else(|| anyhow::anyhow!("unknown preset `{}`; one of: {}", args.like, keys()))?;
@@ -195,51 +198,42 @@ fn write_tensors(
 #[derive(Clone, Copy)]
 enum Fill {
     Const(f32),
-    /// Uniform with this standard deviation.
+    /// Normal with mean 0 and this standard deviation (the training initialisation's).
     Random(f32),
 }
 
+/// Values per chunk of [`fill`]: each chunk draws from its own ChaCha stream (the chunk's index)
+/// of the seed, so the bytes depend on the seed alone, not on the machine's core count.
+const FILL_CHUNK: usize = 1 << 20;
+
 /// Little-endian bytes of `count` values, generated on all cores for large tensors.
 fn fill(count: usize, value: Fill, bf16: bool, seed: u64) -> Vec<u8> {
+    use rayon::prelude::*;
     let elem = if bf16 { 2 } else { 4 };
     let mut out = vec![0u8; count * elem];
-    let threads = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1)
-        .min(32);
-    let per = count.div_ceil(threads).max(1 << 16) * elem;
-    std::thread::scope(|s| {
-        for (k, chunk) in out.chunks_mut(per).enumerate() {
-            s.spawn(move || {
-                let mut state =
-                    seed ^ (k as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 0xD1B5_4A32_D192_ED03;
-                let half_width = match value {
-                    Fill::Random(std) => std * 3f32.sqrt(),
-                    Fill::Const(_) => 0.0,
+    out.par_chunks_mut(FILL_CHUNK * elem)
+        .enumerate()
+        .for_each(|(k, chunk)| {
+            let mut rng = ChaCha8Rng::seed_from_u64(seed);
+            rng.set_stream(k as u64);
+            // A standard deviation that is not finite or negative falls back to zeros.
+            let normal = match value {
+                Fill::Random(std) => Normal::new(0.0f32, std).ok(),
+                Fill::Const(_) => None,
+            };
+            for cell in chunk.chunks_mut(elem) {
+                let x = match (value, &normal) {
+                    (Fill::Random(_), Some(n)) => n.sample(&mut rng),
+                    (Fill::Const(c), _) => c,
+                    (Fill::Random(_), None) => 0.0,
                 };
-                for cell in chunk.chunks_mut(elem) {
-                    let x = match value {
-                        Fill::Const(c) => c,
-                        Fill::Random(_) => {
-                            // splitmix64
-                            state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-                            let mut z = state;
-                            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-                            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-                            z ^= z >> 31;
-                            let u = (z >> 40) as f32 / (1u64 << 24) as f32;
-                            (2.0 * u - 1.0) * half_width
-                        }
-                    };
-                    if bf16 {
-                        cell.copy_from_slice(&half::bf16::from_f32(x).to_le_bytes());
-                    } else {
-                        cell.copy_from_slice(&x.to_le_bytes());
-                    }
+                if bf16 {
+                    cell.copy_from_slice(&half::bf16::from_f32(x).to_le_bytes());
+                } else {
+                    cell.copy_from_slice(&x.to_le_bytes());
                 }
-            });
-        }
-    });
+            }
+        });
     out
 }
 
@@ -292,4 +286,37 @@ fn byte_alphabet() -> Vec<char> {
             }
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn values(bytes: &[u8]) -> Vec<f32> {
+        bytes
+            .chunks(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect()
+    }
+
+    #[test]
+    fn fill_draws_the_initialisation() {
+        let n = 3 * FILL_CHUNK + 7;
+        let a = fill(n, Fill::Random(0.02), false, 5);
+        assert_eq!(a, fill(n, Fill::Random(0.02), false, 5), "seeded");
+        assert_ne!(a, fill(n, Fill::Random(0.02), false, 6));
+        let v = values(&a);
+        assert_eq!(v.len(), n);
+        let mean = v.iter().map(|&x| x as f64).sum::<f64>() / n as f64;
+        let std = (v.iter().map(|&x| (x as f64 - mean).powi(2)).sum::<f64>() / n as f64).sqrt();
+        assert!(mean.abs() < 1e-4, "mean {mean}");
+        assert!((std - 0.02).abs() < 2e-4, "std {std}");
+        // Chunks are independent streams, not copies of one another.
+        assert_ne!(v[..16], v[FILL_CHUNK..FILL_CHUNK + 16]);
+        assert!(values(&fill(10, Fill::Const(1.0), false, 0))
+            .iter()
+            .all(|&x| x == 1.0));
+        let half = fill(4, Fill::Const(1.0), true, 0);
+        assert_eq!(half, [0x80, 0x3f, 0x80, 0x3f, 0x80, 0x3f, 0x80, 0x3f]);
+    }
 }
