@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use candle_core::{DType, Device};
 use sha2::{Digest, Sha256};
-use unmask::hub::{self, Hub, HubOptions, Progress};
+use unmask::hub::{self, Hub, HubOptions, Need, Progress};
 use unmask::model::DiffusionModel;
 
 const COMMIT: &str = "0123456789abcdef0123456789abcdef01234567";
@@ -367,8 +367,13 @@ fn hub_downloads() {
     // 4. With the server gone, the cached model opens without network, also in offline mode.
     let endpoint = server.endpoint.clone();
     server.stop();
-    let again = hub::resolve_model("test/sdar", &opts(&endpoint, cache.path()), &mut |_| {})
-        .expect("cached open");
+    let again = hub::resolve_model(
+        "test/sdar",
+        Need::Weights,
+        &opts(&endpoint, cache.path()),
+        &mut |_| {},
+    )
+    .expect("cached open");
     assert_eq!(again, folder);
     let offline = HubOptions {
         offline: true,
@@ -396,9 +401,14 @@ fn hub_downloads() {
         e.contains("HF_HUB_OFFLINE") && e.contains("test/sdar"),
         "{e}"
     );
-    let e = hub::resolve_model("test/sdar", &opts(&endpoint, empty.path()), &mut |_| {})
-        .expect_err("no network")
-        .to_string();
+    let e = hub::resolve_model(
+        "test/sdar",
+        Need::Weights,
+        &opts(&endpoint, empty.path()),
+        &mut |_| {},
+    )
+    .expect_err("no network")
+    .to_string();
     assert!(e.contains("cannot reach") && e.contains("127.0.0.1"), "{e}");
 }
 
@@ -541,4 +551,140 @@ fn timeouts_name_the_host_and_a_stalled_download_resumes() {
         .expect("resumed after the timeout");
     assert_eq!(server.served(shard1) - before, (data.len() - 10) as u64);
     assert_eq!(std::fs::read(folder.join(shard1)).expect("shard"), data);
+}
+
+/// Runs the built binary against the test server, with its own cache; every other hub variable
+/// is cleared so the user's token or cache never takes part.
+fn unmask_with_hub(endpoint: &str, cache: &Path, args: &[&str]) -> (bool, String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_unmask"))
+        .args(args)
+        .env("HF_ENDPOINT", endpoint)
+        .env("HF_HUB_CACHE", cache)
+        .env_remove("HF_HOME")
+        .env_remove("HF_TOKEN")
+        .env_remove("HF_HUB_OFFLINE")
+        .output()
+        .expect("running unmask");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into(),
+        String::from_utf8_lossy(&out.stderr).into(),
+    )
+}
+
+#[test]
+fn every_command_takes_hub_ids_and_presets() {
+    // The preset `sdar-1.7b-chat` names JetLM/SDAR-1.7B-Chat: served here with the fixture.
+    let server = Server::start(HashMap::from([
+        ("test/sdar".to_string(), sdar_repo()),
+        ("JetLM/SDAR-1.7B-Chat".to_string(), sdar_repo()),
+    ]));
+    let shard1 = "model-00001-of-00002.safetensors";
+    let cache = tempfile::tempdir().expect("tempdir");
+    let snapshot = cache
+        .path()
+        .join("models--test--sdar/snapshots")
+        .join(COMMIT);
+
+    // `inspect` fetches the metadata only: config, tokenizer, side files, the shard index.
+    let (ok, out, err) = unmask_with_hub(
+        &server.endpoint,
+        cache.path(),
+        &["inspect", "--model", "test/sdar"],
+    );
+    assert!(ok, "{err}");
+    assert!(out.contains("SDAR") && out.contains("mask id:"), "{out}");
+    assert!(snapshot.join("config.json").exists() && snapshot.join("tokenizer.json").exists());
+    assert!(snapshot.join("model.safetensors.index.json").exists());
+    assert_eq!(server.served(shard1), 0, "inspect downloaded weights");
+    assert!(!snapshot.join(shard1).exists());
+
+    // `forward` then fetches the weights; stderr is not a terminal, so progress is plain lines.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let logits = dir.path().join("logits.safetensors");
+    let (ok, _, err) = unmask_with_hub(
+        &server.endpoint,
+        cache.path(),
+        &[
+            "forward",
+            "--model",
+            "test/sdar",
+            "--ids",
+            "5,6,7",
+            "--out",
+            logits.to_str().expect("utf-8 path"),
+        ],
+    );
+    assert!(ok, "{err}");
+    assert!(err.contains(&format!("downloaded {shard1}: ")), "{err}");
+    assert!(!err.contains('\r'), "no terminal redraws in a log: {err:?}");
+    let t = candle_core::safetensors::load(&logits, &Device::Cpu).expect("logits");
+    assert_eq!(t["logits"].dims(), &[3, 420]);
+    let served = server.served(shard1);
+    assert!(served > 0);
+
+    // A second run opens the cache without fetching again.
+    let (ok, _, err) = unmask_with_hub(
+        &server.endpoint,
+        cache.path(),
+        &["inspect", "--model", "test/sdar"],
+    );
+    assert!(ok && !err.contains("downloaded"), "{err}");
+    assert_eq!(server.served(shard1), served);
+
+    // `eval` and `generate` take a preset key like any other command.
+    let (ok, _, err) = unmask_with_hub(
+        &server.endpoint,
+        cache.path(),
+        &[
+            "eval",
+            "--model",
+            "sdar-1.7b-chat",
+            "--skip",
+            "masked,validity,repair",
+        ],
+    );
+    assert!(ok, "{err}");
+    assert!(cache
+        .path()
+        .join("models--JetLM--SDAR-1.7B-Chat/snapshots")
+        .join(COMMIT)
+        .join(shard1)
+        .exists());
+    let (ok, out, err) = unmask_with_hub(
+        &server.endpoint,
+        cache.path(),
+        &[
+            "generate",
+            "--model",
+            "sdar-1.7b-chat",
+            "--prompt-ids",
+            "5,6,7,8",
+            "--gen-length",
+            "4",
+            "--json",
+        ],
+    );
+    assert!(ok, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).expect("json");
+    assert_eq!(v["ids"].as_array().map(Vec::len), Some(4), "{out}");
+
+    // Something that is none of the four kinds is named, with what would have been accepted.
+    let (ok, _, err) = unmask_with_hub(
+        &server.endpoint,
+        cache.path(),
+        &[
+            "forward",
+            "--model",
+            "no-such-model",
+            "--ids",
+            "1",
+            "--out",
+            "x",
+        ],
+    );
+    assert!(
+        !ok && err.contains("`no-such-model` is not a model folder"),
+        "{err}"
+    );
 }

@@ -12,6 +12,7 @@ use clap::Args;
 use serde::Serialize;
 use serde_json::json;
 
+use crate::hub::Need;
 use crate::model::{self, DiffusionModel};
 use crate::sampler::{SamplerParams, Task, UnmaskRule};
 use crate::session;
@@ -191,9 +192,9 @@ pub fn bench_prompt(m: &DiffusionModel, n: usize) -> Vec<u32> {
 }
 
 pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
-    let folder = super::download::resolve(&args.model)?;
+    let folder = super::download::resolve(&args.model, Need::Weights)?;
     let device = model::device::open(&args.device)?;
-    let (info, _) = model::ModelInfo::inspect(&folder)?;
+    let (info, tok) = model::ModelInfo::inspect(&folder)?;
     let dtype = model::parse_dtype(&args.dtype, &device, info.config.torch_dtype.as_deref())?;
     let gpu = args.device.starts_with("cuda").then(|| {
         args.device
@@ -205,7 +206,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
     // Per-phase timing on a GPU needs a device sync at each phase boundary.
     crate::profile::set_sync(gpu.is_some());
     let t_load = Instant::now();
-    let m = DiffusionModel::load(&folder, dtype, &device)?;
+    let m = DiffusionModel::from_inspected(info, tok, dtype, &device)?;
     let load_s = t_load.elapsed().as_secs_f64();
     let mem_loaded = gpu.and_then(gpu_memory_mib);
     let prompt = bench_prompt(&m, args.prompt_tokens);

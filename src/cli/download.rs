@@ -1,11 +1,14 @@
-//! `unmask download`: fetch a checkpoint from the Hugging Face hub into the standard cache.
+//! `unmask download`: fetch a checkpoint from the Hugging Face hub into the standard cache; and
+//! the `--model` resolution every headless command shares, with download progress on stderr.
 
-use std::io::Write;
+use std::io::IsTerminal;
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::hub::{self, HubOptions, Progress};
+use crate::hub::{self, HubOptions, Need, Progress};
 
 #[derive(Args, Debug)]
 pub struct DownloadArgs {
@@ -17,86 +20,176 @@ pub struct DownloadArgs {
 }
 
 pub fn run(args: &DownloadArgs) -> anyhow::Result<()> {
-    let id = crate::presets::find(&args.model)
-        .map(|p| p.hub_id.to_string())
-        .unwrap_or_else(|| args.model.clone());
+    let id = hub::resolve::hub_id(&args.model)?;
     let opts = HubOptions {
         revision: args.revision.clone(),
         ..HubOptions::from_env()?
     };
     let hub = hub::Hub::new(opts)?;
-    let mut line = ProgressLine::default();
-    let folder = hub.download(&id, &mut |p| line.show(p))?;
-    line.finish();
+    let mut shown = DownloadProgress::new();
+    let folder = hub.download(&id, &mut |p| shown.show(p))?;
+    shown.finish();
     println!("{}", folder.display());
     Ok(())
 }
 
-/// Opens `--model` for the headless commands, with a progress line on stderr when it downloads.
-pub fn resolve(arg: &str) -> anyhow::Result<std::path::PathBuf> {
-    let mut line = ProgressLine::default();
-    let folder = hub::resolve_model(arg, &HubOptions::from_env()?, &mut |p| line.show(p))?;
-    line.finish();
+/// Opens `--model` for the headless commands (see [`hub::resolve_model`]): what `need` asks for
+/// is fetched when a hub id or preset is not complete in the cache, with progress on stderr.
+pub fn resolve(arg: &str, need: Need) -> anyhow::Result<PathBuf> {
+    let mut shown = DownloadProgress::new();
+    let folder = hub::resolve_model(arg, need, &HubOptions::from_env()?, &mut |p| shown.show(p))?;
+    shown.finish();
     Ok(folder)
 }
 
-/// A one-line terminal progress display, redrawn at most ten times a second.
-#[derive(Default)]
-pub struct ProgressLine {
+/// Download progress on stderr: an indicatif bar per file on a terminal; elsewhere (logs,
+/// scripts, tests) plain lines, one when a file is done and one every ten seconds while a large
+/// one is under way, so no carriage-return redraws end up in a log file.
+pub struct DownloadProgress {
     file: String,
-    last: Option<Instant>,
-    started: Option<Instant>,
-    drawn: bool,
+    started: Instant,
+    last_line: Instant,
+    bar: Option<ProgressBar>,
+    terminal: bool,
+    /// The current file's completion has been shown.
+    done: bool,
 }
 
-impl ProgressLine {
-    pub fn show(&mut self, p: &Progress) {
+/// How often a plain line reports a file still under way.
+const PLAIN_EVERY: Duration = Duration::from_secs(10);
+
+impl Default for DownloadProgress {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl DownloadProgress {
+    pub fn new() -> Self {
         let now = Instant::now();
-        let new_file = p.file != self.file;
-        if new_file {
-            if self.drawn {
-                eprintln!();
-            }
-            self.file = p.file.clone();
-            self.started = Some(now);
+        DownloadProgress {
+            file: String::new(),
+            started: now,
+            last_line: now,
+            bar: None,
+            terminal: std::io::stderr().is_terminal(),
+            done: true,
         }
-        let done = p.bytes_total > 0 && p.bytes_done >= p.bytes_total;
-        if !new_file
-            && !done
-            && self
-                .last
-                .is_some_and(|t| now - t < Duration::from_millis(100))
-        {
-            return;
-        }
-        self.last = Some(now);
-        let mib = |b: u64| b as f64 / (1u64 << 20) as f64;
-        let secs = self
-            .started
-            .map(|s| (now - s).as_secs_f64())
-            .unwrap_or(0.0)
-            .max(1e-3);
-        let pct = if p.bytes_total > 0 {
-            100.0 * p.bytes_done as f64 / p.bytes_total as f64
-        } else {
-            0.0
-        };
-        eprint!(
-            "\r{:<40} {:>9.1} / {:>9.1} MiB {:>5.1}% {:>7.1} MiB/s",
-            p.file,
-            mib(p.bytes_done),
-            mib(p.bytes_total),
-            pct,
-            mib(p.bytes_done) / secs
-        );
-        let _ = std::io::stderr().flush();
-        self.drawn = true;
     }
 
-    pub fn finish(&mut self) {
-        if self.drawn {
-            eprintln!();
-            self.drawn = false;
+    pub fn show(&mut self, p: &Progress) {
+        let now = Instant::now();
+        if p.file != self.file {
+            self.finish();
+            self.file = p.file.clone();
+            self.started = now;
+            self.last_line = now;
+            self.done = false;
+            if self.terminal {
+                self.bar = Some(new_bar(&p.file, p.bytes_total));
+            }
         }
+        let complete = p.bytes_total > 0 && p.bytes_done >= p.bytes_total;
+        if let Some(bar) = &self.bar {
+            bar.set_position(p.bytes_done);
+            if complete {
+                bar.finish();
+                self.bar = None;
+                self.done = true;
+            }
+            return;
+        }
+        if complete && !self.done {
+            eprintln!("{}", done_line(p, (now - self.started).as_secs_f64()));
+            self.done = true;
+        } else if !complete && now - self.last_line >= PLAIN_EVERY {
+            eprintln!("{}", running_line(p));
+            self.last_line = now;
+        }
+    }
+
+    /// Ends the current file's display (a bar left unfinished, e.g. by an error, stays visible).
+    pub fn finish(&mut self) {
+        if let Some(bar) = self.bar.take() {
+            bar.abandon();
+        }
+    }
+}
+
+fn new_bar(file: &str, total: u64) -> ProgressBar {
+    let (bar, template) = if total > 0 {
+        (
+            ProgressBar::new(total),
+            "{msg:40} {bar:30} {binary_bytes:>10} / {binary_total_bytes:<10} {binary_bytes_per_sec:>12} eta {eta}",
+        )
+    } else {
+        (
+            ProgressBar::new_spinner(),
+            "{msg:40} {spinner} {binary_bytes:>10} {binary_bytes_per_sec:>12}",
+        )
+    };
+    if let Ok(style) = ProgressStyle::with_template(template) {
+        bar.set_style(style);
+    }
+    bar.set_message(file.to_string());
+    bar
+}
+
+fn mib(b: u64) -> f64 {
+    b as f64 / (1u64 << 20) as f64
+}
+
+/// `downloaded FILE: 12.3 MiB in 1.2 s (10.3 MiB/s)`
+fn done_line(p: &Progress, secs: f64) -> String {
+    format!(
+        "downloaded {}: {:.1} MiB in {:.1} s ({:.1} MiB/s)",
+        p.file,
+        mib(p.bytes_done),
+        secs,
+        mib(p.bytes_done) / secs.max(1e-3)
+    )
+}
+
+/// `downloading FILE: 1.0 / 4.0 MiB (25%)`
+fn running_line(p: &Progress) -> String {
+    let pct = if p.bytes_total > 0 {
+        format!(
+            " ({:.0}%)",
+            100.0 * p.bytes_done as f64 / p.bytes_total as f64
+        )
+    } else {
+        String::new()
+    };
+    format!(
+        "downloading {}: {:.1} / {:.1} MiB{pct}",
+        p.file,
+        mib(p.bytes_done),
+        mib(p.bytes_total)
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plain_lines() {
+        let p = Progress {
+            file: "model.safetensors".into(),
+            bytes_done: 1 << 20,
+            bytes_total: 4 << 20,
+        };
+        assert_eq!(
+            running_line(&p),
+            "downloading model.safetensors: 1.0 / 4.0 MiB (25%)"
+        );
+        let p = Progress {
+            bytes_done: 4 << 20,
+            ..p
+        };
+        assert_eq!(
+            done_line(&p, 2.0),
+            "downloaded model.safetensors: 4.0 MiB in 2.0 s (2.0 MiB/s)"
+        );
     }
 }

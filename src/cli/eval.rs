@@ -19,15 +19,18 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 
+use crate::hub::Need;
 use crate::model::{self, DiffusionModel, KvCache, Mask};
 use crate::sampler::{SamplerParams, UnmaskRule};
 use crate::session::{self, TextTask};
 
 #[derive(Args, Debug)]
 pub struct EvalArgs {
+    /// Model folder, `embedded`, a preset key or a hub id (org/name).
     #[arg(long, default_value = "embedded")]
     pub model: String,
-    /// A second model for the repair comparison (e.g. the stage-1 checkpoint).
+    /// A second model for the repair comparison (e.g. the stage-1 checkpoint); any `--model`
+    /// form.
     #[arg(long)]
     pub compare: Option<String>,
     /// Held-out split: JSON Lines with a `text` field per file.
@@ -194,7 +197,8 @@ fn read_jsonl(path: &Path, field: &str) -> anyhow::Result<Vec<String>> {
 
 pub fn run(args: &EvalArgs) -> anyhow::Result<()> {
     let device = model::device::open(&args.device)?;
-    let m = DiffusionModel::load(&model::resolve_model_arg(&args.model), DType::F32, &device)?;
+    let folder = super::download::resolve(&args.model, Need::Weights)?;
+    let m = DiffusionModel::load(&folder, DType::F32, &device)?;
     let mut report = EvalReport {
         model: args.model.clone(),
         ..Default::default()
@@ -273,7 +277,11 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<()> {
         if let Some(other) = &args.compare {
             models.push((
                 other.clone(),
-                DiffusionModel::load(&model::resolve_model_arg(other), DType::F32, &device)?,
+                DiffusionModel::load(
+                    &super::download::resolve(other, Need::Weights)?,
+                    DType::F32,
+                    &device,
+                )?,
             ));
         }
         for (name, mm) in &models {

@@ -5,10 +5,12 @@ use std::path::PathBuf;
 
 use clap::Args;
 
+use crate::hub::Need;
 use crate::model::{self, DiffusionModel};
 
 #[derive(Args, Debug)]
 pub struct ForwardArgs {
+    /// Model folder, `embedded`, a preset key or a hub id (org/name).
     #[arg(long, default_value = "embedded")]
     pub model: String,
     /// Comma-separated token ids.
@@ -27,11 +29,9 @@ pub struct ForwardArgs {
 }
 
 pub fn run(args: &ForwardArgs) -> anyhow::Result<()> {
-    let folder = model::resolve_model_arg(&args.model);
+    let folder = super::download::resolve(&args.model, Need::Weights)?;
     let device = model::device::open(&args.device)?;
-    let (info, _) = model::ModelInfo::inspect(&folder)?;
-    let dtype = model::parse_dtype(&args.dtype, &device, info.config.torch_dtype.as_deref())?;
-    let m = DiffusionModel::load(&folder, dtype, &device)?;
+    let (m, _) = DiffusionModel::open(&folder, &args.dtype, &device)?;
     let block = args.block_size.or(m.info.config.block_size).unwrap_or(4);
     if block == 0 {
         anyhow::bail!("--block-size must be at least 1");

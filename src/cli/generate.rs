@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use clap::Args;
 
+use crate::hub::Need;
 use crate::model::{self, DiffusionModel};
 use crate::sampler::{self, ModelDenoiser, Task};
 use crate::session;
@@ -49,11 +50,9 @@ pub struct GenerateArgs {
 }
 
 pub fn run(args: &GenerateArgs) -> anyhow::Result<()> {
-    let folder = super::download::resolve(&args.model)?;
+    let folder = super::download::resolve(&args.model, Need::Weights)?;
     let device = model::device::open(&args.device)?;
-    let (info, _) = model::ModelInfo::inspect(&folder)?;
-    let dtype = model::parse_dtype(&args.dtype, &device, info.config.torch_dtype.as_deref())?;
-    let m = DiffusionModel::load(&folder, dtype, &device)?;
+    let (m, _) = DiffusionModel::open(&folder, &args.dtype, &device)?;
     let params = args.sampler.params(m.family(), m.info.config.block_size);
     let prompt_text = args.prompt.clone().unwrap_or_default();
     let header = if let Some(ids) = &args.prompt_ids {

@@ -60,7 +60,7 @@ pub enum Command {
 /// script can measure the window.
 #[derive(Args, Debug, Default, Clone)]
 pub struct GuiArgs {
-    /// Model folder, or `embedded`.
+    /// Model folder, `embedded`, a preset key or a hub id (org/name).
     #[arg(long, default_value = "embedded")]
     pub model: String,
     /// Open this trace at start.
@@ -237,7 +237,7 @@ impl SamplerFlags {
 }
 
 pub fn inspect(args: &InspectArgs) -> anyhow::Result<()> {
-    let folder = download::resolve(&args.model)?;
+    let folder = download::resolve(&args.model, crate::hub::Need::Metadata)?;
     let (info, _) = crate::model::ModelInfo::inspect(&folder)?;
     if args.json {
         out::println(&serde_json::to_string_pretty(&info)?)

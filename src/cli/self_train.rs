@@ -7,7 +7,7 @@ use anyhow::Context;
 use candle_core::{DType, Device};
 use clap::Args;
 
-use crate::model::{self, DiffusionModel};
+use crate::model::DiffusionModel;
 use crate::sampler::SamplerParams;
 use crate::train::policy::{self, FinetuneOptions, Trajectory};
 
@@ -16,7 +16,7 @@ pub struct SelfTrainArgs {
     /// `orders` (constrained-order training) or `distil` (on-policy step reduction).
     #[arg(long)]
     pub mode: String,
-    /// Checkpoint folder to start from, or `embedded`.
+    /// Checkpoint to start from: a folder, `embedded`, a preset key or a hub id.
     #[arg(long, default_value = "embedded")]
     pub model: String,
     /// Python files or folders to cut prefixes from (training code; never the held-out prompts).
@@ -118,7 +118,7 @@ fn verdicts(trajs: &[&Trajectory]) -> anyhow::Result<Vec<bool>> {
 }
 
 pub fn run(a: &SelfTrainArgs) -> anyhow::Result<()> {
-    let folder = model::resolve_model_arg(&a.model);
+    let folder = super::download::resolve(&a.model, crate::hub::Need::Weights)?;
     let m = DiffusionModel::load(&folder, DType::F32, &Device::Cpu)?;
     let prompts = prefixes(&a.data, a.prompts)?;
     let base = SamplerParams {

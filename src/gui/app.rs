@@ -1020,7 +1020,8 @@ impl PlaygroundApp {
 /// Applies the command line's choices over the stored settings; flags left out keep them.
 pub fn apply_args(settings: &mut Settings, args: &GuiArgs) {
     if args.model != "embedded" {
-        let folder = model::resolve_model_arg(&args.model);
+        // `gui::run` has resolved presets and hub ids to a folder before the window opened.
+        let folder = std::path::PathBuf::from(&args.model);
         settings.remember(folder.clone());
         settings.model = Some(folder);
     }

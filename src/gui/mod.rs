@@ -22,7 +22,12 @@ mod timeline;
 pub use app::{apply_args, Launch, PlaygroundApp};
 
 /// Opens the window with the command line's model, settings and launch actions.
-pub fn run(args: crate::cli::GuiArgs) -> anyhow::Result<()> {
+pub fn run(mut args: crate::cli::GuiArgs) -> anyhow::Result<()> {
+    if args.model != "embedded" {
+        // Presets and hub ids are fetched here, with progress on the terminal, not in a frame.
+        let folder = crate::cli::download::resolve(&args.model, crate::hub::Need::Weights)?;
+        args.model = folder.display().to_string();
+    }
     if let Some(t) = &args.trace {
         if !t.exists() {
             anyhow::bail!("--trace {}: no such file", t.display());

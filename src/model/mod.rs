@@ -42,15 +42,6 @@ pub fn embedded_dir() -> PathBuf {
         .unwrap_or(crate_assets)
 }
 
-/// Resolves a `--model` argument: `embedded` or a folder path.
-pub fn resolve_model_arg(arg: &str) -> PathBuf {
-    if arg == "embedded" {
-        embedded_dir()
-    } else {
-        PathBuf::from(arg)
-    }
-}
-
 /// What `unmask inspect` reports; also the header of every trace.
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct ModelInfo {
@@ -312,6 +303,27 @@ impl DiffusionModel {
     /// Loads a checkpoint folder as published on the Hugging Face hub.
     pub fn load(folder: &Path, dtype: DType, device: &Device) -> Result<Self> {
         let (info, tok) = ModelInfo::inspect(folder)?;
+        Self::from_inspected(info, tok, dtype, device)
+    }
+
+    /// Loads a checkpoint with `dtype` given by name (`auto` picks from the device and the
+    /// checkpoint's `torch_dtype`), inspecting the folder once; returns the dtype used.
+    pub fn open(folder: &Path, dtype: &str, device: &Device) -> Result<(Self, DType)> {
+        let (info, tok) = ModelInfo::inspect(folder)?;
+        let dtype = parse_dtype(dtype, device, info.config.torch_dtype.as_deref())?;
+        Ok((Self::from_inspected(info, tok, dtype, device)?, dtype))
+    }
+
+    /// Loads the weights of a folder already inspected (the inspection hashes the weight files,
+    /// so callers that needed the facts first do not pay for it twice).
+    pub fn from_inspected(
+        info: ModelInfo,
+        tok: Option<Tokenizer>,
+        dtype: DType,
+        device: &Device,
+    ) -> Result<Self> {
+        let folder = info.folder.clone();
+        let folder = folder.as_path();
         let tokenizer = tok.ok_or_else(|| Error::Tokenizer {
             file: folder.join("tokenizer.json"),
             problem: "missing".into(),

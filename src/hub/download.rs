@@ -1,27 +1,5 @@
-//! Checkpoints from the Hugging Face hub, stored in the standard cache
-//! (`$HF_HUB_CACHE`, else `$HF_HOME/hub`, else `~/.cache/huggingface/hub`).
-//!
-//! Only the files a checkpoint needs are fetched: `config.json`, the tokenizer and generation
-//! side files that exist, and `model.safetensors` or the shard index plus every shard it names.
-//!
-//! hf-hub speaks HTTP (metadata requests, byte streams, retries, tokens); the cache layout
-//! (`blobs/<etag>`, `snapshots/<commit>/<file>`, `refs/<revision>`) is written here, because
-//! hf-hub 1.0 joins the server's `ETag` and `X-Repo-Commit` headers into paths unchecked: a
-//! hostile or intercepted endpoint could write anywhere. Every path part that comes from the
-//! server or the user is checked first ([`check_etag`], [`check_commit`], [`check_revision`],
-//! plain file names), so downloads write only under the cache root.
-//!
-//! Every request is bounded: a connect timeout, and an idle timeout for each wait on the
-//! server (the answer to a request, and every gap between body bytes). Defaults 10 s and 30 s;
-//! `HF_HUB_ETAG_TIMEOUT` and `HF_HUB_DOWNLOAD_TIMEOUT` (seconds, as in Python's
-//! huggingface_hub) change them.
-//!
-//! Resume: weight files are streamed in ranged requests (`Range: bytes=a-b`) appended to
-//! `blobs/<etag>.incomplete` as bytes arrive, so an interrupted or timed-out download (also one
-//! left by Python's huggingface_hub, which uses the same name) continues where it stopped. A
-//! resumed file whose ETag is a sha256 (every LFS file) is checked against it before it is moved
-//! into place. Two unmask processes downloading the same file at once are not coordinated; the
-//! second to finish fails its size check and can be rerun.
+//! HTTP with the hub: metadata requests, bounded byte streams, ranged resumable weight
+//! downloads; hf-hub drives the requests, every path they name is checked in [`super::cache`].
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -30,224 +8,34 @@ use std::time::Duration;
 use futures::StreamExt;
 use hf_hub::repository::FileMetadataInfo;
 use hf_hub::{HFClient, HFError, HFRepository, RepoTypeModel};
-use sha2::{Digest, Sha256};
 
+use super::cache::{
+    check_commit, check_etag, check_revision, check_space, free_bytes, index_total_size, is_commit,
+    is_sha256, link, partial_len, shard_names, verify_sha256, write_err,
+};
+use super::{
+    is_hub_id, HubError, HubOptions, Need, Progress, DEFAULT_CONNECT_TIMEOUT, DEFAULT_IDLE_TIMEOUT,
+    SIDE_FILES,
+};
 use crate::error::{Error, Result};
-
-/// Metadata files fetched when the repository has them.
-pub const SIDE_FILES: &[&str] = &[
-    "generation_config.json",
-    "tokenizer.json",
-    "tokenizer_config.json",
-    "vocab.json",
-    "merges.txt",
-    "added_tokens.json",
-    "special_tokens_map.json",
-    "chat_template.jinja",
-];
 
 /// Bytes per ranged request for weight files: the unit of resume and of memory use.
 const DEFAULT_CHUNK: u64 = 64 << 20;
-/// Free space kept beyond what the files need.
-const DISK_MARGIN: u64 = 64 << 20;
 /// Largest side file (config, tokenizer …) accepted: a server announcing more is not a hub.
 const SIDE_FILE_LIMIT: u64 = 512 << 20;
-/// Waiting for a TCP (and TLS) connection.
-pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-/// Waiting for an answer, or for the next bytes of a body.
-pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// How far a download has come, reported per file.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Progress {
-    /// Repository path of the file, e.g. `model-00001-of-00004.safetensors`.
-    pub file: String,
-    pub bytes_done: u64,
-    /// 0 when the server did not say.
-    pub bytes_total: u64,
-}
-
-/// What can go wrong talking to the hub; each message says what to do about it.
-#[derive(Debug, thiserror::Error)]
-pub enum HubError {
-    #[error("`{0}` is not a model folder, `embedded`, a preset name (see `unmask models`) or a hub id of the form org/name")]
-    NotAModel(String),
-
-    #[error("{repo}: HF_HUB_OFFLINE is set and {missing} is not in the cache ({cache}); unset HF_HUB_OFFLINE or download it first with `unmask download {repo}`")]
-    OfflineNotCached {
-        repo: String,
-        missing: String,
-        cache: PathBuf,
-    },
-
-    #[error("cannot reach {url}: {problem}; check the network (or HF_ENDPOINT), or set HF_HUB_OFFLINE=1 to use only models already in {cache}")]
-    Unreachable {
-        url: String,
-        problem: String,
-        cache: PathBuf,
-    },
-
-    #[error("{url}: access denied (HTTP {status}); {repo} is gated or private: accept its terms on the hub, then set HF_TOKEN to a token with read access")]
-    Unauthorized {
-        repo: String,
-        url: String,
-        status: u16,
-    },
-
-    #[error("{repo}: {file} not found at revision `{revision}` ({url}); check the hub id (org/name) and --revision")]
-    NotFound {
-        repo: String,
-        file: String,
-        revision: String,
-        url: String,
-    },
-
-    #[error("not enough disk space in {folder}: {need_mib} MiB needed, {free_mib} MiB free; free some space or point HF_HOME at a larger disk")]
-    DiskFull {
-        folder: PathBuf,
-        need_mib: u64,
-        free_mib: u64,
-    },
-
-    #[error("{file}: {problem}")]
-    BadContent { file: PathBuf, problem: String },
-
-    #[error("{url}: {problem}")]
-    Http { url: String, problem: String },
-
-    #[error("{host}: {what} timed out: nothing received for {secs} s; check the network or HF_ENDPOINT, or set {var} (seconds) to wait longer")]
-    TimedOut {
-        host: String,
-        what: String,
-        secs: f64,
-        var: &'static str,
-    },
-
-    #[error("{url}: the server sent {header} `{value}`, expected {expected}; nothing was written (is HF_ENDPOINT a real hub?)")]
-    Hostile {
-        url: String,
-        header: &'static str,
-        value: String,
-        expected: &'static str,
-    },
-
-    #[error("revision `{0}` is not a branch, tag or commit name (letters, digits, `-`, `_`, `.`, parts separated by `/`, no `..`, not absolute)")]
-    BadRevision(String),
-
-    #[error("{var}={value}: expected a number of seconds greater than 0")]
-    BadTimeout { var: &'static str, value: String },
-}
-
-/// Where and how to talk to the hub. `None` fields fall back to hf-hub's environment handling
-/// (`HF_ENDPOINT`, `HF_TOKEN` or the token file, `HF_HUB_CACHE`/`HF_HOME`).
-#[derive(Clone, Debug, Default)]
-pub struct HubOptions {
-    pub endpoint: Option<String>,
-    pub cache_dir: Option<PathBuf>,
-    pub token: Option<String>,
-    /// Never touch the network (`HF_HUB_OFFLINE=1`).
-    pub offline: bool,
-    /// Branch, tag or commit; `main` when absent.
-    pub revision: Option<String>,
-    /// Bytes per ranged request for weight files; 64 MiB when absent.
-    pub chunk_bytes: Option<u64>,
-    /// Waiting for a connection; [`DEFAULT_CONNECT_TIMEOUT`] when absent.
-    pub connect_timeout: Option<Duration>,
-    /// Waiting for an answer or the next body bytes; [`DEFAULT_IDLE_TIMEOUT`] when absent.
-    pub idle_timeout: Option<Duration>,
-}
-
-impl HubOptions {
-    /// Options from the environment: hf-hub reads the endpoint, token and cache itself; this adds
-    /// `HF_HUB_OFFLINE`, which hf-hub 1.0 does not read, and the timeouts
-    /// (`HF_HUB_ETAG_TIMEOUT`: connecting, `HF_HUB_DOWNLOAD_TIMEOUT`: each wait for data).
-    pub fn from_env() -> Result<Self> {
-        let secs = |var: &'static str| -> Result<Option<Duration>> {
-            match std::env::var(var) {
-                Err(_) => Ok(None),
-                Ok(v) => match v.trim().parse::<f64>() {
-                    Ok(s) if s > 0.0 && s.is_finite() && s < 1e9 => {
-                        Ok(Some(Duration::from_secs_f64(s)))
-                    }
-                    _ => Err(HubError::BadTimeout { var, value: v }.into()),
-                },
-            }
-        };
-        Ok(HubOptions {
-            connect_timeout: secs("HF_HUB_ETAG_TIMEOUT")?,
-            idle_timeout: secs("HF_HUB_DOWNLOAD_TIMEOUT")?,
-            ..Self::from_env_offline()
-        })
-    }
-
-    fn from_env_offline() -> Self {
-        let offline = std::env::var("HF_HUB_OFFLINE")
-            .map(|v| {
-                matches!(
-                    v.trim().to_ascii_lowercase().as_str(),
-                    "1" | "true" | "yes" | "on"
-                )
-            })
-            .unwrap_or(false);
-        HubOptions {
-            offline,
-            ..HubOptions::default()
-        }
-    }
-}
-
-/// Whether `s` has the shape of a hub id, `org/name`.
-pub fn is_hub_id(s: &str) -> bool {
-    let ok = |p: &str| {
-        !p.is_empty()
-            && !p.starts_with('.')
-            && p.chars()
-                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
-    };
-    match s.split_once('/') {
-        Some((org, name)) => ok(org) && ok(name) && !name.contains('/'),
-        None => false,
-    }
-}
-
-/// Resolves a `--model` argument: an existing folder, `embedded`, a preset key, or a hub id
-/// (opened from the cache without network when complete there, else downloaded).
-pub fn resolve_model(
-    arg: &str,
-    opts: &HubOptions,
-    progress: &mut dyn FnMut(&Progress),
-) -> Result<PathBuf> {
-    if arg == "embedded" {
-        return Ok(crate::model::embedded_dir());
-    }
-    let path = Path::new(arg);
-    if path.is_dir() {
-        return Ok(path.to_path_buf());
-    }
-    let id = match crate::presets::find(arg) {
-        Some(p) => p.hub_id.to_string(),
-        None if is_hub_id(arg) => arg.to_string(),
-        None => return Err(HubError::NotAModel(arg.to_string()).into()),
-    };
-    let hub = Hub::new(opts.clone())?;
-    match hub.cached(&id)? {
-        Some(dir) => Ok(dir),
-        None => hub.download(&id, progress),
-    }
-}
 
 /// A configured hub client.
 pub struct Hub {
-    client: HFClient,
+    pub(super) client: HFClient,
     /// Drives hf-hub's async requests; one thread, so no request outlives the call that made it.
-    rt: tokio::runtime::Runtime,
-    cache_dir: PathBuf,
-    endpoint: String,
+    pub(super) rt: tokio::runtime::Runtime,
+    pub(super) cache_dir: PathBuf,
+    pub(super) endpoint: String,
     /// `host:port` of the endpoint, for timeout messages.
-    host: String,
-    connect_timeout: Duration,
-    idle_timeout: Duration,
-    opts: HubOptions,
+    pub(super) host: String,
+    pub(super) connect_timeout: Duration,
+    pub(super) idle_timeout: Duration,
+    pub(super) opts: HubOptions,
 }
 
 impl Hub {
@@ -310,7 +98,7 @@ impl Hub {
         &self.cache_dir
     }
 
-    fn revision(&self) -> Result<String> {
+    pub(super) fn revision(&self) -> Result<String> {
         let rev = self.opts.revision.clone().unwrap_or_else(|| "main".into());
         check_revision(&rev)?;
         Ok(rev)
@@ -326,54 +114,20 @@ impl Hub {
 
     /// The snapshot folder of `id` when config, tokenizer and every weight file are in the cache
     /// for the revision; no network is used.
-    pub fn cached(&self, id: &str) -> Result<Option<PathBuf>> {
-        Ok(self.cached_or_missing(id)?.ok())
-    }
-
-    /// `Ok(folder)` when complete in the cache, else `Err(first missing file)`.
-    fn cached_or_missing(&self, id: &str) -> Result<std::result::Result<PathBuf, String>> {
-        if !is_hub_id(id) {
-            return Err(HubError::NotAModel(id.to_string()).into());
-        }
-        let rev = self.revision()?;
-        let repo = self.repo_folder(id);
-        let commit = if is_commit(&rev) {
-            Some(rev.clone())
-        } else {
-            std::fs::read_to_string(repo.join("refs").join(&rev))
-                .ok()
-                .map(|s| s.trim().to_string())
-                .filter(|c| is_commit(c))
-        };
-        let Some(commit) = commit else {
-            return Ok(Err("config.json".into()));
-        };
-        let folder = repo.join("snapshots").join(commit);
-        let local = |f: &str| Some(folder.join(f)).filter(|p| p.exists());
-        if local("config.json").is_none() {
-            return Ok(Err("config.json".into()));
-        }
-        if local("tokenizer.json").is_none() && local("vocab.json").is_none() {
-            return Ok(Err("tokenizer.json".into()));
-        }
-        if local("model.safetensors").is_some() {
-            return Ok(Ok(folder));
-        }
-        let Some(index) = local("model.safetensors.index.json") else {
-            return Ok(Err("model.safetensors".into()));
-        };
-        for shard in shard_names(&index)? {
-            if local(&shard).is_none() {
-                return Ok(Err(shard));
-            }
-        }
-        Ok(Ok(folder))
-    }
-
-    /// Downloads what `id` needs (or finds it cached) and returns the snapshot folder.
+    /// Downloads what `id` needs to load (or finds it cached) and returns the snapshot folder.
     pub fn download(&self, id: &str, progress: &mut dyn FnMut(&Progress)) -> Result<PathBuf> {
+        self.fetch(id, Need::Weights, progress)
+    }
+
+    /// Downloads what `need` asks for of `id` (or finds it cached); returns the snapshot folder.
+    pub fn fetch(
+        &self,
+        id: &str,
+        need: Need,
+        progress: &mut dyn FnMut(&Progress),
+    ) -> Result<PathBuf> {
         if self.opts.offline {
-            return match self.cached_or_missing(id)? {
+            return match self.cached_or_missing(id, need)? {
                 Ok(dir) => Ok(dir),
                 Err(missing) => Err(HubError::OfflineNotCached {
                     repo: id.into(),
@@ -405,6 +159,17 @@ impl Hub {
                 Err(e) => return Err(e),
             }
         }
+        if need == Need::Metadata {
+            // The index (when the weights are sharded) lets `inspect` check the tensor names.
+            let index = "model.safetensors.index.json";
+            if !folder.join(index).exists() && !folder.join("model.safetensors").exists() {
+                match self.fetch_small(&repo, id, &commit, index, progress) {
+                    Ok(_) | Err(Error::Hub(HubError::NotFound { .. })) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            return Ok(folder);
+        }
         let weights = self.weight_list(&repo, id, &commit, &folder, progress)?;
         let todo: Vec<&FileMetadataInfo> = weights
             .iter()
@@ -422,26 +187,8 @@ impl Hub {
         Ok(folder)
     }
 
-    /// `models--org--name` inside the cache.
-    fn repo_folder(&self, id: &str) -> PathBuf {
-        self.cache_dir
-            .join(format!("models--{}", id.replace('/', "--")))
-    }
-
     fn url(&self, id: &str, rev: &str, file: &str) -> String {
         format!("{}/{id}/resolve/{rev}/{file}", self.endpoint)
-    }
-
-    /// `refs/<revision>` holds the commit the branch or tag pointed at.
-    fn write_ref(&self, id: &str, rev: &str, commit: &str) -> Result<()> {
-        let path = self.repo_folder(id).join("refs").join(rev);
-        if std::fs::read_to_string(&path).is_ok_and(|s| s.trim() == commit) {
-            return Ok(());
-        }
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-        }
-        std::fs::write(&path, commit).map_err(|e| write_err(&path, e, &self.cache_dir))
     }
 
     /// Runs one request future to completion, or fails after `limit` with a message naming the
@@ -826,157 +573,6 @@ impl Hub {
     }
 }
 
-impl From<HubError> for Error {
-    fn from(e: HubError) -> Self {
-        Error::Hub(e)
-    }
-}
-
-use crate::model::weights::is_plain_file_name;
-pub use crate::model::weights::shard_names;
-
-/// Checks a revision (`main`, `v1.0`, `refs/pr/1`, a commit) before it names `refs/<revision>`.
-pub fn check_revision(rev: &str) -> Result<()> {
-    let ok = !rev.is_empty()
-        && rev.len() <= 256
-        && rev.split('/').all(|p| {
-            !p.is_empty()
-                && p != "."
-                && p != ".."
-                && p.chars()
-                    .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
-        });
-    if ok {
-        Ok(())
-    } else {
-        Err(HubError::BadRevision(rev.to_string()).into())
-    }
-}
-
-/// Checks an ETag before it names `blobs/<etag>`: letters, digits, `-` and `_` only (the hub
-/// sends a git sha1 or a sha256 in hex).
-pub fn check_etag(etag: &str, url: &str) -> Result<()> {
-    let ok = !etag.is_empty()
-        && etag.len() <= 128
-        && etag
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
-    if ok {
-        Ok(())
-    } else {
-        Err(HubError::Hostile {
-            url: url.to_string(),
-            header: "ETag",
-            value: etag.chars().take(200).collect(),
-            expected: "letters, digits, `-` or `_` (a hash)",
-        }
-        .into())
-    }
-}
-
-/// Checks an `X-Repo-Commit` before it names `snapshots/<commit>`: 40 hex digits.
-pub fn check_commit(commit: &str, url: &str) -> Result<()> {
-    if is_commit(commit) {
-        Ok(())
-    } else {
-        Err(HubError::Hostile {
-            url: url.to_string(),
-            header: "X-Repo-Commit",
-            value: commit.chars().take(200).collect(),
-            expected: "a commit hash (40 hex digits)",
-        }
-        .into())
-    }
-}
-
-fn is_commit(s: &str) -> bool {
-    s.len() == 40 && s.chars().all(|c| c.is_ascii_hexdigit())
-}
-
-/// Links `snapshots/<commit>/<file>` to `blobs/<etag>` (relative symlink, as the Python cache
-/// does; a copy where symlinks are unavailable).
-fn link(blobs: &Path, folder: &Path, file: &str, etag: &str) -> Result<()> {
-    if !is_plain_file_name(file) {
-        return Err(Error::Invalid(format!(
-            "`{file}` is not a file name inside the snapshot folder"
-        )));
-    }
-    let dest = folder.join(file);
-    let parent = dest.parent().unwrap_or(folder);
-    std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
-    if std::fs::symlink_metadata(&dest).is_ok() {
-        if dest.exists() {
-            return Ok(());
-        }
-        std::fs::remove_file(&dest).map_err(|e| Error::io(&dest, e))?;
-    }
-    #[cfg(unix)]
-    {
-        // snapshots/<commit>/<dirs…>/<file> → ../../<../ per dir>blobs/<etag>
-        let _ = blobs;
-        let up = "../".repeat(2 + file.matches('/').count());
-        std::os::unix::fs::symlink(format!("{up}blobs/{etag}"), &dest)
-            .map_err(|e| Error::io(&dest, e))
-    }
-    #[cfg(not(unix))]
-    {
-        std::fs::copy(blobs.join(etag), &dest)
-            .map(|_| ())
-            .map_err(|e| Error::io(&dest, e))
-    }
-}
-
-fn verify_sha256(part: &Path, etag: &str) -> Result<()> {
-    let sum = sha256_file(part)?;
-    if sum.eq_ignore_ascii_case(etag) {
-        return Ok(());
-    }
-    let _ = std::fs::remove_file(part);
-    Err(HubError::BadContent {
-        file: part.to_path_buf(),
-        problem: format!(
-            "downloaded data has sha256 {sum}, the hub says {etag}; removed, run the download again"
-        ),
-    }
-    .into())
-}
-
-fn index_total_size(index: &Path) -> Option<u64> {
-    let text = std::fs::read_to_string(index).ok()?;
-    let v: serde_json::Value = serde_json::from_str(&text).ok()?;
-    v.get("metadata")?.get("total_size")?.as_u64()
-}
-
-fn partial_len(blobs: &Path, meta: &FileMetadataInfo) -> u64 {
-    std::fs::metadata(blobs.join(format!("{}.incomplete", meta.etag)))
-        .map(|m| m.len())
-        .unwrap_or(0)
-}
-
-fn is_sha256(etag: &str) -> bool {
-    etag.len() == 64 && etag.chars().all(|c| c.is_ascii_hexdigit())
-}
-
-fn sha256_file(path: &Path) -> Result<String> {
-    let mut f = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
-    let mut h = Sha256::new();
-    std::io::copy(&mut f, &mut h).map_err(|e| Error::io(path, e))?;
-    Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
-}
-
-fn write_err(file: &Path, e: std::io::Error, folder: &Path) -> Error {
-    if e.kind() == std::io::ErrorKind::StorageFull {
-        let free = free_bytes(folder).unwrap_or(0);
-        return HubError::DiskFull {
-            folder: folder.to_path_buf(),
-            need_mib: 0,
-            free_mib: free >> 20,
-        }
-        .into();
-    }
-    Error::io(file, e)
-}
-
 fn error_chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut cur = e.source();
@@ -986,62 +582,4 @@ fn error_chain(e: &dyn std::error::Error) -> String {
         cur = c.source();
     }
     s
-}
-
-/// Fails when the disk holding `folder` has less than `need` bytes (plus a margin) free.
-pub fn check_space(folder: &Path, need: u64) -> Result<()> {
-    if need == 0 {
-        return Ok(());
-    }
-    let Some(free) = free_bytes(folder) else {
-        return Ok(());
-    };
-    if need.saturating_add(DISK_MARGIN) > free {
-        return Err(HubError::DiskFull {
-            folder: folder.to_path_buf(),
-            need_mib: need.div_ceil(1 << 20),
-            free_mib: free >> 20,
-        }
-        .into());
-    }
-    Ok(())
-}
-
-/// Free bytes on the file system of `folder` (or its nearest existing ancestor); `None` where the
-/// system cannot say.
-pub fn free_bytes(folder: &Path) -> Option<u64> {
-    let existing = folder.ancestors().find(|p| p.exists())?;
-    fs4::available_space(existing).ok()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn hub_ids() {
-        assert!(is_hub_id("JetLM/SDAR-1.7B-Chat"));
-        assert!(is_hub_id("fredzzp/open-dcoder-0.5B"));
-        assert!(!is_hub_id("embedded"));
-        assert!(!is_hub_id("a/b/c"));
-        assert!(!is_hub_id("../x"));
-        assert!(!is_hub_id("/abs"));
-    }
-
-    #[test]
-    fn shard_names_stay_inside() {
-        assert!(is_plain_file_name("model-00001-of-00002.safetensors"));
-        assert!(is_plain_file_name("sub/model.safetensors"));
-        assert!(!is_plain_file_name("../evil"));
-        assert!(!is_plain_file_name("/etc/passwd"));
-        assert!(!is_plain_file_name("a//b"));
-    }
-
-    #[test]
-    fn space_check_names_the_folder() {
-        let err = check_space(Path::new("/"), u64::MAX / 2)
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("not enough disk space in /"), "{err}");
-    }
 }
