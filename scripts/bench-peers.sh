@@ -15,8 +15,9 @@
 #   --ids-only   only the id comparison
 set -euo pipefail
 
-usage() { sed -n '12,16p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '12,15p' "$0" | sed 's/^# \{0,1\}//'; }
 QUICK=0 CHECK=0 TIMING=1
+CMDLINE="scripts/bench-peers.sh $*"
 while [[ $# -gt 0 && $1 == -* ]]; do
     case $1 in
         --quick) QUICK=1 ;;
@@ -39,8 +40,9 @@ SCRIPTS=$(cd "$(dirname "$0")" && pwd)/peers
 LLAMA=$PEERS/llama.cpp/build/bin/llama-diffusion-cli
 PY=$PEERS/venv/bin/python
 MODEL=$PEERS/tiny-dream
-for f in "$LLAMA" "$PY" "$MODEL/config.json" "$MODEL/model.safetensors" "$PEERS/gguf/tiny-dream-f32.gguf" \
-    "$PEERS/gguf/tiny-dream-f16.gguf" /usr/bin/time; do
+NEEDED=("$PY" "$MODEL/config.json" "$MODEL/model.safetensors")
+((TIMING)) && NEEDED+=("$LLAMA" "$PEERS/gguf/tiny-dream-f32.gguf" "$PEERS/gguf/tiny-dream-f16.gguf" /usr/bin/time)
+for f in "${NEEDED[@]}"; do
     [[ -e $f ]] || { echo "bench-peers: missing $f (run scripts/peers/setup.sh $PEERS)" >&2; exit 2; }
 done
 
@@ -129,14 +131,14 @@ completed() {
 machine() {
     echo "Machine: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //'), $(nproc) cores," \
         "$(awk '/MemTotal/ {printf "%.0f GiB", $2 / 1048576}' /proc/meminfo); unmask $("$UNMASK" --version | cut -d' ' -f2)" \
-        "($(git -C "$(dirname "$SCRIPTS")" rev-parse --short HEAD 2>/dev/null || echo '?')), llama.cpp from llama-cpp-python" \
+        "(repository at $(git -C "$(dirname "$SCRIPTS")" rev-parse --short HEAD 2>/dev/null || echo '?')), llama.cpp from llama-cpp-python" \
         "$(ls "$PEERS"/dl/llama_cpp_python-*.tar.gz 2>/dev/null | sed 's/.*python-\(.*\)\.tar\.gz/\1/' || echo '?'), torch" \
         "$("$PY" -c 'import torch; print(torch.__version__)' 2>/dev/null), transformers" \
         "$("$PY" -c 'import transformers; print(transformers.__version__)' 2>/dev/null)"
 }
 
 {
-    echo "Command: scripts/bench-peers.sh $( ((QUICK)) && echo '--quick ' || true)$( ((CHECK && TIMING)) && echo '--check-ids ' || true)$( ((!TIMING)) && echo '--ids-only ' || true)UNMASK PEERS $RUNS"
+    echo "Command: \`$CMDLINE\`"
     machine
     echo "Model: $MODEL (random Dream layout); $N_PROMPT prompt ids, $GEN new tokens, 2 threads; logs in $OUT"
 } | tee "$OUT/header.md"
@@ -170,7 +172,8 @@ if ((TIMING)); then
             log=$OUT/logs/$name.r$r
             if invoke "$name" "$log.out" "$log.err" "$log.time"; then rc=0; else rc=$?; fi
             if [[ $rc -eq 0 ]] && ! completed "$name" "$log.out" "$log.err"; then rc=incomplete; fi
-            IFS=$'\t' read -r wall user sys cpu rss < <(tail -1 "$log.time")
+            wall=NA user=NA sys=NA cpu=NA rss=NA
+            if [[ -s $log.time ]]; then IFS=$'\t' read -r wall user sys cpu rss < <(tail -1 "$log.time") || true; fi
             printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$name" "$r" "$rc" "$wall" "$user" "$sys" "$cpu" "$rss" \
                 "$load" "$(date -u +%H:%M:%S)" >>"$OUT/runs.tsv"
             printf '  run %s %-22s %7s s  CPU %5s  load before %s%s\n' "$r" "$name" "$wall" "$cpu" "$load" \

@@ -22,9 +22,12 @@ for line in open(runs_path):
 COLUMNS = ['llama.cpp', 'PyTorch', 'unmask', 'unmask --approx-cache']
 # Cells with no run, and why (a peer setting with no equivalent is said, not left blank).
 WHY = {
-    ('blocks', 'PyTorch'): '– (diffusion_generate has no block schedule)',
-    ('headline', 'unmask --approx-cache'): '– (one block: the prefix cache has nothing to reuse)',
-    ('sampling', 'unmask --approx-cache'): '– (one block)',
+    ('blocks', 'f32', 'PyTorch'): '– (diffusion_generate has no block schedule)',
+    ('headline', 'f32', 'unmask --approx-cache'): '– (one block: the prefix cache has nothing to reuse)',
+    ('headline', 'f16', 'PyTorch'): '– (not run: the reference is f32)',
+    ('headline', 'bf16', 'PyTorch'): '– (not run: the reference is f32)',
+    ('headline', 'bf16', 'llama.cpp'): '– (not run: its half type here is the f16 GGUF)',
+    ('sampling', 'f32', 'unmask --approx-cache'): '– (one block)',
 }
 
 def cell(r):
@@ -45,21 +48,24 @@ LABEL = {
     'sampling': 'one block, {steps} steps, T 0.2, top-p 0.95',
 }
 steps, bsteps = sys.argv[4], sys.argv[5]
-print('| setting | weights | ' + ' | '.join(COLUMNS) + ' | llama.cpp ÷ unmask (wall) |')
-print('|---|---|' + '---|' * len(COLUMNS) + '---|')
+print('| setting | weights | ' + ' | '.join(COLUMNS) + ' | unmask vs llama.cpp | unmask vs PyTorch |')
+print('|---|---|' + '---|' * len(COLUMNS) + '---|---|')
 for (setting, weights), cols in table.items():
     cells = []
     for c in COLUMNS:
         if c in cols:
             cells.append(cell(cols[c]))
         else:
-            cells.append(WHY.get((setting, c), '–'))
-    ratio = '–'
-    l, u = cols.get('llama.cpp'), cols.get('unmask')
-    if l and u and l['walls'] and u['walls']:
-        ratio = f"{statistics.median(l['walls']) / statistics.median(u['walls']):.2f}×"
+            cells.append(WHY.get((setting, weights, c), '–'))
+    # unmask's speed-up over each peer: the peer's median wall time over unmask's (exact cache)
+    ratios = []
+    u = cols.get('unmask')
+    for peer in ('llama.cpp', 'PyTorch'):
+        p = cols.get(peer)
+        ok = p and u and p['walls'] and u['walls']
+        ratios.append(f"{statistics.median(p['walls']) / statistics.median(u['walls']):.2f}×" if ok else '–')
     label = LABEL[setting].format(steps=steps, bsteps=bsteps)
-    print(f"| {label} | {weights} | " + ' | '.join(cells) + f" | {ratio} |")
+    print(f"| {label} | {weights} | " + ' | '.join(cells) + ' | ' + ' | '.join(ratios) + ' |')
 loads = [x for r in rows.values() for x in r['loads']]
 print()
 print(f"Median wall time of the whole process (load, decode, exit) over {max(len(r['walls']) for r in rows.values())} "
