@@ -27,7 +27,13 @@ pub fn write(
             ))));
         }
     }
-    let mut tmp = NamedTempFile::new_in(dir).map_err(io)?;
+    let mut builder = tempfile::Builder::new();
+    // A temporary file is private (0600) by default; the file it becomes gets the permissions a
+    // plain `File::create` would give (0666 less the umask), so a checkpoint or report written
+    // here reads like any other file.
+    #[cfg(unix)]
+    builder.permissions(std::os::unix::fs::PermissionsExt::from_mode(0o666));
+    let mut tmp = builder.tempfile_in(dir).map_err(io)?;
     fill(&mut tmp).map_err(io)?;
     // Writers that went by path wrote through another handle; sync_all reaches the same inode.
     tmp.as_file_mut().flush().map_err(io)?;
@@ -39,6 +45,17 @@ pub fn write(
 /// Writes `bytes` to `path` atomically.
 pub fn write_bytes(path: &Path, bytes: &[u8]) -> Result<()> {
     write(path, |f| f.write_all(bytes))
+}
+
+/// Writes `value` to `path` atomically as pretty JSON with a final newline (the reports of
+/// `bench --json`, `eval --json`, `gui --report`, and checkpoint side files).
+pub fn write_json(path: &Path, value: &impl serde::Serialize) -> Result<()> {
+    let mut text = serde_json::to_string_pretty(value).map_err(|e| Error::Parse {
+        file: path.to_path_buf(),
+        problem: format!("cannot be written as JSON: {e}"),
+    })?;
+    text.push('\n');
+    write_bytes(path, text.as_bytes())
 }
 
 /// The folder a file lives in (`.` for a bare name).
@@ -87,6 +104,20 @@ mod tests {
         assert_eq!(std::fs::read(&p).unwrap(), b"second");
         // No temporary file is left behind.
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn permissions_as_a_plain_create_gives() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let plain = dir.path().join("plain");
+        std::fs::File::create(&plain).unwrap();
+        let p = dir.path().join("atomic");
+        write_json(&p, &serde_json::json!({"a": 1})).unwrap();
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&p), mode(&plain));
+        assert_eq!(std::fs::read_to_string(&p).unwrap(), "{\n  \"a\": 1\n}\n");
     }
 
     #[test]

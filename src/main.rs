@@ -20,7 +20,7 @@ fn main() {
         Command::Models(a) => cli::models::run(&a),
         Command::Download(a) => cli::download::run(&a),
         Command::Bench(a) => cli::bench::run(&a),
-        Command::MakeRandomCheckpoint(a) => cli::bench::make_random_checkpoint(&a),
+        Command::MakeRandomCheckpoint(a) => cli::random_checkpoint::run(&a),
         Command::Train(a) => cli::train::run(&a),
         Command::SelfTrain(a) => cli::self_train::run(&a),
     };

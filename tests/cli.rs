@@ -1,26 +1,15 @@
 //! The headless commands as a user runs them, on the embedded model and the fixtures.
 
+mod common;
+
 use std::path::Path;
-use std::process::Command;
 
 fn unmask(args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_unmask"))
-        .args(args)
-        .output()
-        .expect("running unmask");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into(),
-        String::from_utf8_lossy(&out.stderr).into(),
-    )
+    common::output(common::unmask().args(args))
 }
 
 fn fixture(name: &str) -> String {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures")
-        .join(name)
-        .display()
-        .to_string()
+    common::fixture(name).display().to_string()
 }
 
 #[test]
@@ -124,16 +113,7 @@ fn bad_input_fails_with_a_message_not_a_panic() {
 
 /// Runs unmask in `dir` (relative default paths resolve there).
 fn unmask_in(dir: &Path, args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_unmask"))
-        .current_dir(dir)
-        .args(args)
-        .output()
-        .expect("running unmask");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into(),
-        String::from_utf8_lossy(&out.stderr).into(),
-    )
+    common::output(common::unmask().current_dir(dir).args(args))
 }
 
 #[test]

@@ -1,14 +1,14 @@
 //! Hostile and absurd input through the built binary: every case ends with a clear error that
 //! names the problem (or quietly, for a closed pipe), never a panic, an abort or a hang.
 
+mod common;
+
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Output, Stdio};
 use std::time::{Duration, Instant};
 
-fn bin() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_unmask"))
-}
+use common::{fixture, unmask as bin};
 
 fn run(args: &[&str]) -> Output {
     bin().args(args).output().expect("running unmask")
@@ -37,12 +37,6 @@ fn fails_with(out: &Output, code: i32, needles: &[&str]) {
         assert!(err.contains(n), "expected `{n}` in: {err}");
     }
     assert!(!err.contains("panicked"), "{err}");
-}
-
-fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures")
-        .join(name)
 }
 
 /// A copy of the sdar fixture with `config.json` fields replaced.
@@ -212,21 +206,31 @@ fn make_trace(dir: &Path, gen: &str) -> PathBuf {
     t
 }
 
+/// Runs unmask with its stdout read for `bytes` bytes and then closed (`| head -c N`).
+fn reader_goes_away(args: &[&str], bytes: usize) -> Output {
+    let mut child = spawn(args);
+    let mut stdout = child.stdout.take().expect("stdout");
+    let mut first = vec![0u8; bytes];
+    stdout.read_exact(&mut first).expect("first bytes");
+    drop(stdout);
+    wait_bounded(child, Duration::from_secs(60))
+}
+
+/// Starts unmask with stdout and stderr piped.
+fn spawn(args: &[&str]) -> Child {
+    bin()
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn")
+}
+
 #[test]
 fn broken_pipes_end_quietly_and_a_full_disk_is_an_error() {
     let dir = tempfile::tempdir().expect("tempdir");
     let trace = make_trace(dir.path(), "256");
-    let mut child = bin()
-        .args(["replay", trace.to_str().expect("utf8")])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn");
-    let mut stdout = child.stdout.take().expect("stdout");
-    let mut first = [0u8; 16];
-    stdout.read_exact(&mut first).expect("first bytes");
-    drop(stdout);
-    let out = wait_bounded(child, Duration::from_secs(60));
+    let out = reader_goes_away(&["replay", trace.to_str().expect("utf8")], 16);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         out.status.success(),
@@ -235,24 +239,17 @@ fn broken_pipes_end_quietly_and_a_full_disk_is_an_error() {
     );
     assert!(err.is_empty(), "{err}");
 
-    let mut child = bin()
-        .args([
+    let out = reader_goes_away(
+        &[
             "generate",
             "--prompt",
             "def f(x):",
             "--gen-length",
             "64",
             "--no-stop",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn");
-    let mut stdout = child.stdout.take().expect("stdout");
-    let mut one = [0u8; 1];
-    stdout.read_exact(&mut one).expect("one byte");
-    drop(stdout);
-    let out = wait_bounded(child, Duration::from_secs(60));
+        ],
+        1,
+    );
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         out.status.success(),
@@ -282,23 +279,13 @@ fn fifos_devices_and_endless_lines_are_refused() {
     let c = std::ffi::CString::new(fifo.to_str().expect("utf8")).expect("cstring");
     // SAFETY: a valid NUL-terminated path.
     assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0, "mkfifo");
-    let child = bin()
-        .args(["replay", fifo.to_str().expect("utf8")])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn");
+    let child = spawn(&["replay", fifo.to_str().expect("utf8")]);
     fails_with(
         &wait_bounded(child, Duration::from_secs(30)),
         1,
         &["FIFO", "regular file"],
     );
-    let child = bin()
-        .args(["replay", "/dev/zero"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn");
+    let child = spawn(&["replay", "/dev/zero"]);
     fails_with(
         &wait_bounded(child, Duration::from_secs(30)),
         1,
@@ -312,12 +299,7 @@ fn fifos_devices_and_endless_lines_are_refused() {
     let c = std::ffi::CString::new(cfg.to_str().expect("utf8")).expect("cstring");
     // SAFETY: a valid NUL-terminated path.
     assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0, "mkfifo");
-    let child = bin()
-        .args(["inspect", "--model", model.to_str().expect("utf8")])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn");
+    let child = spawn(&["inspect", "--model", model.to_str().expect("utf8")]);
     fails_with(
         &wait_bounded(child, Duration::from_secs(30)),
         1,

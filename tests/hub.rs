@@ -2,6 +2,8 @@
 //! (HEAD/GET, ETag, X-Repo-Commit, Content-Length, Range). Nothing leaves 127.0.0.1, and no
 //! environment variable is touched: endpoint and cache are passed through `HubOptions`.
 
+mod common;
+
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
@@ -234,7 +236,7 @@ fn respond(s: &Shared, method: &str, path: &str, range: Option<&str>) -> (String
 }
 
 fn fixture() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/sdar")
+    common::fixture("sdar")
 }
 
 /// The fixture's checkpoint files (not its golden data), served as `test/sdar`.
@@ -556,19 +558,14 @@ fn timeouts_name_the_host_and_a_stalled_download_resumes() {
 /// Runs the built binary against the test server, with its own cache; every other hub variable
 /// is cleared so the user's token or cache never takes part.
 fn unmask_with_hub(endpoint: &str, cache: &Path, args: &[&str]) -> (bool, String, String) {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_unmask"))
-        .args(args)
-        .env("HF_ENDPOINT", endpoint)
-        .env("HF_HUB_CACHE", cache)
-        .env_remove("HF_HOME")
-        .env_remove("HF_TOKEN")
-        .env_remove("HF_HUB_OFFLINE")
-        .output()
-        .expect("running unmask");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into(),
-        String::from_utf8_lossy(&out.stderr).into(),
+    common::output(
+        common::unmask()
+            .args(args)
+            .env("HF_ENDPOINT", endpoint)
+            .env("HF_HUB_CACHE", cache)
+            .env_remove("HF_HOME")
+            .env_remove("HF_TOKEN")
+            .env_remove("HF_HUB_OFFLINE"),
     )
 }
 

@@ -19,6 +19,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 
+use super::table::Table;
 use crate::hub::Need;
 use crate::model::{self, DiffusionModel, KvCache, Mask};
 use crate::sampler::{SamplerParams, UnmaskRule};
@@ -295,8 +296,7 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<()> {
     }
     println!("{}", markdown(&report));
     if let Some(p) = &args.json {
-        std::fs::write(p, serde_json::to_string_pretty(&report)?)
-            .with_context(|| p.display().to_string())?;
+        crate::atomic::write_json(p, &report)?;
     }
     Ok(())
 }
@@ -555,46 +555,62 @@ pub fn repair(
 pub fn markdown(r: &EvalReport) -> String {
     let mut s = String::new();
     if !r.masked.is_empty() {
-        s += "| mask ratio | accuracy | NLL | tokens |\n|---|---|---|---|\n";
+        let mut t = Table::new(["mask ratio", "accuracy", "NLL", "tokens"]);
         for x in &r.masked {
-            s += &format!(
-                "| {} | {:.3} | {:.3} | {} |\n",
-                x.ratio, x.accuracy, x.nll, x.tokens
-            );
+            t.row([
+                x.ratio.to_string(),
+                format!("{:.3}", x.accuracy),
+                format!("{:.3}", x.nll),
+                x.tokens.to_string(),
+            ]);
         }
+        s += &t.render();
         s += "\n";
     }
     if !r.settings.is_empty() {
-        s += "| prompts | setting | heal | valid | tokens/s | tokens/forward | forwards |\n|---|---|---|---|---|---|---|\n";
+        let mut t = Table::new([
+            "prompts",
+            "setting",
+            "heal",
+            "valid",
+            "tokens/s",
+            "tokens/forward",
+            "forwards",
+        ]);
         for x in &r.settings {
-            s += &format!(
-                "| {} | {} | {} | {}/{} ({:.0}%) | {:.1} | {:.2} | {} |\n",
-                x.form,
-                x.name,
-                if x.heal { "on" } else { "off" },
-                x.valid,
-                x.total,
-                x.validity * 100.0,
-                x.tokens_per_second,
-                x.tokens_per_forward,
-                x.forwards
-            );
+            t.row([
+                x.form.clone(),
+                x.name.clone(),
+                if x.heal { "on" } else { "off" }.to_string(),
+                format!("{}/{} ({:.0}%)", x.valid, x.total, x.validity * 100.0),
+                format!("{:.1}", x.tokens_per_second),
+                format!("{:.2}", x.tokens_per_forward),
+                x.forwards.to_string(),
+            ]);
         }
+        s += &t.render();
         s += "\n";
     }
     if !r.repair.is_empty() {
-        s += "| model | snippets | edits | distance before | distance after | fully repaired |\n|---|---|---|---|---|---|\n";
+        let mut t = Table::new([
+            "model",
+            "snippets",
+            "edits",
+            "distance before",
+            "distance after",
+            "fully repaired",
+        ]);
         for x in &r.repair {
-            s += &format!(
-                "| {} | {} | {} | {:.2} | {:.2} | {} |\n",
-                x.model,
-                x.snippets,
-                x.budget,
-                x.distance_before,
-                x.distance_after,
-                x.fully_repaired
-            );
+            t.row([
+                x.model.clone(),
+                x.snippets.to_string(),
+                x.budget.to_string(),
+                format!("{:.2}", x.distance_before),
+                format!("{:.2}", x.distance_after),
+                x.fully_repaired.to_string(),
+            ]);
         }
+        s += &t.render();
     }
     s
 }

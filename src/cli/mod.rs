@@ -7,8 +7,10 @@ pub mod forward;
 pub mod generate;
 pub mod models;
 pub mod out;
+pub mod random_checkpoint;
 pub mod self_train;
 pub mod signals;
+pub mod table;
 pub mod train;
 
 use clap::{Args, Parser, Subcommand};
@@ -47,7 +49,7 @@ pub enum Command {
     /// Measure decoding speed under several sampler settings; markdown table, optional JSON.
     Bench(bench::BenchArgs),
     /// Write random weights with a published model's shapes (for benchmarks without downloads).
-    MakeRandomCheckpoint(bench::MakeRandomArgs),
+    MakeRandomCheckpoint(random_checkpoint::MakeRandomArgs),
     /// Train (or resume) the block-diffusion model in candle on the CPU.
     Train(train::TrainArgs),
     /// Fine-tune a checkpoint on its own decoding: constrained-order training or on-policy

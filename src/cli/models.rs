@@ -2,6 +2,7 @@
 
 use clap::Args;
 
+use super::table::Table;
 use crate::presets::{self, gib};
 
 #[derive(Args, Debug)]
@@ -41,29 +42,50 @@ pub fn run(args: &ModelsArgs) -> anyhow::Result<()> {
 
 /// The preset list as a markdown table (also used for docs/models.md).
 pub fn table() -> String {
-    let mut s = String::from(
-        "| key | hub id | family | params | f32 | bf16 | chat | recommended sampler |\n|---|---|---|---|---|---|---|---|\n",
-    );
+    let mut t = Table::new([
+        "key",
+        "hub id",
+        "family",
+        "params",
+        "f32",
+        "bf16",
+        "chat",
+        "recommended sampler",
+    ]);
     for p in presets::all() {
         let sp = p.sampler();
-        s.push_str(&format!(
-            "| {} | {} | {:?} | {:.2} B | {} | {} | {} | gen {} · block {} · {} steps · {}{} · T {}{}{} |\n",
-            p.key,
-            p.hub_id,
-            p.family,
-            p.parameters() as f64 / 1e9,
+        t.row([
+            p.key.to_string(),
+            p.hub_id.to_string(),
+            format!("{:?}", p.family),
+            format!("{:.2} B", p.parameters() as f64 / 1e9),
             gib(p.weight_bytes(4)),
             gib(p.weight_bytes(2)),
-            if p.chat { "yes" } else { "no" },
-            sp.gen_length,
-            sp.block_size,
-            sp.steps,
-            sp.rule.name(),
-            if sp.rule == crate::sampler::UnmaskRule::Threshold { format!(" {}", sp.threshold) } else { String::new() },
-            sp.temperature,
-            if sp.top_p < 1.0 { format!(" · top-p {}", sp.top_p) } else { String::new() },
-            if sp.top_k > 0 { format!(" · top-k {}", sp.top_k) } else { String::new() },
-        ));
+            if p.chat { "yes" } else { "no" }.to_string(),
+            format!(
+                "gen {} · block {} · {} steps · {}{} · T {}{}{}",
+                sp.gen_length,
+                sp.block_size,
+                sp.steps,
+                sp.rule.name(),
+                if sp.rule == crate::sampler::UnmaskRule::Threshold {
+                    format!(" {}", sp.threshold)
+                } else {
+                    String::new()
+                },
+                sp.temperature,
+                if sp.top_p < 1.0 {
+                    format!(" · top-p {}", sp.top_p)
+                } else {
+                    String::new()
+                },
+                if sp.top_k > 0 {
+                    format!(" · top-k {}", sp.top_k)
+                } else {
+                    String::new()
+                },
+            ),
+        ]);
     }
-    s
+    t.render()
 }

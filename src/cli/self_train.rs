@@ -191,7 +191,7 @@ pub fn run(a: &SelfTrainArgs) -> anyhow::Result<()> {
         s += &serde_json::to_string(t)?;
         s.push('\n');
     }
-    std::fs::write(&f, s).with_context(|| format!("{}", f.display()))?;
+    crate::atomic::write_bytes(&f, s.as_bytes())?;
     eprintln!("{} trajectories in {}", keep.len(), f.display());
     if a.steps > 0 {
         let o = FinetuneOptions {

@@ -142,7 +142,5 @@ impl FrameStats {
 }
 
 pub fn write(report: &Report, path: &Path) -> Result<(), String> {
-    let text = serde_json::to_string_pretty(report).map_err(|e| e.to_string())?;
-    std::fs::write(path, text + "\n")
-        .map_err(|e| format!("could not write the report {}: {e}", path.display()))
+    crate::atomic::write_json(path, report).map_err(|e| format!("could not write the report: {e}"))
 }

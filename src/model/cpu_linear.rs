@@ -45,55 +45,87 @@ impl CustomOp2 for SplitMatmul {
         } else {
             l2.shape().dims2()?
         };
-        // Strides of the weight as the `[k, n]` right-hand side, and where output c starts.
-        let (w_cs, w_rs, w_col) = if self.transposed {
-            (k as isize, 1isize, k)
-        } else {
-            (1isize, n as isize, 1)
-        };
         if k != k2 || !l1.is_contiguous() || !l2.is_contiguous() {
             candle_core::bail!("split-matmul: shapes {:?} {:?}", l1.shape(), l2.shape())
         }
         let x = &x[l1.start_offset()..l1.start_offset() + m * k];
         let w = &w[l2.start_offset()..l2.start_offset() + k * n];
         let mut dst = vec![0f32; m * n];
-        let threads = rayon::current_num_threads().max(1);
-        // Column chunks in multiples of 16 (two AVX registers), at least 64 wide.
-        let chunk = n.div_ceil(threads).next_multiple_of(16).max(64);
-        let ptr = SendPtr(dst.as_mut_ptr());
-        let ptr = &ptr;
-        rayon::scope(|s| {
-            for c0 in (0..n).step_by(chunk) {
-                let cols = chunk.min(n - c0);
-                s.spawn(move |_| {
-                    // SAFETY: `x`, `w` and `dst` outlive the scope; columns c0..c0+cols of every
-                    // row of `dst` belong to this task alone; strides describe row-major arrays.
-                    unsafe {
-                        gemm::gemm(
-                            m,
-                            cols,
-                            k,
-                            ptr.0.add(c0),
-                            1,
-                            n as isize,
-                            false,
-                            x.as_ptr(),
-                            1,
-                            k as isize,
-                            w.as_ptr().add(c0 * w_col),
-                            w_cs,
-                            w_rs,
-                            0.0f32,
-                            1.0f32,
-                            false,
-                            false,
-                            false,
-                            gemm::Parallelism::None,
-                        )
-                    }
-                });
-            }
-        });
+        matmul_into(x, m, k, w, n, self.transposed, &mut dst);
         Ok((CpuStorage::F32(dst), Shape::from((m, n))))
     }
+}
+
+/// `dst [m, n] = x [m, k] · w`, with `w` stored `[k, n]` or (`transposed`) `[n, k]`; the output
+/// columns are split across the current rayon pool (the caller's, when called inside
+/// `ThreadPool::install`), each part one single-threaded `gemm` call.
+pub fn matmul_into(
+    x: &[f32],
+    m: usize,
+    k: usize,
+    w: &[f32],
+    n: usize,
+    transposed: bool,
+    dst: &mut [f32],
+) {
+    assert!(
+        x.len() >= m * k && w.len() >= k * n && dst.len() >= m * n,
+        "matmul_into: short slices"
+    );
+    if m == 0 || n == 0 {
+        return;
+    }
+    // Strides of the weight as the `[k, n]` right-hand side, and where output c starts.
+    let (w_cs, w_rs, w_col) = if transposed {
+        (k as isize, 1isize, k)
+    } else {
+        (1isize, n as isize, 1)
+    };
+    let threads = rayon::current_num_threads().max(1);
+    // Column chunks in multiples of 16 (two AVX registers), at least 64 wide.
+    let chunk = n.div_ceil(threads).next_multiple_of(16).max(64);
+    let ptr = SendPtr(dst.as_mut_ptr());
+    let ptr = &ptr;
+    let part = move |c0: usize| {
+        let cols = chunk.min(n - c0);
+        // SAFETY: `x`, `w` and `dst` outlive the call (checked lengths above); columns
+        // c0..c0+cols of every row of `dst` belong to this part alone; strides describe the
+        // row-major arrays.
+        unsafe {
+            gemm::gemm(
+                m,
+                cols,
+                k,
+                ptr.0.add(c0),
+                1,
+                n as isize,
+                false,
+                x.as_ptr(),
+                1,
+                k as isize,
+                w.as_ptr().add(c0 * w_col),
+                w_cs,
+                w_rs,
+                0.0f32,
+                1.0f32,
+                false,
+                false,
+                false,
+                gemm::Parallelism::None,
+            )
+        }
+    };
+    if chunk >= n {
+        part(0);
+        return;
+    }
+    rayon::scope(|s| {
+        let mut starts = (0..n).step_by(chunk);
+        let first = starts.next().expect("n > 0");
+        for c0 in starts {
+            s.spawn(move |_| part(c0));
+        }
+        // The calling thread takes a part itself instead of only waiting.
+        part(first);
+    });
 }

@@ -3,6 +3,8 @@
 pub mod config;
 pub mod cpu_linear;
 pub mod device;
+pub mod host;
+pub mod rows_kernel;
 pub mod tokens;
 pub mod transformer;
 pub mod weights;
@@ -14,7 +16,7 @@ use sha2::{Digest, Sha256};
 use tokenizers::Tokenizer;
 
 pub use config::{Attention, Family, ModelConfig};
-pub use transformer::{KvCache, Mask, Transformer};
+pub use transformer::{CpuKernels, KvCache, Mask, Transformer};
 
 use crate::error::{Error, Result};
 use tokens::{Resolved, SideFiles};
@@ -302,8 +304,18 @@ pub struct DiffusionModel {
 impl DiffusionModel {
     /// Loads a checkpoint folder as published on the Hugging Face hub.
     pub fn load(folder: &Path, dtype: DType, device: &Device) -> Result<Self> {
+        Self::load_with(folder, dtype, device, CpuKernels::from_env())
+    }
+
+    /// Like [`load`](Self::load), with the forward kernels for f32 on the CPU chosen by the caller.
+    pub fn load_with(
+        folder: &Path,
+        dtype: DType,
+        device: &Device,
+        cpu: CpuKernels,
+    ) -> Result<Self> {
         let (info, tok) = ModelInfo::inspect(folder)?;
-        Self::from_inspected(info, tok, dtype, device)
+        Self::from_inspected_with(info, tok, dtype, device, cpu)
     }
 
     /// Loads a checkpoint with `dtype` given by name (`auto` picks from the device and the
@@ -322,6 +334,16 @@ impl DiffusionModel {
         dtype: DType,
         device: &Device,
     ) -> Result<Self> {
+        Self::from_inspected_with(info, tok, dtype, device, CpuKernels::from_env())
+    }
+
+    fn from_inspected_with(
+        info: ModelInfo,
+        tok: Option<Tokenizer>,
+        dtype: DType,
+        device: &Device,
+        cpu: CpuKernels,
+    ) -> Result<Self> {
         let folder = info.folder.clone();
         let folder = folder.as_path();
         let tokenizer = tok.ok_or_else(|| Error::Tokenizer {
@@ -329,7 +351,7 @@ impl DiffusionModel {
             problem: "missing".into(),
         })?;
         let w = weights::Weights::open(folder)?;
-        let net = Transformer::new(info.config.clone(), &w, dtype, device)?;
+        let net = Transformer::new_with(info.config.clone(), &w, dtype, device, cpu)?;
         Ok(DiffusionModel {
             info,
             net,

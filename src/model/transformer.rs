@@ -11,6 +11,8 @@ use candle_core::{DType, Device, Tensor};
 
 use super::config::{Family, ModelConfig};
 use super::cpu_linear::{SplitMatmul, MAX_ROWS};
+use super::host::{Dims, HostKv, HostLayer, HostNet};
+use super::rows_kernel::Mat;
 use super::weights::Weights;
 use crate::error::{Error, Result};
 use crate::profile::{self, Phase};
@@ -127,6 +129,40 @@ struct Layer {
 /// A loaded diffusion language model.
 pub struct Transformer {
     pub cfg: ModelConfig,
+    kernels: Kernels,
+    device: Device,
+    dtype: DType,
+}
+
+/// Which implementation runs the forward: candle's tensors (any device and dtype), or, for f32 on
+/// the CPU, the slice kernels of [`super::host`].
+enum Kernels {
+    Candle(CandleParts),
+    Host(HostNet),
+}
+
+/// Which forward f32 CPU models use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CpuKernels {
+    /// The slice kernels of `model::host` (the default).
+    Host,
+    /// candle's tensor operations, as on the GPU: kept to check the two against each other and
+    /// for `UNMASK_CPU_KERNELS=candle` comparisons.
+    Candle,
+}
+
+impl CpuKernels {
+    /// `UNMASK_CPU_KERNELS=candle` selects candle; anything else (or unset) the host kernels.
+    pub fn from_env() -> Self {
+        match std::env::var("UNMASK_CPU_KERNELS").as_deref() {
+            Ok("candle") => CpuKernels::Candle,
+            _ => CpuKernels::Host,
+        }
+    }
+}
+
+/// The candle implementation's weights and caches.
+struct CandleParts {
     /// `[embedding rows, hidden]`.
     embed: Tensor,
     layers: Vec<Layer>,
@@ -141,8 +177,6 @@ pub struct Transformer {
     /// The last attention mask, reused while the block layout and chunk stay the same (every
     /// step of a block asks for the same one).
     mask_cache: Mutex<Option<(MaskKey, Option<Tensor>)>>,
-    device: Device,
-    dtype: DType,
 }
 
 #[derive(PartialEq)]
@@ -158,6 +192,8 @@ struct MaskKey {
 #[derive(Default)]
 pub struct KvCache {
     layers: Vec<(Tensor, Tensor)>,
+    /// The host kernels' keys and values (position-major, grown on demand).
+    host: Vec<HostKv>,
     len: usize,
     capacity: usize,
 }
@@ -189,6 +225,7 @@ impl Clone for KvCache {
                 .iter()
                 .map(|(k, v)| (copy(k), copy(v)))
                 .collect(),
+            host: self.host.clone(),
             len: self.len,
             capacity: self.capacity,
         }
@@ -212,7 +249,163 @@ fn rms_norm(x: &Tensor, w: &Tensor, eps: f64) -> candle_core::Result<Tensor> {
 
 impl Transformer {
     /// Builds the model from checked weights; any missing or mis-shaped tensor is reported by name.
+    /// Builds the model; f32 on the CPU uses the kernels `UNMASK_CPU_KERNELS` names (host by
+    /// default).
     pub fn new(cfg: ModelConfig, w: &Weights, dtype: DType, device: &Device) -> Result<Self> {
+        Self::new_with(cfg, w, dtype, device, CpuKernels::from_env())
+    }
+
+    /// Like [`new`](Self::new) with the CPU kernels chosen by the caller.
+    pub fn new_with(
+        cfg: ModelConfig,
+        w: &Weights,
+        dtype: DType,
+        device: &Device,
+        cpu: CpuKernels,
+    ) -> Result<Self> {
+        let kernels = if device.is_cpu() && dtype == DType::F32 && cpu == CpuKernels::Host {
+            Kernels::Host(host_net(&cfg, w)?)
+        } else {
+            Kernels::Candle(candle_parts(&cfg, w, dtype, device)?)
+        };
+        Ok(Transformer {
+            cfg,
+            kernels,
+            device: device.clone(),
+            dtype,
+        })
+    }
+
+    /// Which kernels run this model's forward.
+    pub fn kernels(&self) -> CpuKernels {
+        match self.kernels {
+            Kernels::Host(_) => CpuKernels::Host,
+            Kernels::Candle(_) => CpuKernels::Candle,
+        }
+    }
+
+    fn candle(&self) -> Result<&CandleParts> {
+        match &self.kernels {
+            Kernels::Candle(c) => Ok(c),
+            Kernels::Host(_) => Err(Error::Invalid(
+                "internal: candle forward asked of a host-kernel model".into(),
+            )),
+        }
+    }
+}
+
+/// Rotary inverse frequencies of `cfg`.
+fn inv_freq(cfg: &ModelConfig) -> Vec<f32> {
+    let half = cfg.head_dim / 2;
+    (0..half)
+        .map(|j| (1.0 / cfg.rope_theta.powf(2.0 * j as f64 / cfg.head_dim as f64)) as f32)
+        .collect()
+}
+
+/// The host kernels' weights: every tensor checked and converted to f32, q/k/v and gate/up
+/// stacked so that each layer runs four products.
+fn host_net(cfg: &ModelConfig, w: &Weights) -> Result<HostNet> {
+    let n = names(cfg.family);
+    let (h, hd) = (cfg.hidden_size, cfg.head_dim);
+    let qd = cfg.num_heads * hd;
+    let kvd = cfg.num_kv_heads * hd;
+    let i_sz = cfg.intermediate_size;
+    let get = |name: &str, shape: &[usize]| -> Result<Vec<f32>> {
+        Ok(w.get(name, shape, DType::F32, &Device::Cpu)?
+            .flatten_all()?
+            .to_vec1::<f32>()?)
+    };
+    let stack = |parts: &[Vec<f32>]| parts.concat();
+    // Matrices stay in the half precision they are stored in (widening is exact); parts stored
+    // in different precisions are stacked in f32.
+    let mat = |parts: &[(String, usize, usize)]| -> Result<Mat> {
+        use safetensors::Dtype as S;
+        let all = |d: S| {
+            parts
+                .iter()
+                .all(|(name, _, _)| w.stored_dtype(name) == Some(d))
+        };
+        let load = |dtype: DType| -> Result<Tensor> {
+            let ts = parts
+                .iter()
+                .map(|(name, out, inp)| {
+                    Ok(w.get(name, &[*out, *inp], dtype, &Device::Cpu)?
+                        .flatten_all()?)
+                })
+                .collect::<Result<Vec<_>>>()?;
+            Ok(Tensor::cat(&ts, 0)?)
+        };
+        Ok(if all(S::F16) {
+            Mat::F16(load(DType::F16)?.to_vec1()?)
+        } else if all(S::BF16) {
+            Mat::Bf16(load(DType::BF16)?.to_vec1()?)
+        } else {
+            Mat::F32(load(DType::F32)?.to_vec1()?)
+        })
+    };
+    let embed = mat(&[(n.embed.to_string(), cfg.embedding_size, h)])?;
+    let tied = cfg.tie_word_embeddings && !w.contains(n.lm_head);
+    let mut layers = Vec::with_capacity(cfg.num_layers);
+    for i in 0..cfg.num_layers {
+        let l = |part: &str| (n.layer)(i, part);
+        let weight = |part: &str, out: usize, inp: usize| (format!("{}.weight", l(part)), out, inp);
+        let norm = |part: &str, size: usize| get(&format!("{}.weight", l(part)), &[size]);
+        let qkv_bias = if cfg.qkv_bias {
+            Some(stack(&[
+                get(&format!("{}.bias", l("q")), &[qd])?,
+                get(&format!("{}.bias", l("k")), &[kvd])?,
+                get(&format!("{}.bias", l("v")), &[kvd])?,
+            ]))
+        } else {
+            None
+        };
+        layers.push(HostLayer {
+            attn_norm: norm("attn_norm", h)?,
+            qkv: mat(&[weight("q", qd, h), weight("k", kvd, h), weight("v", kvd, h)])?,
+            qkv_bias,
+            o: mat(&[weight("o", h, qd)])?,
+            q_norm: if cfg.qk_norm {
+                Some(norm("q_norm", hd)?)
+            } else {
+                None
+            },
+            k_norm: if cfg.qk_norm {
+                Some(norm("k_norm", hd)?)
+            } else {
+                None
+            },
+            mlp_norm: norm("mlp_norm", h)?,
+            gate_up: mat(&[weight("gate", i_sz, h), weight("up", i_sz, h)])?,
+            down: mat(&[weight("down", h, i_sz)])?,
+        });
+    }
+    let final_norm = get(n.final_norm, &[h])?;
+    let lm_head = if tied {
+        None
+    } else {
+        Some(mat(&[(n.lm_head.to_string(), cfg.embedding_size, h)])?)
+    };
+    let dims = Dims {
+        hidden: h,
+        heads: cfg.num_heads,
+        kv_heads: cfg.num_kv_heads,
+        head_dim: hd,
+        inter: i_sz,
+        vocab: cfg.embedding_size,
+        eps: cfg.rms_norm_eps as f32,
+    };
+    HostNet::new(dims, embed, lm_head, final_norm, inv_freq(cfg), layers)
+        .map_err(|e| Error::Invalid(format!("starting the forward thread pool: {e}")))
+}
+
+/// The candle implementation's weights, on `device` in `dtype`.
+fn candle_parts(
+    cfg: &ModelConfig,
+    w: &Weights,
+    dtype: DType,
+    device: &Device,
+) -> Result<CandleParts> {
+    {
         let n = names(cfg.family);
         let h = cfg.hidden_size;
         let qd = cfg.num_heads * cfg.head_dim;
@@ -262,24 +455,19 @@ impl Transformer {
         } else {
             get(n.lm_head, &[cfg.embedding_size, h])?
         };
-        let half = cfg.head_dim / 2;
-        let inv_freq = (0..half)
-            .map(|j| (1.0 / cfg.rope_theta.powf(2.0 * j as f64 / cfg.head_dim as f64)) as f32)
-            .collect();
-        Ok(Transformer {
-            cfg,
+        Ok(CandleParts {
             embed,
             layers,
             final_norm,
             lm_head,
-            inv_freq,
+            inv_freq: inv_freq(cfg),
             rope_cache: Mutex::new(None),
             mask_cache: Mutex::new(None),
-            device: device.clone(),
-            dtype,
         })
     }
+}
 
+impl Transformer {
     pub fn device(&self) -> &Device {
         &self.device
     }
@@ -307,12 +495,8 @@ impl Transformer {
                 ids.len()
             )));
         }
-        let x = self.forward_hidden(ids, start, cache, append, mask)?;
-        let t = Instant::now();
-        let x = x.narrow(0, rows.start, rows.end - rows.start)?;
-        let logits = self.head(&x)?;
-        self.mark(Phase::Head, t)?;
-        Ok(logits)
+        let rows: Vec<usize> = rows.collect();
+        self.forward_rows(ids, start, cache, append, mask, &rows)
     }
 
     /// Like [`forward`](Self::forward), with logits only for the chunk-relative `rows` in the
@@ -333,6 +517,16 @@ impl Transformer {
                 ids.len()
             )));
         }
+        self.check(ids, start, cache, append, mask)?;
+        if let Kernels::Host(net) = &self.kernels {
+            let logits = net.forward(ids, start, &mut cache.host, mask, rows);
+            cache.len += append;
+            return Ok(Tensor::from_vec(
+                logits,
+                (rows.len(), self.cfg.embedding_size),
+                &Device::Cpu,
+            )?);
+        }
         let x = self.forward_hidden(ids, start, cache, append, mask)?;
         let t = Instant::now();
         let contiguous_run = rows.windows(2).all(|w| w[1] == w[0] + 1);
@@ -349,12 +543,13 @@ impl Transformer {
 
     /// Final norm and LM head: f32 logits `[rows, vocab]`.
     fn head(&self, x: &Tensor) -> Result<Tensor> {
-        let x = rms_norm(x, &self.final_norm, self.cfg.rms_norm_eps)?;
+        let c = self.candle()?;
+        let x = rms_norm(x, &c.final_norm, self.cfg.rms_norm_eps)?;
         let rows = x.dim(0)?;
         let logits = if x.device().is_cpu() && x.dtype() == DType::F32 && rows <= MAX_ROWS {
-            x.apply_op2_no_bwd(&self.lm_head, &SplitMatmul { transposed: true })?
+            x.apply_op2_no_bwd(&c.lm_head, &SplitMatmul { transposed: true })?
         } else {
-            x.matmul(&self.lm_head.t()?)?
+            x.matmul(&c.lm_head.t()?)?
         };
         Ok(logits.to_dtype(DType::F32)?)
     }
@@ -368,16 +563,15 @@ impl Transformer {
         Ok(())
     }
 
-    /// Embedding and decoder layers: hidden states `[ids.len(), hidden]` before the final norm.
-    fn forward_hidden(
+    /// What every forward requires of its arguments, whichever kernels run it.
+    fn check(
         &self,
         ids: &[u32],
         start: usize,
-        cache: &mut KvCache,
+        cache: &KvCache,
         append: usize,
         mask: Mask<'_>,
-    ) -> Result<Tensor> {
-        let t_start = Instant::now();
+    ) -> Result<()> {
         let n = ids.len();
         if cache.len != start {
             return Err(Error::Invalid(format!(
@@ -403,9 +597,33 @@ impl Transformer {
                 self.cfg.embedding_size
             )));
         }
+        if let Mask::BlockCausal(block_of) = mask {
+            if block_of.len() < start + n {
+                return Err(Error::Invalid(format!(
+                    "block map covers {} positions, chunk ends at {}",
+                    block_of.len(),
+                    start + n
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Embedding and decoder layers: hidden states `[ids.len(), hidden]` before the final norm.
+    fn forward_hidden(
+        &self,
+        ids: &[u32],
+        start: usize,
+        cache: &mut KvCache,
+        append: usize,
+        mask: Mask<'_>,
+    ) -> Result<Tensor> {
+        let t_start = Instant::now();
+        let n = ids.len();
+        let c = self.candle()?;
         let cfg = &self.cfg;
         let ids_t = Tensor::new(ids, &self.device)?;
-        let mut x = self.embed.index_select(&ids_t, 0)?; // [n, h]
+        let mut x = c.embed.index_select(&ids_t, 0)?; // [n, h]
         let (cos, sin) = self.rope_tables(start, n)?;
         let mask_t = self.mask_tensor(start, n, mask)?;
         let (heads, kv_heads, hd) = (cfg.num_heads, cfg.num_kv_heads, cfg.head_dim);
@@ -419,7 +637,7 @@ impl Transformer {
         if use_buffers {
             cache.reserve(self, total)?;
         }
-        for (li, layer) in self.layers.iter().enumerate() {
+        for (li, layer) in c.layers.iter().enumerate() {
             let h = rms_norm(&x, &layer.attn_norm, cfg.rms_norm_eps)?;
             let q = layer.q.forward(&h)?.reshape((1, n, heads, hd))?;
             let k = layer.k.forward(&h)?.reshape((1, n, kv_heads, hd))?;
@@ -482,7 +700,8 @@ impl Transformer {
     /// cos/sin `[n, head_dim / 2]` of positions `start..start+n`, views into a table built once.
     fn rope_tables(&self, start: usize, n: usize) -> Result<(Tensor, Tensor)> {
         let need = start + n;
-        let mut guard = self
+        let c = self.candle()?;
+        let mut guard = c
             .rope_cache
             .lock()
             .map_err(|_| Error::Invalid("rope table lock poisoned".into()))?;
@@ -497,10 +716,10 @@ impl Transformer {
                 .next_power_of_two()
                 .max(256)
                 .min(self.cfg.max_position_embeddings.max(need));
-            let half = self.inv_freq.len();
+            let half = c.inv_freq.len();
             let mut angles = Vec::with_capacity(len * half);
             for p in 0..len {
-                for &f in &self.inv_freq {
+                for &f in &c.inv_freq {
                     angles.push(p as f32 * f);
                 }
             }
@@ -532,6 +751,7 @@ impl Transformer {
             blocks: block_of[..total].to_vec(),
         };
         let mut guard = self
+            .candle()?
             .mask_cache
             .lock()
             .map_err(|_| Error::Invalid("mask cache lock poisoned".into()))?;
@@ -564,7 +784,7 @@ impl Transformer {
 impl KvCache {
     /// Makes every layer's buffers hold at least `needed` positions, keeping the cached ones.
     fn reserve(&mut self, net: &Transformer, needed: usize) -> Result<()> {
-        if self.capacity >= needed && self.layers.len() == net.layers.len() {
+        if self.capacity >= needed && self.layers.len() == net.cfg.num_layers {
             return Ok(());
         }
         let cap = needed
@@ -572,8 +792,8 @@ impl KvCache {
             .max(64)
             .min(net.cfg.max_position_embeddings.max(needed));
         let shape = (net.cfg.num_kv_heads, cap, net.cfg.head_dim);
-        let mut layers = Vec::with_capacity(net.layers.len());
-        for li in 0..net.layers.len() {
+        let mut layers = Vec::with_capacity(net.cfg.num_layers);
+        for li in 0..net.cfg.num_layers {
             let kb = Tensor::zeros(shape, net.dtype, &net.device)?;
             let vb = Tensor::zeros(shape, net.dtype, &net.device)?;
             if self.len > 0 {

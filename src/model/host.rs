@@ -1,0 +1,492 @@
+//! The decoder forward for f32 on the CPU, on plain slices: the same arithmetic as the candle
+//! path in `transformer.rs` (RMSNorm, GQA attention with rotary positions, SwiGLU), without a
+//! tensor library between the operations.
+//!
+//! Why it exists: a small model's forward is a few hundred tiny operations. Through candle each
+//! one allocates its output, some copy strided views (the key/value cache was copied per layer per
+//! forward to make it contiguous), and each matrix product hands work to the thread pool and waits
+//! for it from outside. Profiled on the embedded model, that overhead was two thirds of an
+//! autoregressive forward. Here one forward is one `install` on a private pool: the products split
+//! their columns across its threads (`cpu_linear::matmul_into`), attention reads the cache in place
+//! through `gemm`'s strides, and the buffers are reused from forward to forward.
+//!
+//! The last layer computes attention output and MLP only for the rows whose logits are asked for:
+//! the other rows' keys and values (all a later position needs) come from its first half.
+
+use std::sync::Mutex;
+
+use std::time::Instant;
+
+use super::rows_kernel::{matmul_rows, Mat};
+use super::transformer::Mask;
+use crate::profile::{self, Phase};
+
+/// One decoder layer's weights, each matrix in the checkpoint's `[out, in]` layout.
+pub(super) struct HostLayer {
+    pub attn_norm: Vec<f32>,
+    /// q, k and v stacked: `[q_dim + 2·kv_dim, hidden]`.
+    pub qkv: Mat,
+    pub qkv_bias: Option<Vec<f32>>,
+    pub o: Mat,
+    pub q_norm: Option<Vec<f32>>,
+    pub k_norm: Option<Vec<f32>>,
+    pub mlp_norm: Vec<f32>,
+    /// gate and up stacked: `[2·intermediate, hidden]`.
+    pub gate_up: Mat,
+    pub down: Mat,
+}
+
+/// Shapes of the network.
+#[derive(Clone, Copy)]
+pub(super) struct Dims {
+    pub hidden: usize,
+    pub heads: usize,
+    pub kv_heads: usize,
+    pub head_dim: usize,
+    pub inter: usize,
+    pub vocab: usize,
+    pub eps: f32,
+}
+
+/// Keys and values of one layer for positions `0..`, position-major: `[position, kv_head, dim]`.
+#[derive(Clone, Default)]
+pub struct HostKv {
+    k: Vec<f32>,
+    v: Vec<f32>,
+}
+
+pub(super) struct HostNet {
+    pub dims: Dims,
+    pub embed: Mat,
+    /// `None`: tied to the embedding.
+    pub lm_head: Option<Mat>,
+    pub final_norm: Vec<f32>,
+    pub inv_freq: Vec<f32>,
+    pub layers: Vec<HostLayer>,
+    pool: rayon::ThreadPool,
+    scratch: Mutex<Scratch>,
+}
+
+/// Buffers reused across forwards (allocating them per forward made the kernel zero fresh pages).
+#[derive(Default)]
+struct Scratch {
+    x: Vec<f32>,
+    normed: Vec<f32>,
+    qkv: Vec<f32>,
+    q: Vec<f32>,
+    attn: Vec<f32>,
+    proj: Vec<f32>,
+    gate_up: Vec<f32>,
+    act: Vec<f32>,
+    cos: Vec<f32>,
+    sin: Vec<f32>,
+    scores: Vec<f32>,
+}
+
+/// A pointer that parallel parts write through, each to its own disjoint region.
+struct SendPtr(*mut f32);
+// SAFETY: users write disjoint regions only (see each use).
+unsafe impl Send for SendPtr {}
+unsafe impl Sync for SendPtr {}
+
+fn grow(v: &mut Vec<f32>, len: usize) -> &mut [f32] {
+    if v.len() < len {
+        v.resize(len, 0.0);
+    }
+    &mut v[..len]
+}
+
+/// RMSNorm of each `w.len()`-wide row of `x` into `out` (the references' f32 math).
+fn rms_norm_rows(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
+    let d = w.len();
+    for (row, o) in x.chunks_exact(d).zip(out.chunks_exact_mut(d)) {
+        let sum2: f32 = row.iter().map(|v| v * v).sum();
+        let m = (sum2 / d as f32 + eps).sqrt();
+        for ((o, &v), &g) in o.iter_mut().zip(row).zip(w) {
+            *o = v / m * g;
+        }
+    }
+}
+
+fn rms_norm_in_place(x: &mut [f32], w: &[f32], eps: f32) {
+    let sum2: f32 = x.iter().map(|v| v * v).sum();
+    let m = (sum2 / x.len() as f32 + eps).sqrt();
+    x.iter_mut().zip(w).for_each(|(v, &g)| *v = *v / m * g);
+}
+
+/// Rotary embedding of one head vector at the angles' cos/sin (rotate-half layout).
+fn rope(x: &mut [f32], cos: &[f32], sin: &[f32]) {
+    let half = cos.len();
+    let (a, b) = x.split_at_mut(half);
+    for j in 0..half {
+        let (x1, x2) = (a[j], b[j]);
+        a[j] = x1 * cos[j] - x2 * sin[j];
+        b[j] = x1 * sin[j] + x2 * cos[j];
+    }
+}
+
+impl HostNet {
+    pub fn new(
+        dims: Dims,
+        embed: Mat,
+        lm_head: Option<Mat>,
+        final_norm: Vec<f32>,
+        inv_freq: Vec<f32>,
+        layers: Vec<HostLayer>,
+    ) -> std::io::Result<Self> {
+        // As many threads as the global pool (RAYON_NUM_THREADS or the cores): the forward runs
+        // inside this pool so that its products never wait on a thread from outside it.
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(rayon::current_num_threads())
+            .thread_name(|i| format!("unmask-forward-{i}"))
+            .build()
+            .map_err(std::io::Error::other)?;
+        Ok(HostNet {
+            dims,
+            embed,
+            lm_head,
+            final_norm,
+            inv_freq,
+            layers,
+            pool,
+            scratch: Mutex::new(Scratch::default()),
+        })
+    }
+
+    /// Runs `ids` at positions `start..` on top of `cache` (positions `0..start`, checked by the
+    /// caller), keeps the keys and values of the first `append` of them, and returns f32 logits
+    /// `[rows.len(), vocab]` for the chunk-relative `rows`, in that order.
+    pub fn forward(
+        &self,
+        ids: &[u32],
+        start: usize,
+        cache: &mut Vec<HostKv>,
+        mask: Mask<'_>,
+        rows: &[usize],
+    ) -> Vec<f32> {
+        let mut scratch = self
+            .scratch
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        // The last layer compacts its rows in place, which needs them ascending and distinct;
+        // the logits are put back in the order asked for afterwards.
+        let mut sorted = rows.to_vec();
+        sorted.sort_unstable();
+        sorted.dedup();
+        let scratch: &mut Scratch = &mut scratch;
+        let logits = self
+            .pool
+            .install(|| self.forward_in_pool(ids, start, cache, mask, &sorted, scratch));
+        if sorted == rows {
+            return logits;
+        }
+        let vocab = self.dims.vocab;
+        let mut out = Vec::with_capacity(rows.len() * vocab);
+        for r in rows {
+            let i = sorted
+                .binary_search(r)
+                .expect("every row is in the sorted set");
+            out.extend_from_slice(&logits[i * vocab..(i + 1) * vocab]);
+        }
+        out
+    }
+
+    fn forward_in_pool(
+        &self,
+        ids: &[u32],
+        start: usize,
+        cache: &mut Vec<HostKv>,
+        mask: Mask<'_>,
+        rows: &[usize],
+        s: &mut Scratch,
+    ) -> Vec<f32> {
+        let Dims {
+            hidden: h,
+            heads,
+            kv_heads,
+            head_dim: hd,
+            inter,
+            vocab,
+            eps,
+        } = self.dims;
+        let t_model = Instant::now();
+        let n = ids.len();
+        let total = start + n;
+        let (qd, kvd) = (heads * hd, kv_heads * hd);
+        let half = hd / 2;
+        cache.resize_with(self.layers.len(), HostKv::default);
+        for kv in cache.iter_mut() {
+            // Positions past `start` are scratch: this chunk writes them, the caller keeps only
+            // the appended ones by advancing its length.
+            kv.k.resize(total * kvd, 0.0);
+            kv.v.resize(total * kvd, 0.0);
+        }
+        let x = grow(&mut s.x, n * h);
+        for (a, &id) in ids.iter().enumerate() {
+            self.embed.row_into(id as usize, &mut x[a * h..(a + 1) * h]);
+        }
+        let cos = grow(&mut s.cos, n * half);
+        let sin = grow(&mut s.sin, n * half);
+        for a in 0..n {
+            let p = (start + a) as f32;
+            for (j, &f) in self.inv_freq.iter().enumerate() {
+                let angle = p * f;
+                cos[a * half + j] = angle.cos();
+                sin[a * half + j] = angle.sin();
+            }
+        }
+        // Rows that run past attention's keys/values in a layer: all of them, except in the last
+        // layer, where only the rows asked for do (their hidden states are compacted in place).
+        let all: Vec<usize> = (0..n).collect();
+        let last = self.layers.len().saturating_sub(1);
+        for (li, layer) in self.layers.iter().enumerate() {
+            let act: &[usize] = if li == last { rows } else { &all };
+            let m = act.len();
+            let normed = grow(&mut s.normed, n * h);
+            rms_norm_rows(&s.x[..n * h], &layer.attn_norm, eps, normed);
+            let width = qd + 2 * kvd;
+            let qkv = grow(&mut s.qkv, n * width);
+            matmul_rows(normed, n, h, &layer.qkv, width, qkv);
+            if let Some(b) = &layer.qkv_bias {
+                for row in qkv.chunks_exact_mut(width) {
+                    row.iter_mut().zip(b).for_each(|(y, b)| *y += b);
+                }
+            }
+            // Keys and values of every row, normed and rotated, into the cache at their positions.
+            let kv = &mut cache[li];
+            for a in 0..n {
+                let row = &mut qkv[a * width..(a + 1) * width];
+                let (cs, sn) = (
+                    &cos[a * half..(a + 1) * half],
+                    &sin[a * half..(a + 1) * half],
+                );
+                let (_, kv_part) = row.split_at_mut(qd);
+                let (k, v) = kv_part.split_at_mut(kvd);
+                for head in k.chunks_exact_mut(hd) {
+                    if let Some(w) = &layer.k_norm {
+                        rms_norm_in_place(head, w, eps);
+                    }
+                    rope(head, cs, sn);
+                }
+                let p = start + a;
+                kv.k[p * kvd..(p + 1) * kvd].copy_from_slice(k);
+                kv.v[p * kvd..(p + 1) * kvd].copy_from_slice(v);
+            }
+            // Queries of the active rows, heads first: `[heads, m, hd]`.
+            let q = grow(&mut s.q, heads * m * hd);
+            for (r, &a) in act.iter().enumerate() {
+                let row = &qkv[a * width..a * width + qd];
+                let (cs, sn) = (
+                    &cos[a * half..(a + 1) * half],
+                    &sin[a * half..(a + 1) * half],
+                );
+                for hq in 0..heads {
+                    let dst = &mut q[(hq * m + r) * hd..(hq * m + r + 1) * hd];
+                    match &layer.q_norm {
+                        Some(w) => rms_norm_rows(&row[hq * hd..(hq + 1) * hd], w, eps, dst),
+                        None => dst.copy_from_slice(&row[hq * hd..(hq + 1) * hd]),
+                    }
+                    rope(dst, cs, sn);
+                }
+            }
+            let attn = grow(&mut s.attn, m * qd);
+            attention(
+                q,
+                &kv.k[..total * kvd],
+                &kv.v[..total * kvd],
+                AttnShape {
+                    heads,
+                    kv_heads,
+                    hd,
+                    m,
+                    total,
+                },
+                |r, j| match mask {
+                    Mask::Full => true,
+                    Mask::BlockCausal(block_of) => block_of[j] <= block_of[start + act[r]],
+                },
+                &mut s.scores,
+                attn,
+            );
+            let proj = grow(&mut s.proj, m * h);
+            matmul_rows(attn, m, qd, &layer.o, h, proj);
+            // Residual; the last layer compacts its active rows to the front of `x`.
+            let x = &mut s.x;
+            for (r, &a) in act.iter().enumerate() {
+                for c in 0..h {
+                    x[r * h + c] = x[a * h + c] + proj[r * h + c];
+                }
+            }
+            let normed = &mut s.normed[..m * h];
+            rms_norm_rows(&x[..m * h], &layer.mlp_norm, eps, normed);
+            let gu = grow(&mut s.gate_up, m * 2 * inter);
+            matmul_rows(normed, m, h, &layer.gate_up, 2 * inter, gu);
+            let act_buf = grow(&mut s.act, m * inter);
+            for r in 0..m {
+                let (g, u) = gu[r * 2 * inter..(r + 1) * 2 * inter].split_at(inter);
+                for ((o, &g), &u) in act_buf[r * inter..(r + 1) * inter].iter_mut().zip(g).zip(u) {
+                    *o = g / (1.0 + (-g).exp()) * u;
+                }
+            }
+            let proj = &mut s.proj[..m * h];
+            matmul_rows(act_buf, m, inter, &layer.down, h, proj);
+            x[..m * h]
+                .iter_mut()
+                .zip(proj.iter())
+                .for_each(|(x, p)| *x += p);
+        }
+        // With no layers the rows still have to be picked out.
+        if self.layers.is_empty() {
+            let x = &mut s.x;
+            for (r, &a) in rows.iter().enumerate() {
+                for c in 0..h {
+                    x[r * h + c] = x[a * h + c];
+                }
+            }
+        }
+        let t_head = profile::add(Phase::Model, t_model);
+        let m = rows.len();
+        let normed = grow(&mut s.normed, m * h);
+        rms_norm_rows(&s.x[..m * h], &self.final_norm, eps, normed);
+        let head = self.lm_head.as_ref().unwrap_or(&self.embed);
+        let mut logits = vec![0f32; m * vocab];
+        matmul_rows(normed, m, h, head, vocab, &mut logits);
+        profile::add(Phase::Head, t_head);
+        logits
+    }
+}
+
+#[derive(Clone, Copy)]
+struct AttnShape {
+    heads: usize,
+    kv_heads: usize,
+    hd: usize,
+    /// Query rows.
+    m: usize,
+    /// Key positions.
+    total: usize,
+}
+
+/// Query rows per attention work item: bounds the scores buffer of a long prefill to
+/// `threads × ROW_CHUNK × total` floats, whatever the chunk's length.
+const ROW_CHUNK: usize = 64;
+
+/// Scaled dot-product attention of `q [heads, m, hd]` over the position-major `k`, `v`
+/// `[total, kv_heads, hd]`, where query row r sees key j iff `allowed(r, j)`; writes
+/// `out [m, heads·hd]`. Query head h reads key/value head h / (heads / kv_heads).
+fn attention(
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    shape: AttnShape,
+    allowed: impl Fn(usize, usize) -> bool + Sync,
+    scores: &mut Vec<f32>,
+    out: &mut [f32],
+) {
+    let AttnShape {
+        heads,
+        kv_heads,
+        hd,
+        m,
+        total,
+    } = shape;
+    assert!(
+        q.len() >= heads * m * hd
+            && k.len() >= total * kv_heads * hd
+            && v.len() >= total * kv_heads * hd
+            && out.len() >= m * heads * hd,
+        "attention: short slices"
+    );
+    let rep = heads / kv_heads;
+    let kvd = kv_heads * hd;
+    let qd = heads * hd;
+    let scale = 1.0 / (hd as f32).sqrt();
+    let out_ptr = SendPtr(out.as_mut_ptr());
+    let out_ptr = &out_ptr;
+    let allowed = &allowed;
+    // One work item: query head hq, rows r0..r0+rows; `sc` holds rows × total scores.
+    let item = |hq: usize, r0: usize, sc: &mut Vec<f32>| {
+        let rows = ROW_CHUNK.min(m - r0);
+        let sc = grow(sc, rows * total);
+        let g = hq / rep;
+        // SAFETY (both calls): `q` holds rows r0.. of head hq (m×hd per head), `k`/`v` total
+        // positions of kv head g at row stride kvd (asserted above); `sc` rows×total; the
+        // destination is rows r0.. of head hq's hd columns of `out`, which no other item writes.
+        unsafe {
+            gemm::gemm(
+                rows,
+                total,
+                hd,
+                sc.as_mut_ptr(),
+                1,
+                total as isize,
+                false,
+                q.as_ptr().add((hq * m + r0) * hd),
+                1,
+                hd as isize,
+                k.as_ptr().add(g * hd),
+                kvd as isize,
+                1,
+                0.0f32,
+                scale,
+                false,
+                false,
+                false,
+                gemm::Parallelism::None,
+            );
+        }
+        for (r, row) in sc.chunks_exact_mut(total).enumerate() {
+            let mut max = f32::NEG_INFINITY;
+            for (j, s) in row.iter_mut().enumerate() {
+                if allowed(r0 + r, j) {
+                    max = max.max(*s);
+                } else {
+                    *s = f32::NEG_INFINITY;
+                }
+            }
+            let mut sum = 0f32;
+            for s in row.iter_mut() {
+                *s = (*s - max).exp();
+                sum += *s;
+            }
+            row.iter_mut().for_each(|s| *s /= sum);
+        }
+        unsafe {
+            gemm::gemm(
+                rows,
+                hd,
+                total,
+                out_ptr.0.add(r0 * qd + hq * hd),
+                1,
+                qd as isize,
+                false,
+                sc.as_ptr(),
+                1,
+                total as isize,
+                v.as_ptr().add(g * hd),
+                1,
+                kvd as isize,
+                0.0f32,
+                1.0f32,
+                false,
+                false,
+                false,
+                gemm::Parallelism::None,
+            );
+        }
+    };
+    let items: Vec<(usize, usize)> = (0..heads)
+        .flat_map(|hq| (0..m).step_by(ROW_CHUNK).map(move |r0| (hq, r0)))
+        .collect();
+    // In parallel once there is enough work to share.
+    if m * total * hd * heads >= 1 << 16 && rayon::current_num_threads() > 1 {
+        use rayon::prelude::*;
+        items
+            .par_iter()
+            .for_each_init(Vec::new, |sc, &(hq, r0)| item(hq, r0, sc));
+    } else {
+        for (hq, r0) in items {
+            item(hq, r0, scores);
+        }
+    }
+}
