@@ -210,6 +210,54 @@ fn host_kernels_match_the_candle_forward() {
     }
 }
 
+/// A canvas at the context limit decodes on the host kernels one position at a time up to the
+/// last position; one position more is refused by name, and the cache is left as it was.
+#[test]
+fn host_forward_at_the_context_limit() {
+    let m = load("sdar");
+    let ctx = m.info.config.max_position_embeddings;
+    let ids: Vec<u32> = ids(&golden("sdar")).into_iter().cycle().take(ctx).collect();
+    let blocks: Vec<usize> = (0..ctx + 1).collect();
+    let mut cache = KvCache::new();
+    m.net
+        .forward(
+            &ids[..ctx - 1],
+            0,
+            &mut cache,
+            ctx - 1,
+            Mask::BlockCausal(&blocks),
+            0..1,
+        )
+        .unwrap();
+    let last = m
+        .net
+        .forward(
+            &ids[ctx - 1..],
+            ctx - 1,
+            &mut cache,
+            1,
+            Mask::BlockCausal(&blocks),
+            0..1,
+        )
+        .unwrap();
+    assert_eq!(last.dims(), &[1, m.info.config.embedding_size]);
+    assert_eq!(cache.len(), ctx);
+    let err = m
+        .net
+        .forward(
+            &ids[..1],
+            ctx,
+            &mut cache,
+            1,
+            Mask::BlockCausal(&blocks),
+            0..1,
+        )
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("exceed the model's context"), "{err}");
+    assert_eq!(cache.len(), ctx);
+}
+
 #[test]
 fn inspect_reports_sources_of_special_ids() {
     let (info, _) = ModelInfo::inspect(&fixture("sdar")).unwrap();

@@ -153,6 +153,13 @@ impl HostNet {
         })
     }
 
+    /// The decoder layers' weight precision (`f16`, `bf16`, `f32`).
+    pub fn weight_precision(&self) -> &'static str {
+        self.layers
+            .first()
+            .map_or(self.embed.precision(), |l| l.qkv.precision())
+    }
+
     /// Runs `ids` at positions `start..` on top of `cache` (positions `0..start`, checked by the
     /// caller), keeps the keys and values of the first `append` of them, and returns f32 logits
     /// `[rows.len(), vocab]` for the chunk-relative `rows`, in that order.

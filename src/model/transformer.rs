@@ -284,6 +284,14 @@ impl Transformer {
         }
     }
 
+    /// For reports: `host kernels, f16 weights` or `candle kernels`.
+    pub fn kernel_summary(&self) -> String {
+        match &self.kernels {
+            Kernels::Host(h) => format!("host kernels, {} weights", h.weight_precision()),
+            Kernels::Candle(_) => "candle kernels".into(),
+        }
+    }
+
     fn candle(&self) -> Result<&CandleParts> {
         match &self.kernels {
             Kernels::Candle(c) => Ok(c),

@@ -236,11 +236,12 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
         anyhow::bail!("--{}: {}", p.field.replace('_', "-"), p.message);
     }
     eprintln!(
-        "{}: {} parameters, {:?} on {}, loaded in {:.1} s; prompt {} tokens, gen {}",
+        "{}: {} parameters, {:?} on {} ({}), loaded in {:.1} s; prompt {} tokens, gen {}",
         folder.display(),
         m.info.parameters,
         dtype,
         args.device,
+        m.net.kernel_summary(),
         load_s,
         prompt.len(),
         args.gen_length
@@ -315,6 +316,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
             "parameters": m.info.parameters,
             "device": args.device,
             "dtype": format!("{dtype:?}"),
+            "kernels": m.net.kernel_summary(),
             "prompt_tokens": prompt.len(),
             "gen_length": args.gen_length,
             "kv_cache": !args.no_cache,
