@@ -141,10 +141,19 @@ pub fn parse_setting(name: &str, gen_length: usize) -> anyhow::Result<SamplerPar
     }
     let bad = || {
         anyhow::anyhow!(
-            "setting `{name}`: expected ar, bN-sK (e.g. b32-s8) or bN-tX (e.g. b4-t0.9)"
+            "setting `{name}`: expected ar, bN-sK (e.g. b32-s8) or bN-tX (e.g. b4-t0.9), \
+             optionally ending in -a (the approximate cache)"
         )
     };
-    let rest = name.strip_prefix('b').ok_or_else(bad)?;
+    let (name_core, approx) = match name.strip_suffix("-a") {
+        Some(core) => (core, true),
+        None => (name, false),
+    };
+    let base = SamplerParams {
+        approx_cache: approx,
+        ..base
+    };
+    let rest = name_core.strip_prefix('b').ok_or_else(bad)?;
     let (block, tail) = rest.split_once('-').ok_or_else(bad)?;
     let block: usize = block.parse().map_err(|_| bad())?;
     let p = if let Some(k) = tail.strip_prefix('s') {
