@@ -148,7 +148,9 @@ pub struct SamplerFlags {
     /// Disable the exact key/value cache of block-causal models.
     #[arg(long)]
     pub no_cache: bool,
-    /// Bidirectional models: use the approximate prefix cache (Fast-dLLM), refreshed per block.
+    /// An approximate cache: bidirectional models, Fast-dLLM's prefix cache refreshed per block;
+    /// block-causal models, finished blocks' keys/values kept from their last denoising step
+    /// instead of a clean re-forward.
     #[arg(long)]
     pub approx_cache: bool,
     /// Use a text prompt exactly as tokenized (no prompt-boundary healing of its trailing

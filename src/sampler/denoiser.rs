@@ -191,6 +191,11 @@ pub struct ModelDenoiser<'a> {
     pending: Option<Range<usize>>,
     /// Bidirectional prefix cache: the block it was refreshed for.
     prefix_for: Option<usize>,
+    /// Block-causal approximate cache: keep a finished block's keys/values from its last forward.
+    adopt_stale: bool,
+    /// The chunk the last block-causal cached forward ran (its keys/values are the cache's
+    /// scratch positions).
+    last_chunk: Option<Range<usize>>,
     forwards: usize,
 }
 
@@ -209,6 +214,9 @@ impl<'a> ModelDenoiser<'a> {
             layout: None,
             pending: None,
             prefix_for: None,
+            adopt_stale: params.approx_cache
+                && model.family().attention() == Attention::BlockCausal,
+            last_chunk: None,
             forwards: 0,
         }
     }
@@ -271,6 +279,7 @@ impl Denoiser for ModelDenoiser<'_> {
         self.cache.clear();
         self.pending = None;
         self.prefix_for = None;
+        self.last_chunk = None;
         self.forwards = 0;
         self.layout = Some(layout.clone());
         let block_causal = self.model.family().attention() == Attention::BlockCausal;
@@ -320,6 +329,19 @@ impl Denoiser for ModelDenoiser<'_> {
         let net = &self.model.net;
         match (self.model.family().attention(), self.kv_cache) {
             (Attention::BlockCausal, true) => {
+                if self.adopt_stale {
+                    if let Some(p) = self.pending.clone() {
+                        // The finished block's last forward wrote its keys/values as scratch
+                        // right after the cache: keep them instead of a clean forward.
+                        if p.end == block.start
+                            && self.cache.len() == p.start
+                            && self.last_chunk.as_ref() == Some(&p)
+                            && self.cache.adopt_scratch(p.len())
+                        {
+                            self.pending = None;
+                        }
+                    }
+                }
                 let (start, append) = match self.pending.take() {
                     Some(p) if p.end == block.start && self.cache.len() == p.start => {
                         (p.start, p.len())
@@ -341,6 +363,7 @@ impl Denoiser for ModelDenoiser<'_> {
                     Mask::BlockCausal(&layout.block_of),
                     &rows,
                 )?;
+                self.last_chunk = Some(start + append..block.end);
                 self.finish(raw, need, &block, chunk.len(), t0)
             }
             (Attention::BlockCausal, false) => {

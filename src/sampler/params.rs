@@ -119,8 +119,11 @@ pub struct SamplerParams {
     pub edit_noise: f32,
     /// Reuse the exact keys/values of finished blocks (block-causal models).
     pub kv_cache: bool,
-    /// Bidirectional models only: Fast-dLLM's approximate prefix cache, refreshed at each block.
-    /// Off by default; the exact path recomputes the whole canvas every step.
+    /// An approximate cache, off by default. Bidirectional models: Fast-dLLM's prefix cache,
+    /// refreshed at each block (the exact path recomputes the whole canvas every step).
+    /// Block-causal models with `kv_cache`: a finished block's keys and values are kept from its
+    /// last denoising forward instead of a clean forward of the finished block (stale for the
+    /// tokens committed at that last step; one row-pass per token fewer).
     pub approx_cache: bool,
     /// Prompt-boundary healing of text prompts (see `heal.rs`); the ids given directly are never
     /// changed. Read when text becomes ids; the trace header records what was healed.
