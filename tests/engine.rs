@@ -210,6 +210,98 @@ fn host_kernels_match_the_candle_forward() {
     }
 }
 
+/// `adopt_scratch` keeps the keys/values a forward wrote past the cache: when the inputs do not
+/// change, that is exactly what appending them would have stored, on both kernels.
+#[test]
+fn adopting_scratch_equals_appending_the_same_inputs() {
+    for kernels in [CpuKernels::Host, CpuKernels::Candle] {
+        let m =
+            DiffusionModel::load_with(&fixture("sdar"), DType::F32, &Device::Cpu, kernels).unwrap();
+        let ids = ids(&golden("sdar"));
+        let b = 4;
+        let blocks: Vec<usize> = (0..ids.len()).map(|i| i / b).collect();
+        let mask = Mask::BlockCausal(&blocks);
+        // Both: block 0 cached. Appended: block 1 with append, then block 2.
+        let mut appended = KvCache::new();
+        m.net
+            .forward(&ids[..b], 0, &mut appended, b, mask, 0..1)
+            .unwrap();
+        let mut adopted = appended.clone();
+        m.net
+            .forward(&ids[b..2 * b], b, &mut appended, b, mask, 0..b)
+            .unwrap();
+        let want = m
+            .net
+            .forward(&ids[2 * b..3 * b], 2 * b, &mut appended, 0, mask, 0..b)
+            .unwrap();
+        // Adopted: block 1 as scratch (append 0), adopted, then block 2.
+        m.net
+            .forward(&ids[b..2 * b], b, &mut adopted, 0, mask, 0..b)
+            .unwrap();
+        assert_eq!(adopted.len(), b);
+        assert!(
+            !adopted.clone().adopt_scratch(b + 1),
+            "more than was written"
+        );
+        assert!(adopted.adopt_scratch(b));
+        assert_eq!(adopted.len(), 2 * b);
+        let got = m
+            .net
+            .forward(&ids[2 * b..3 * b], 2 * b, &mut adopted, 0, mask, 0..b)
+            .unwrap();
+        let err = rel_err(&got, &want);
+        assert!(err <= 1e-6, "{kernels:?}: adopted vs appended {err}");
+    }
+}
+
+/// A canvas at the context limit decodes on the host kernels one position at a time up to the
+/// last position; one position more is refused by name, and the cache is left as it was.
+#[test]
+fn host_forward_at_the_context_limit() {
+    let m = load("sdar");
+    let ctx = m.info.config.max_position_embeddings;
+    let ids: Vec<u32> = ids(&golden("sdar")).into_iter().cycle().take(ctx).collect();
+    let blocks: Vec<usize> = (0..ctx + 1).collect();
+    let mut cache = KvCache::new();
+    m.net
+        .forward(
+            &ids[..ctx - 1],
+            0,
+            &mut cache,
+            ctx - 1,
+            Mask::BlockCausal(&blocks),
+            0..1,
+        )
+        .unwrap();
+    let last = m
+        .net
+        .forward(
+            &ids[ctx - 1..],
+            ctx - 1,
+            &mut cache,
+            1,
+            Mask::BlockCausal(&blocks),
+            0..1,
+        )
+        .unwrap();
+    assert_eq!(last.dims(), &[1, m.info.config.embedding_size]);
+    assert_eq!(cache.len(), ctx);
+    let err = m
+        .net
+        .forward(
+            &ids[..1],
+            ctx,
+            &mut cache,
+            1,
+            Mask::BlockCausal(&blocks),
+            0..1,
+        )
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("exceed the model's context"), "{err}");
+    assert_eq!(cache.len(), ctx);
+}
+
 #[test]
 fn inspect_reports_sources_of_special_ids() {
     let (info, _) = ModelInfo::inspect(&fixture("sdar")).unwrap();
@@ -651,7 +743,7 @@ fn block_one_step_one_is_greedy_autoregressive_decoding() {
 fn worker_thread_cancels_the_old_run_and_not_the_next() {
     use std::sync::Arc;
     use std::time::Duration;
-    use unmask::engine::{Command, Engine, Event, Lane};
+    use unmask::engine::{Command, Engine, Event};
     use unmask::sampler::SamplerParams;
     use unmask::session::TextTask;
     let engine = Engine::spawn(|| {});
@@ -678,7 +770,6 @@ fn worker_thread_cancels_the_old_run_and_not_the_next() {
     };
     engine.send(Command::Generate {
         run: 1,
-        lane: Lane::Main,
         task: task.clone(),
         chat: false,
         params: long,
@@ -697,7 +788,6 @@ fn worker_thread_cancels_the_old_run_and_not_the_next() {
     engine.cancel();
     engine.send(Command::Generate {
         run: 2,
-        lane: Lane::Main,
         task,
         chat: false,
         params: short,

@@ -119,7 +119,7 @@ pub struct ReplayArgs {
 }
 
 /// Sampler flags shared by the commands that decode; a flag left out takes the model family's
-/// default (`SamplerParams::for_family`).
+/// default (`presets::reference_params`).
 #[derive(Args, Debug, Clone, Default)]
 pub struct SamplerFlags {
     /// Tokens to generate [default: 64]
@@ -152,7 +152,9 @@ pub struct SamplerFlags {
     /// Disable the exact key/value cache of block-causal models.
     #[arg(long)]
     pub no_cache: bool,
-    /// Bidirectional models: use the approximate prefix cache (Fast-dLLM), refreshed per block.
+    /// An approximate cache: bidirectional models, Fast-dLLM's prefix cache refreshed per block;
+    /// block-causal models, finished blocks' keys/values kept from their last denoising step
+    /// instead of a clean re-forward.
     #[arg(long)]
     pub approx_cache: bool,
     /// Use a text prompt exactly as tokenized (no prompt-boundary healing of its trailing
@@ -174,7 +176,8 @@ impl SamplerFlags {
         family: crate::model::Family,
         trained_block: Option<usize>,
     ) -> SamplerParams {
-        let mut p = SamplerParams::for_family(family, trained_block, self.gen_length.unwrap_or(64));
+        let mut p =
+            crate::presets::reference_params(family, trained_block, self.gen_length.unwrap_or(64));
         self.apply_to(&mut p);
         p.stop_at_eos = !self.no_stop;
         p.kv_cache = !self.no_cache;

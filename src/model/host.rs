@@ -53,6 +53,15 @@ pub(super) struct Dims {
 pub struct HostKv {
     k: Vec<f32>,
     v: Vec<f32>,
+    /// Width of one position (kv_heads · head_dim); 0 before the first forward.
+    width: usize,
+}
+
+impl HostKv {
+    /// Positions written: cached ones plus the last forward's scratch.
+    pub fn positions(&self) -> usize {
+        self.k.len().checked_div(self.width).unwrap_or(0)
+    }
 }
 
 pub(super) struct HostNet {
@@ -153,6 +162,13 @@ impl HostNet {
         })
     }
 
+    /// The decoder layers' weight precision (`f16`, `bf16`, `f32`).
+    pub fn weight_precision(&self) -> &'static str {
+        self.layers
+            .first()
+            .map_or(self.embed.precision(), |l| l.qkv.precision())
+    }
+
     /// Runs `ids` at positions `start..` on top of `cache` (positions `0..start`, checked by the
     /// caller), keeps the keys and values of the first `append` of them, and returns f32 logits
     /// `[rows.len(), vocab]` for the chunk-relative `rows`, in that order.
@@ -220,6 +236,7 @@ impl HostNet {
             // the appended ones by advancing its length.
             kv.k.resize(total * kvd, 0.0);
             kv.v.resize(total * kvd, 0.0);
+            kv.width = kvd;
         }
         let x = grow(&mut s.x, n * h);
         for (a, &id) in ids.iter().enumerate() {

@@ -44,6 +44,15 @@ impl Mat {
         }
     }
 
+    /// The stored precision's name.
+    pub fn precision(&self) -> &'static str {
+        match self {
+            Mat::F32(_) => "f32",
+            Mat::F16(_) => "f16",
+            Mat::Bf16(_) => "bf16",
+        }
+    }
+
     /// Bytes held.
     pub fn bytes(&self) -> usize {
         match self {
@@ -53,6 +62,9 @@ impl Mat {
         }
     }
 }
+
+/// Weight bytes per column block (half of a 1 MiB L2, leaving room for the rows).
+const L2_BLOCK_BYTES: usize = 512 * 1024;
 
 const F32: u8 = 0;
 const F16: u8 = 1;
@@ -255,6 +267,9 @@ mod avx {
         }
     }
 
+    /// Columns j0..j1 for every row, in column blocks whose weights stay in the core's L2
+    /// cache while all row groups pass over them (a vocabulary-sized head is otherwise streamed
+    /// from memory once per group of rows).
     #[target_feature(enable = "avx2,fma,f16c")]
     #[allow(clippy::too_many_arguments)]
     unsafe fn by_kind<const KIND: u8>(
@@ -267,20 +282,28 @@ mod avx {
         dst: *mut f32,
         n: usize,
     ) {
-        let mut i = 0;
-        // SAFETY: every group's rows i..i+g are inside x and dst.
-        unsafe {
-            while i < m {
-                let (xi, di) = (x.add(i * k), dst.add(i * n));
-                let g = (m - i).min(4);
-                match g {
-                    1 => columns::<KIND, 1, 4>(xi, k, w, j0, j1, di, n),
-                    2 => columns::<KIND, 2, 4>(xi, k, w, j0, j1, di, n),
-                    3 => columns::<KIND, 3, 2>(xi, k, w, j0, j1, di, n),
-                    _ => columns::<KIND, 4, 2>(xi, k, w, j0, j1, di, n),
+        let elem = if KIND == F32 { 4 } else { 2 };
+        let block = (super::L2_BLOCK_BYTES / (k * elem).max(1)).max(4) / 4 * 4;
+        let mut b0 = j0;
+        while b0 < j1 {
+            let b1 = (b0 + block).min(j1);
+            let mut i = 0;
+            // SAFETY: every group's rows i..i+g are inside x and dst; columns b0..b1 inside
+            // the caller's j0..j1.
+            unsafe {
+                while i < m {
+                    let (xi, di) = (x.add(i * k), dst.add(i * n));
+                    let g = (m - i).min(4);
+                    match g {
+                        1 => columns::<KIND, 1, 4>(xi, k, w, b0, b1, di, n),
+                        2 => columns::<KIND, 2, 4>(xi, k, w, b0, b1, di, n),
+                        3 => columns::<KIND, 3, 2>(xi, k, w, b0, b1, di, n),
+                        _ => columns::<KIND, 4, 2>(xi, k, w, b0, b1, di, n),
+                    }
+                    i += g;
                 }
-                i += g;
             }
+            b0 = b1;
         }
     }
 
@@ -324,7 +347,8 @@ mod tests {
     }
 
     /// Every precision, row count 1–13 (all group sizes and a remainder), odd widths (the
-    /// scalar tail) and column counts that leave partial tiles and parts.
+    /// scalar tail), column counts that leave partial tiles and parts, and a width whose
+    /// weights span several L2 column blocks.
     #[test]
     fn matches_a_plain_product_for_every_shape_and_precision() {
         let mut seed = 7u64;
@@ -334,7 +358,14 @@ mod tests {
                 .wrapping_add(1442695040888963407);
             ((seed >> 40) as f32 / (1u64 << 24) as f32) - 0.5
         };
-        for &(k, n) in &[(8usize, 1usize), (19, 7), (64, 33), (384, 130), (7, 70)] {
+        for &(k, n) in &[
+            (8usize, 1usize),
+            (19, 7),
+            (64, 33),
+            (384, 130),
+            (7, 70),
+            (4100, 70),
+        ] {
             // Weights exactly representable in every precision, so one reference serves all.
             let w: Vec<f32> = (0..n * k)
                 .map(|_| bf16::from_f32(next()).to_f32())

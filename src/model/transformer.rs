@@ -195,6 +195,8 @@ pub struct KvCache {
     /// The host kernels' keys and values (position-major, grown on demand).
     host: Vec<HostKv>,
     len: usize,
+    /// Candle buffers: the end of the positions the last forward wrote.
+    scratch_end: usize,
     capacity: usize,
 }
 
@@ -213,6 +215,22 @@ impl KvCache {
     pub fn clear(&mut self) {
         self.len = 0;
     }
+
+    /// Keeps the next `n` positions that the last forward wrote past the cached ones (its
+    /// scratch) as if they had been appended; false, and nothing changes, when no forward wrote
+    /// that many.
+    pub fn adopt_scratch(&mut self, n: usize) -> bool {
+        let want = self.len + n;
+        let written = if !self.host.is_empty() {
+            self.host.iter().all(|kv| kv.positions() >= want)
+        } else {
+            !self.layers.is_empty() && self.capacity >= want && self.scratch_end >= want
+        };
+        if written {
+            self.len = want;
+        }
+        written
+    }
 }
 
 impl Clone for KvCache {
@@ -227,6 +245,7 @@ impl Clone for KvCache {
                 .collect(),
             host: self.host.clone(),
             len: self.len,
+            scratch_end: self.scratch_end,
             capacity: self.capacity,
         }
     }
@@ -281,6 +300,14 @@ impl Transformer {
         match self.kernels {
             Kernels::Host(_) => CpuKernels::Host,
             Kernels::Candle(_) => CpuKernels::Candle,
+        }
+    }
+
+    /// For reports: `host kernels, f16 weights` or `candle kernels`.
+    pub fn kernel_summary(&self) -> String {
+        match &self.kernels {
+            Kernels::Host(h) => format!("host kernels, {} weights", h.weight_precision()),
+            Kernels::Candle(_) => "candle kernels".into(),
         }
     }
 
@@ -692,6 +719,7 @@ impl Transformer {
             )?;
             x = (x + mlp)?;
         }
+        cache.scratch_end = if use_buffers { total } else { 0 };
         cache.len += append;
         self.mark(Phase::Model, t_start)?;
         Ok(x)

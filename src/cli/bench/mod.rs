@@ -141,10 +141,19 @@ pub fn parse_setting(name: &str, gen_length: usize) -> anyhow::Result<SamplerPar
     }
     let bad = || {
         anyhow::anyhow!(
-            "setting `{name}`: expected ar, bN-sK (e.g. b32-s8) or bN-tX (e.g. b4-t0.9)"
+            "setting `{name}`: expected ar, bN-sK (e.g. b32-s8) or bN-tX (e.g. b4-t0.9), \
+             optionally ending in -a (the approximate cache)"
         )
     };
-    let rest = name.strip_prefix('b').ok_or_else(bad)?;
+    let (name_core, approx) = match name.strip_suffix("-a") {
+        Some(core) => (core, true),
+        None => (name, false),
+    };
+    let base = SamplerParams {
+        approx_cache: approx,
+        ..base
+    };
+    let rest = name_core.strip_prefix('b').ok_or_else(bad)?;
     let (block, tail) = rest.split_once('-').ok_or_else(bad)?;
     let block: usize = block.parse().map_err(|_| bad())?;
     let p = if let Some(k) = tail.strip_prefix('s') {
@@ -236,11 +245,12 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
         anyhow::bail!("--{}: {}", p.field.replace('_', "-"), p.message);
     }
     eprintln!(
-        "{}: {} parameters, {:?} on {}, loaded in {:.1} s; prompt {} tokens, gen {}",
+        "{}: {} parameters, {:?} on {} ({}), loaded in {:.1} s; prompt {} tokens, gen {}",
         folder.display(),
         m.info.parameters,
         dtype,
         args.device,
+        m.net.kernel_summary(),
         load_s,
         prompt.len(),
         args.gen_length
@@ -315,6 +325,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
             "parameters": m.info.parameters,
             "device": args.device,
             "dtype": format!("{dtype:?}"),
+            "kernels": m.net.kernel_summary(),
             "prompt_tokens": prompt.len(),
             "gen_length": args.gen_length,
             "kv_cache": !args.no_cache,
