@@ -10,7 +10,7 @@
 # median wall times for docs/benchmarks.md; logs, JSON and the table stay in PEERS/results/<time>/.
 #
 # Usage: scripts/bench-peers.sh [--quick] [--check-ids | --ids-only] UNMASK PEERS RUNS
-#   --quick      64 new tokens, 16 steps (blocks: 4 steps each): checks the whole pipeline in about a minute
+#   --quick      64 new tokens, 16 steps (blocks: 4 steps each): checks the whole pipeline in a minute or two (idle)
 #   --check-ids  first compare unmask's greedy ids with PyTorch's (not timed), then benchmark
 #   --ids-only   only the id comparison
 set -euo pipefail
@@ -122,7 +122,7 @@ invoke() {
 completed() {
     local name=$1 out=$2 err=$3
     case ${TOOL[$name]} in
-        L) grep -aq 'total time:' "$err" "$out" ;;
+        L) grep -aq 'total time:' "$err" "$out" && ! grep -aqi 'failed to decode\|generation failed' "$err" "$out" ;;
         T) grep -q "RESULT n_input=$N_PROMPT steps=[0-9]* gen=$GEN .* masks_left=0" "$out" ;;
         U) python3 -c "import json,sys; d=json.load(open(sys.argv[1])); sys.exit(len(d['ids']) != $GEN)" "$out" ;;
     esac

@@ -9,11 +9,12 @@ runs_path, rows_path, gen = sys.argv[1], sys.argv[2], int(sys.argv[3])
 rows = OrderedDict()
 for line in open(rows_path):
     row, setting, weights, column, cmd = line.rstrip('\n').split('\t')
-    rows[row] = dict(setting=setting, weights=weights, column=column, cmd=cmd, walls=[], loads=[], failed=0)
+    rows[row] = dict(setting=setting, weights=weights, column=column, cmd=cmd, walls=[], loads=[], cpus=[], failed=0)
 for line in open(runs_path):
     f = line.rstrip('\n').split('\t')
     r = rows[f[0]]
     r['loads'].append(float(f[8]))
+    r['cpus'].append(f[6])
     if f[2] != '0':
         r['failed'] += 1
     else:
@@ -68,13 +69,14 @@ for (setting, weights), cols in table.items():
     print(f"| {label} | {weights} | " + ' | '.join(cells) + ' | ' + ' | '.join(ratios) + ' |')
 loads = [x for r in rows.values() for x in r['loads']]
 print()
-print(f"Median wall time of the whole process (load, decode, exit) over {max(len(r['walls']) for r in rows.values())} "
-      f"interleaved runs; tok/s = {gen} generated tokens / that wall time. 1-minute load average before the runs: "
+n = max(len(r['walls']) for r in rows.values())
+print(f"Median wall time of the whole process (load, decode, exit) over {n} interleaved run{'s' if n != 1 else ''}; tok/s = {gen} generated tokens / that wall time. 1-minute load average before the runs: "
       f"{min(loads):.2f}–{max(loads):.2f}.")
 print()
-print('Runs (wall s, load average before):')
+print('Runs (wall s; CPU % of the process, about 190 % when it had both cores; load average before):')
 print()
 for name, r in rows.items():
     per = ', '.join(f'{w:.1f}' for w in r['walls'])
+    cpu = ', '.join(r['cpus'])
     ld = ', '.join(f'{x:.2f}' for x in r['loads'])
-    print(f"- `{name}`: {per or 'none'} (load {ld}){' — ' + str(r['failed']) + ' failed' if r['failed'] else ''}: `{r['cmd']}`")
+    print(f"- `{name}`: {per or 'none'} (CPU {cpu}; load {ld}){' — ' + str(r['failed']) + ' failed' if r['failed'] else ''}: `{r['cmd']}`")

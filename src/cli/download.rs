@@ -53,6 +53,8 @@ pub struct DownloadProgress {
     terminal: bool,
     /// The current file's completion has been shown.
     done: bool,
+    /// The current file's latest report (a file of unknown size is done when the next begins).
+    last: Option<Progress>,
 }
 
 /// How often a plain line reports a file still under way.
@@ -74,6 +76,7 @@ impl DownloadProgress {
             bar: None,
             terminal: std::io::stderr().is_terminal(),
             done: true,
+            last: None,
         }
     }
 
@@ -89,6 +92,7 @@ impl DownloadProgress {
                 self.bar = Some(new_bar(&p.file, p.bytes_total));
             }
         }
+        self.last = Some(p.clone());
         let complete = p.bytes_total > 0 && p.bytes_done >= p.bytes_total;
         if let Some(bar) = &self.bar {
             bar.set_position(p.bytes_done);
@@ -109,9 +113,17 @@ impl DownloadProgress {
     }
 
     /// Ends the current file's display (a bar left unfinished, e.g. by an error, stays visible).
+    /// Called when the next file begins and after the last one.
     pub fn finish(&mut self) {
         if let Some(bar) = self.bar.take() {
             bar.abandon();
+        }
+        // A file whose size the server did not say has no report that marks it complete.
+        if let Some(p) = self.last.take() {
+            if !self.terminal && !self.done && p.bytes_total == 0 && p.bytes_done > 0 {
+                eprintln!("{}", done_line(&p, self.started.elapsed().as_secs_f64()));
+                self.done = true;
+            }
         }
     }
 }
