@@ -141,9 +141,14 @@ pub fn setting_name(key: &str, p: &SamplerParams) -> String {
     if key == "ar" {
         return "AR (block 1, 1 step)".into();
     }
-    match p.rule {
+    let name = match p.rule {
         UnmaskRule::Threshold => format!("block {}, threshold {}", p.block_size, p.threshold),
         _ => format!("block {}, {} steps", p.block_size, p.steps),
+    };
+    if p.approx_cache {
+        name + ", approximate cache"
+    } else {
+        name
     }
 }
 
