@@ -1,5 +1,7 @@
 //! The worker thread that runs the sampler: commands in, events out, cancellation through an
-//! atomic flag checked before every step. The GUI never blocks on it.
+//! atomic flag checked before every step. The GUI never blocks on it. The engine speaks of runs:
+//! a run id is chosen by the caller and is opaque here (the window maps it to the lane that
+//! shows it), so nothing in this file knows about views.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -12,18 +14,6 @@ use crate::sampler::SamplerParams;
 use crate::session::{self, TextTask};
 use crate::trace::{StepEvent, Trace, TraceHeader};
 
-/// Which lane of the window a run belongs to.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Lane {
-    Main,
-    /// The race view: the same prompt decoded autoregressively.
-    RaceAr,
-    /// The race view: the current diffusion settings.
-    RaceDiffusion,
-    /// A fork of the main run after an intervention.
-    Fork,
-}
-
 /// UI → engine.
 pub enum Command {
     /// Use this model for the next runs.
@@ -33,7 +23,6 @@ pub enum Command {
     },
     Generate {
         run: u64,
-        lane: Lane,
         task: TextTask,
         chat: bool,
         params: SamplerParams,
@@ -41,7 +30,6 @@ pub enum Command {
     /// Decode a prepared header as it is (a fork: another run's canvas edited by hand).
     Resume {
         run: u64,
-        lane: Lane,
         header: Box<TraceHeader>,
     },
     Shutdown,
@@ -50,26 +38,10 @@ pub enum Command {
 /// Engine → UI.
 #[derive(Debug)]
 pub enum Event {
-    Started {
-        run: u64,
-        lane: Lane,
-        header: Box<TraceHeader>,
-    },
-    Step {
-        run: u64,
-        lane: Lane,
-        event: Box<StepEvent>,
-    },
-    Finished {
-        run: u64,
-        lane: Lane,
-        trace: Box<Trace>,
-    },
-    Failed {
-        run: u64,
-        lane: Lane,
-        error: String,
-    },
+    Started { run: u64, header: Box<TraceHeader> },
+    Step { run: u64, event: Box<StepEvent> },
+    Finished { run: u64, trace: Box<Trace> },
+    Failed { run: u64, error: String },
 }
 
 /// One cancel flag per queued or running generation, so that a Cancel followed at once by a new
@@ -153,28 +125,17 @@ fn worker(rx: Receiver<Command>, tx: Sender<Event>, cancel: CancelFlags, wake: i
             Command::SetModel { model: m, device } => model = Some((m, device)),
             Command::Generate {
                 run,
-                lane,
                 task,
                 chat,
                 params,
-            } => with_run(
-                model.as_ref(),
-                &cancel,
-                run,
-                lane,
-                &emit,
-                |m, device, flag, lane| {
-                    generate(m, device, run, lane, &task, chat, &params, flag, &emit)
-                },
-            ),
-            Command::Resume { run, lane, header } => with_run(
-                model.as_ref(),
-                &cancel,
-                run,
-                lane,
-                &emit,
-                |m, device, flag, lane| decode(m, device, run, lane, *header, flag, &emit),
-            ),
+            } => with_run(model.as_ref(), &cancel, run, &emit, |m, device, flag| {
+                generate(m, device, run, &task, chat, &params, flag, &emit)
+            }),
+            Command::Resume { run, header } => {
+                with_run(model.as_ref(), &cancel, run, &emit, |m, device, flag| {
+                    decode(m, device, run, *header, flag, &emit)
+                })
+            }
         }
     }
 }
@@ -185,9 +146,8 @@ fn with_run(
     model: Option<&(Arc<DiffusionModel>, String)>,
     cancel: &CancelFlags,
     run: u64,
-    lane: Lane,
     emit: &dyn Fn(Event),
-    body: impl FnOnce(&DiffusionModel, &str, &AtomicBool, Lane),
+    body: impl FnOnce(&DiffusionModel, &str, &AtomicBool),
 ) {
     let flag = cancel
         .lock()
@@ -195,10 +155,9 @@ fn with_run(
         .and_then(|f| f.get(&run).cloned())
         .unwrap_or_default();
     match model {
-        Some((m, device)) => body(m, device, &flag, lane),
+        Some((m, device)) => body(m, device, &flag),
         None => emit(Event::Failed {
             run,
-            lane,
             error: "no model is loaded".into(),
         }),
     }
@@ -212,7 +171,6 @@ fn generate(
     m: &DiffusionModel,
     device: &str,
     run: u64,
-    lane: Lane,
     task: &TextTask,
     chat: bool,
     params: &SamplerParams,
@@ -225,12 +183,11 @@ fn generate(
         Err(e) => {
             return emit(Event::Failed {
                 run,
-                lane,
                 error: e.to_string(),
             })
         }
     };
-    decode(m, device, run, lane, header, cancel, emit);
+    decode(m, device, run, header, cancel, emit);
 }
 
 /// Decodes a prepared header, streaming its events.
@@ -238,32 +195,27 @@ fn decode(
     m: &DiffusionModel,
     device: &str,
     run: u64,
-    lane: Lane,
     header: TraceHeader,
     cancel: &AtomicBool,
     emit: &dyn Fn(Event),
 ) {
     emit(Event::Started {
         run,
-        lane,
         header: Box::new(header.clone()),
     });
     let mut on_step = |e: &StepEvent| {
         emit(Event::Step {
             run,
-            lane,
             event: Box::new(e.clone()),
         })
     };
     match session::run(m, header, device, cancel, &mut on_step) {
         Ok(trace) => emit(Event::Finished {
             run,
-            lane,
             trace: Box::new(trace),
         }),
         Err(e) => emit(Event::Failed {
             run,
-            lane,
             error: e.to_string(),
         }),
     }

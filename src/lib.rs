@@ -13,6 +13,7 @@ pub mod input;
 pub mod model;
 pub mod presets;
 pub mod profile;
+pub mod progress;
 pub mod sampler;
 pub mod session;
 pub mod trace;

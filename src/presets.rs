@@ -289,6 +289,59 @@ fn dream_settings(temperature: f32) -> SamplerParams {
     }
 }
 
+/// The family's reference defaults (dllm-inference.md §2.7, §3.5, §4.4), greedy, for
+/// `gen_length` tokens; `trained_block` is the checkpoint's `block_size` when it has one. The
+/// sampler knows no family: what a family needs is in these plain fields (`filters`, `rule`,
+/// `schedule` …) and in `ModelFacts::aligned_blocks`.
+pub fn reference_params(
+    family: Family,
+    trained_block: Option<usize>,
+    gen_length: usize,
+) -> SamplerParams {
+    let base = SamplerParams {
+        gen_length,
+        ..Default::default()
+    };
+    match family {
+        // LLaDA: semi-autoregressive blocks of 32, one token per step (best quality).
+        Family::Llada => {
+            let b = if gen_length.is_multiple_of(32) {
+                32
+            } else {
+                gen_length
+            };
+            SamplerParams {
+                block_size: b,
+                steps: b,
+                filters: Filters::PlainScores,
+                ..base
+            }
+        }
+        // Dream: one block over the whole length, entropy ordering, Dream's schedule,
+        // steps = tokens (the README's recommendation), top-p 0.95.
+        Family::Dream => SamplerParams {
+            block_size: gen_length,
+            steps: gen_length,
+            rule: UnmaskRule::Entropy,
+            schedule: Schedule::Timestep,
+            top_p: 0.95,
+            // transformers fills Dream's unset top_k with its default 50 (presets.rs).
+            top_k: 50,
+            filters: Filters::TopPThenTopK,
+            ..base
+        },
+        // SDAR: the trained block size (4 for the published chats), as many steps.
+        Family::Sdar => {
+            let b = trained_block.unwrap_or(4);
+            SamplerParams {
+                block_size: b,
+                steps: b,
+                ..base
+            }
+        }
+    }
+}
+
 /// Finds a preset by key, hub id or display name (case-insensitive).
 pub fn find(name: &str) -> Option<Preset> {
     let n = name.to_lowercase();

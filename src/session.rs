@@ -5,8 +5,8 @@ use std::sync::atomic::AtomicBool;
 use serde::{Deserialize, Serialize};
 
 use crate::error::Result;
-use crate::model::{DiffusionModel, Family};
-use crate::sampler::{self, ModelDenoiser, ModelFacts, SamplerParams, Task};
+use crate::model::{DiffusionModel, Family, ModelDenoiser};
+use crate::sampler::{self, ModelFacts, SamplerParams, Task};
 use crate::trace::{StepEvent, Trace, TraceHeader};
 
 /// A task as the user writes it.

@@ -143,6 +143,12 @@ fn eval_runs_from_a_fresh_clone_without_the_heldout_split() {
     assert!(
         err.contains("skipping the masked section") && err.contains("skipping the repair section")
     );
+    // stderr is a pipe here: the plain result lines, no progress bar.
+    assert!(
+        err.contains("newline / AR (block 1, 1 step): valid"),
+        "{err}"
+    );
+    assert!(!err.contains("left)") && !err.contains("[="), "{err}");
     // Both prompt forms, both settings, healing on by default.
     for row in [
         "| newline | AR (block 1, 1 step) | on |",

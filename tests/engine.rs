@@ -743,7 +743,7 @@ fn block_one_step_one_is_greedy_autoregressive_decoding() {
 fn worker_thread_cancels_the_old_run_and_not_the_next() {
     use std::sync::Arc;
     use std::time::Duration;
-    use unmask::engine::{Command, Engine, Event, Lane};
+    use unmask::engine::{Command, Engine, Event};
     use unmask::sampler::SamplerParams;
     use unmask::session::TextTask;
     let engine = Engine::spawn(|| {});
@@ -770,7 +770,6 @@ fn worker_thread_cancels_the_old_run_and_not_the_next() {
     };
     engine.send(Command::Generate {
         run: 1,
-        lane: Lane::Main,
         task: task.clone(),
         chat: false,
         params: long,
@@ -789,7 +788,6 @@ fn worker_thread_cancels_the_old_run_and_not_the_next() {
     engine.cancel();
     engine.send(Command::Generate {
         run: 2,
-        lane: Lane::Main,
         task,
         chat: false,
         params: short,

@@ -486,8 +486,8 @@ fn synthetic_race(app: &mut PlaygroundApp) {
         };
     }
     let s = &mut app.store;
-    s.begin(unmask::engine::Lane::RaceAr);
-    s.begin(unmask::engine::Lane::RaceDiffusion);
+    s.begin(unmask::gui::store::Lane::RaceAr);
+    s.begin(unmask::gui::store::Lane::RaceDiffusion);
     s.race_ar.trace = Some(Arc::new(ar));
     s.race_ar.status = RunStatus::Finished(FinishReason::Complete);
     s.race_diffusion.trace = Some(Arc::new(diffusion));
@@ -661,13 +661,13 @@ fn a_new_step_writes_one_commit_map_row_and_uploads_only_it() {
 
 #[test]
 fn a_frame_after_a_new_step_does_one_step_of_work() {
-    use unmask::engine::{Event, Lane};
+    use unmask::engine::Event;
+    use unmask::gui::store::Lane;
     let mut h = harness();
     let full = long_trace(400, 60);
     let run = h.state_mut().store.begin(Lane::Main);
     h.state_mut().store.apply(Event::Started {
         run,
-        lane: Lane::Main,
         header: Box::new(full.header.clone()),
     });
     h.run_steps(2);
@@ -678,7 +678,6 @@ fn a_frame_after_a_new_step_does_one_step_of_work() {
         let canvas = app.store.canvas.work;
         app.store.apply(Event::Step {
             run,
-            lane: Lane::Main,
             event: Box::new(e.clone()),
         });
         h.run_steps(1);
@@ -714,7 +713,6 @@ fn a_frame_after_a_new_step_does_one_step_of_work() {
         let uploaded = h.state().commit_map_rows_uploaded();
         h.state_mut().store.apply(Event::Step {
             run,
-            lane: Lane::Main,
             event: Box::new(e.clone()),
         });
         h.run_steps(1);
@@ -992,4 +990,87 @@ fn pause_pin_and_continue_make_a_fork_that_replays() {
         "a forward recomputed finished blocks: {:?}",
         fork.events.iter().map(|e| e.in_flight).collect::<Vec<_>>()
     );
+}
+
+#[test]
+fn engine_events_find_their_lane_by_run_id() {
+    use unmask::engine::Event;
+    use unmask::gui::store::{Lane, Store};
+    let header = synthetic_trace().header;
+    let mut s = Store::default();
+    let ar = s.begin(Lane::RaceAr);
+    let diffusion = s.begin(Lane::RaceDiffusion);
+    assert_ne!(ar, diffusion);
+    s.apply(Event::Started {
+        run: diffusion,
+        header: Box::new(header.clone()),
+    });
+    assert!(s.race_diffusion.trace.is_some());
+    assert!(s.race_ar.trace.is_none() && s.main.trace.is_none() && s.fork.trace.is_none());
+    assert_eq!(s.race_diffusion.status, RunStatus::Running);
+    assert_eq!(s.lane_of(ar), Some(Lane::RaceAr));
+    // A superseded run's events are dropped; the lane keeps waiting for its new run.
+    let old = s.begin(Lane::Main);
+    let new = s.begin(Lane::Main);
+    s.apply(Event::Started {
+        run: old,
+        header: Box::new(header.clone()),
+    });
+    assert_eq!(s.lane_of(old), None);
+    assert!(s.main.trace.is_none());
+    assert_eq!(s.main.status, RunStatus::Queued);
+    s.apply(Event::Started {
+        run: new,
+        header: Box::new(header),
+    });
+    assert!(s.main.trace.is_some());
+    // An idle lane (run 0) never takes an event.
+    s.apply(Event::Failed {
+        run: 0,
+        error: "boom".into(),
+    });
+    assert_eq!(s.fork.status, RunStatus::Idle);
+}
+
+#[test]
+fn explain_charts_the_block_under_the_cursor() {
+    use unmask::gui::explain::{block_bars, chart_title};
+    let t = synthetic_trace();
+    // Block 2 planned two commits per step; its last step made three (a revision).
+    let bars: Vec<_> = block_bars(&t, &t.events[5])
+        .iter()
+        .map(|b| (b.step, b.planned, b.committed, b.current))
+        .collect();
+    assert_eq!(
+        bars,
+        vec![
+            (1, 2, 2, false),
+            (2, 2, 2, true),
+            (3, 2, 2, false),
+            (4, 2, 3, false)
+        ]
+    );
+    let mut h = harness();
+    wait_model(&mut h);
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let path = tmp.path().join("synthetic.jsonl");
+    t.save(&path).expect("save");
+    h.state_mut().open_trace(&path);
+    wait_io(&mut h);
+    h.state_mut().store.set_cursor(3);
+    h.run_steps(3);
+    // The chart of block 1, with its three series in the legend.
+    h.get_by_label(&chart_title(&t.events[2]));
+    for series in ["planned", "committed", "this step"] {
+        h.get_by_label(series);
+    }
+    // The cursor moves into block 2: the chart follows it.
+    h.state_mut().store.set_cursor(6);
+    h.run_steps(3);
+    h.get_by_label(&chart_title(&t.events[5]));
+    assert!(h.query_by_label(&chart_title(&t.events[2])).is_none());
+    // Before the first step there is no step to chart.
+    h.state_mut().store.set_cursor(0);
+    h.run_steps(3);
+    assert!(h.query_by_label("planned").is_none());
 }

@@ -90,6 +90,53 @@ fn absurd_config_numbers_are_named_before_anything_is_allocated() {
 }
 
 #[test]
+fn wrong_typed_config_fields_are_named_with_their_path() {
+    use serde_json::json;
+    let cases: Vec<(&str, serde_json::Value, &[&str])> = vec![
+        // Nested: one element of a list has the wrong type or range.
+        (
+            "eos_token_id",
+            json!([416, "x"]),
+            &["eos_token_id[1]", "invalid type: string", "token id"],
+        ),
+        (
+            "eos_token_id",
+            json!([416, (1u64 << 32) + 5]),
+            &["eos_token_id[1]", "below 2^32"],
+        ),
+        (
+            "architectures",
+            json!([5]),
+            &["architectures[0]", "invalid type: integer", "a string"],
+        ),
+        // Top level: the field itself has the wrong type.
+        (
+            "hidden_size",
+            json!("64"),
+            &["`hidden_size`", "invalid type: string"],
+        ),
+        (
+            "rope_theta",
+            json!({"base": 1}),
+            &["`rope_theta`", "invalid type: map"],
+        ),
+        (
+            "tie_word_embeddings",
+            json!(1),
+            &["`tie_word_embeddings`", "a boolean"],
+        ),
+    ];
+    for (field, value, says) in cases {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let model = patched_sdar(dir.path(), &[(field, value)]);
+        let out = run(&["inspect", "--model", model.to_str().expect("utf8")]);
+        let mut needles = vec!["config.json"];
+        needles.extend_from_slice(says);
+        fails_with(&out, 1, &needles);
+    }
+}
+
+#[test]
 fn sampler_numbers_that_overflow_or_outgrow_the_context() {
     let big = (u64::MAX - 1).to_string();
     let out = run(&[

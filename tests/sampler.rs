@@ -195,7 +195,7 @@ fn filters_and_proposals() {
     let prop = propose(&logits, &params, 99, None, &mut rng);
     // The greedy shortcut with precomputed softmax statistics gives the same proposal.
     let t = candle_core::Tensor::from_slice(&logits, (1, 4), &candle_core::Device::Cpu).unwrap();
-    let st = unmask::sampler::denoiser::row_stats(&t).unwrap()[0];
+    let st = unmask::model::denoiser::row_stats(&t).unwrap()[0];
     let fast = propose(&logits, &params, 99, Some(st), &mut rng);
     assert_eq!(fast.token, prop.token);
     assert!((fast.prob - prop.prob).abs() < 1e-6 && (fast.margin - prop.margin).abs() < 1e-6);
@@ -687,7 +687,7 @@ fn filtered_distributions_match_the_references() {
             temperature: t,
             top_k: k,
             top_p: p,
-            ..SamplerParams::for_family(family, None, 32)
+            ..unmask::presets::reference_params(family, None, 32)
         };
         let got = score_probs(row, &params);
         let err = got
@@ -769,7 +769,7 @@ fn fast_proposals_equal_the_reference_definition() {
             }
             let t = candle_core::Tensor::from_slice(&logits, (1, vocab), &candle_core::Device::Cpu)
                 .unwrap();
-            let st = unmask::sampler::denoiser::row_stats(&t).unwrap()[0];
+            let st = unmask::model::denoiser::row_stats(&t).unwrap()[0];
             for &(temperature, top_k, top_p) in &[
                 (0.0f32, 0usize, 1.0f32),
                 (0.0, 0, 0.9137),
@@ -833,7 +833,8 @@ fn fast_proposals_equal_the_reference_definition() {
 /// Host-side softmax statistics equal the tensor version (the CPU path uses the former).
 #[test]
 fn host_row_stats_equal_tensor_row_stats() {
-    use unmask::sampler::denoiser::{host_row_stats, row_stats};
+    use unmask::model::denoiser::row_stats;
+    use unmask::sampler::denoiser::host_row_stats;
     let data: Vec<f32> = (0..3 * 50)
         .map(|i| ((i * 37) % 23) as f32 * 0.3 - 2.0)
         .collect();

@@ -76,7 +76,7 @@ fn training_lowers_the_loss_loads_generates_and_resumes() {
     let model = unmask::model::DiffusionModel::load(&out, DType::F32, &Device::Cpu).unwrap();
     assert_eq!(model.family(), unmask::model::Family::Sdar);
     assert_eq!(model.mask_id(), 1);
-    let params = unmask::sampler::SamplerParams::for_family(model.family(), Some(8), 16);
+    let params = unmask::presets::reference_params(model.family(), Some(8), 16);
     let task = unmask::session::TextTask::Complete {
         prompt: "def add(a, b):\n".into(),
     };

@@ -22,6 +22,7 @@ use serde::Serialize;
 use super::table::Table;
 use crate::hub::Need;
 use crate::model::{self, DiffusionModel, KvCache, Mask};
+use crate::progress::Progress;
 use crate::sampler::{SamplerParams, UnmaskRule};
 use crate::session::{self, TextTask};
 
@@ -139,9 +140,14 @@ pub fn setting_name(key: &str, p: &SamplerParams) -> String {
     if key == "ar" {
         return "AR (block 1, 1 step)".into();
     }
-    match p.rule {
+    let name = match p.rule {
         UnmaskRule::Threshold => format!("block {}, threshold {}", p.block_size, p.threshold),
         _ => format!("block {}, {} steps", p.block_size, p.steps),
+    };
+    if p.approx_cache {
+        name + ", approximate cache"
+    } else {
+        name
     }
 }
 
@@ -238,7 +244,9 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<()> {
     if !skip("masked") {
         let texts = read_jsonl(&args.heldout, "text")?;
         for ratio in [0.15f32, 0.5, 0.9] {
-            let r = masked_metrics(&m, &texts, ratio, args.n_sequences, &device)?;
+            let bar = Progress::new(args.n_sequences, format!("masked ratio {ratio}"));
+            let r = masked_metrics(&m, &texts, ratio, args.n_sequences, &device, &bar)?;
+            drop(bar);
             eprintln!(
                 "masked ratio {ratio}: accuracy {:.3}, NLL {:.3} over {} tokens",
                 r.accuracy, r.nll, r.tokens
@@ -257,7 +265,9 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<()> {
                 .map(|p| prompt_form(p, form))
                 .collect::<anyhow::Result<Vec<_>>>()?;
             for (name, params) in &sets {
-                let mut r = validity(&m, &prompts, name, &tuned(params), &args.device)?;
+                let bar = Progress::new(prompts.len(), format!("{form} / {name}"));
+                let mut r = validity(&m, &prompts, name, &tuned(params), &args.device, &bar)?;
+                drop(bar);
                 r.form = form.clone();
                 eprintln!(
                     "{form} / {name}: valid {}/{} ({:.0}%), {:.1} tokens/s, {:.2} tokens/forward",
@@ -286,7 +296,9 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<()> {
             ));
         }
         for (name, mm) in &models {
-            let r = repair(mm, name, &snippets, args.repair_budget, &args.device)?;
+            let bar = Progress::new(snippets.len(), format!("repair {name}"));
+            let r = repair(mm, name, &snippets, args.repair_budget, &args.device, &bar)?;
+            drop(bar);
             eprintln!(
                 "repair {name}: distance {:.2} → {:.2}, fully repaired {}/{}",
                 r.distance_before, r.distance_after, r.fully_repaired, r.snippets
@@ -309,6 +321,7 @@ pub fn masked_metrics(
     ratio: f32,
     n: usize,
     _dev: &Device,
+    progress: &Progress,
 ) -> anyhow::Result<MaskedResult> {
     let b = m.info.config.block_size.unwrap_or(8);
     let len = 256.min(m.info.config.max_position_embeddings);
@@ -326,6 +339,7 @@ pub fn masked_metrics(
         }
         let ids = &ids[..len];
         seqs += 1;
+        progress.inc();
         let blocks: Vec<usize> = (0..len).map(|i| i / b).collect();
         let bidir = m.family().attention() == model::Attention::Bidirectional;
         let mut cache = KvCache::new();
@@ -397,6 +411,7 @@ pub fn validity(
     name: &str,
     params: &SamplerParams,
     device: &str,
+    progress: &Progress,
 ) -> anyhow::Result<SettingResult> {
     let cancel = AtomicBool::new(false);
     let mut cases = Vec::new();
@@ -417,6 +432,7 @@ pub fn validity(
         forwards += fin.metrics.forwards;
         let stopped = matches!(fin.reason, crate::trace::FinishReason::Eos { .. });
         cases.push(serde_json::json!({"prompt": p, "completion": fin.text, "stopped": stopped}));
+        progress.inc();
     }
     let verdicts = judge(&cases)?;
     let valid = verdicts.iter().filter(|&&v| v).count();
@@ -511,6 +527,7 @@ pub fn repair(
     snippets: &[String],
     budget: usize,
     device: &str,
+    progress: &Progress,
 ) -> anyhow::Result<RepairResult> {
     let cancel = AtomicBool::new(false);
     let params = SamplerParams {
@@ -540,6 +557,7 @@ pub fn repair(
         let d = trace.finish.and_then(|f| f.repaired_distance).unwrap_or(0);
         after += d;
         full += (d == 0) as usize;
+        progress.inc();
     }
     let n = snippets.len().max(1) as f64;
     Ok(RepairResult {

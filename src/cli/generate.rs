@@ -5,8 +5,8 @@ use std::path::PathBuf;
 use clap::Args;
 
 use crate::hub::Need;
-use crate::model::{self, DiffusionModel};
-use crate::sampler::{self, ModelDenoiser, Task};
+use crate::model::{self, DiffusionModel, ModelDenoiser};
+use crate::sampler::{self, Task};
 use crate::session;
 
 #[derive(Args, Debug)]

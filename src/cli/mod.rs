@@ -115,7 +115,7 @@ pub struct ReplayArgs {
 }
 
 /// Sampler flags shared by the commands that decode; a flag left out takes the model family's
-/// default (`SamplerParams::for_family`).
+/// default (`presets::reference_params`).
 #[derive(Args, Debug, Clone, Default)]
 pub struct SamplerFlags {
     /// Tokens to generate [default: 64]
@@ -172,7 +172,8 @@ impl SamplerFlags {
         family: crate::model::Family,
         trained_block: Option<usize>,
     ) -> SamplerParams {
-        let mut p = SamplerParams::for_family(family, trained_block, self.gen_length.unwrap_or(64));
+        let mut p =
+            crate::presets::reference_params(family, trained_block, self.gen_length.unwrap_or(64));
         self.apply_to(&mut p);
         p.stop_at_eos = !self.no_stop;
         p.kv_cache = !self.no_cache;

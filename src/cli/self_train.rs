@@ -139,19 +139,21 @@ pub fn run(a: &SelfTrainArgs) -> anyhow::Result<()> {
                 ..base
             };
             let seeds: Vec<u64> = (0..a.samples as u64).collect();
+            let bar = crate::progress::Progress::new(prompts.len(), "rollouts");
             for (i, pr) in prompts.iter().enumerate() {
                 let trajs = policy::rollouts(&m, pr, &p, &seeds)?;
                 let ok = verdicts(&trajs.iter().collect::<Vec<_>>())?;
                 if let Some(b) = policy::select_best(&trajs, &ok) {
                     keep.push(trajs[b].clone());
                 }
-                eprintln!(
+                bar.inc();
+                bar.line(&format!(
                     "prefix {}/{}: {} of {} trajectories parse",
                     i + 1,
                     prompts.len(),
                     ok.iter().filter(|&&x| x).count(),
                     trajs.len()
-                );
+                ));
             }
         }
         "distil" => {
@@ -160,7 +162,9 @@ pub fn run(a: &SelfTrainArgs) -> anyhow::Result<()> {
                 ..base.clone()
             };
             let (mut kept_few, mut distilled) = (0, 0);
+            let bar = crate::progress::Progress::new(prompts.len(), "rollouts");
             for pr in &prompts {
+                bar.inc();
                 let f = policy::rollouts(&m, pr, &few, &[0])?;
                 let g = policy::rollouts(&m, pr, &base, &[0])?;
                 let (Some(f), Some(g)) = (f.first(), g.first()) else {
@@ -176,6 +180,7 @@ pub fn run(a: &SelfTrainArgs) -> anyhow::Result<()> {
                     keep.push(t);
                 }
             }
+            drop(bar);
             eprintln!(
                 "{} prefixes: {kept_few} few-step rollouts accepted, {distilled} replaced by the many-step output",
                 prompts.len()

@@ -16,10 +16,11 @@ use super::controls::{self, Action, ControlsState};
 use super::jobs::{Job, Outcome};
 use super::report::{self, FrameStats, RunReport};
 use super::settings::{Settings, View};
+use super::store::Lane;
 use super::store::{RunStatus, Store};
 use super::{compare, explain, files, highlight, metrics, output, race, timeline};
 use crate::cli::GuiArgs;
-use crate::engine::{Command, Engine, Lane};
+use crate::engine::{Command, Engine};
 use crate::model::{self, device, DiffusionModel};
 use crate::sampler::{ParamProblem, SamplerParams};
 use crate::trace::{Cell, Edit};
@@ -230,7 +231,6 @@ impl PlaygroundApp {
                 if let Some(e) = &self.engine {
                     e.send(Command::Resume {
                         run,
-                        lane: Lane::Fork,
                         header: Box::new(header),
                     });
                 }
@@ -551,7 +551,6 @@ impl PlaygroundApp {
         let run = self.store.begin(lane);
         engine.send(Command::Generate {
             run,
-            lane,
             task: self.settings.task(),
             chat: self.settings.chat,
             params,

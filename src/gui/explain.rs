@@ -1,6 +1,7 @@
 //! Explain: what the sampler did at the step under the cursor, and why, in plain words.
 
-use egui::{Color32, Rect, Sense, Stroke, Vec2};
+use egui::Color32;
+use egui_plot::{uniform_grid_spacer, Bar, BarChart, Corner, GridMark, Legend, Plot};
 
 use crate::sampler::UnmaskRule;
 use crate::trace::{StepEvent, Trace};
@@ -112,60 +113,120 @@ pub fn describe(t: &Trace, cursor: usize) -> Vec<String> {
     out
 }
 
-/// Planned vs actual commits per step of the block under the cursor.
-fn plot(ui: &mut egui::Ui, t: &Trace, e: &StepEvent) {
-    let steps: Vec<&StepEvent> = t.events.iter().filter(|x| x.block == e.block).collect();
-    let max = steps
+/// One step of the block under the cursor, as the chart draws it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StepBar {
+    /// Step within the block, 1-based (the chart's x).
+    pub step: usize,
+    /// Commits the schedule planned.
+    pub planned: usize,
+    /// Commits made (the threshold rule and revisions can exceed the plan).
+    pub committed: usize,
+    /// The step under the cursor.
+    pub current: bool,
+}
+
+/// Planned and made commits of every step of `e`'s block that the trace holds.
+pub fn block_bars(t: &Trace, e: &StepEvent) -> Vec<StepBar> {
+    t.events
         .iter()
-        .map(|s| s.planned.max(s.commits.len()))
+        .filter(|x| x.block == e.block)
+        .map(|x| StepBar {
+            step: x.step + 1,
+            planned: x.planned,
+            committed: x.commits.len(),
+            current: x.index == e.index,
+        })
+        .collect()
+}
+
+/// The chart's caption (also what a test or screen reader finds it by).
+pub fn chart_title(e: &StepEvent) -> String {
+    format!("Block {}: commits per step, planned vs made", e.block + 1)
+}
+
+/// Planned vs actual commits per step of the block under the cursor, with egui_plot: a small,
+/// fixed chart (no zoom or drag, so the side panel keeps its scrolling).
+fn plot(ui: &mut egui::Ui, t: &Trace, e: &StepEvent) {
+    let bars = block_bars(t, e);
+    ui.label(egui::RichText::new(chart_title(e)).small().weak());
+    let chart = |name: &str, color: Color32, x: f64, pick: &dyn Fn(&StepBar) -> Option<usize>| {
+        let v: Vec<Bar> = bars
+            .iter()
+            .filter_map(|b| {
+                pick(b).map(|n| Bar::new(b.step as f64 + x, n as f64).width(0.4).fill(color))
+            })
+            .collect();
+        BarChart::new(name, v).color(color)
+    };
+    let planned = chart("planned", Color32::from_gray(110), -0.2, &|b| {
+        Some(b.planned)
+    });
+    let made = chart("committed", Color32::from_rgb(90, 160, 255), 0.2, &|b| {
+        (!b.current).then_some(b.committed)
+    });
+    let current = chart("this step", Color32::from_rgb(255, 214, 10), 0.2, &|b| {
+        b.current.then_some(b.committed)
+    });
+    let max = bars
+        .iter()
+        .map(|b| b.planned.max(b.committed))
         .max()
         .unwrap_or(1)
-        .max(1);
-    let (rect, _) = ui.allocate_exact_size(
-        Vec2::new(ui.available_width().min(320.0), 90.0),
-        Sense::hover(),
-    );
-    let p = ui.painter_at(rect);
-    p.rect_filled(rect, 2.0, ui.visuals().extreme_bg_color);
-    let plot = rect.shrink2(Vec2::new(6.0, 14.0));
-    let n = steps.len().max(1) as f32;
-    let bw = plot.width() / n;
-    for (i, s) in steps.iter().enumerate() {
-        let x0 = plot.left() + i as f32 * bw;
-        let hp = plot.height() * s.planned as f32 / max as f32;
-        let ha = plot.height() * s.commits.len() as f32 / max as f32;
-        let planned = Rect::from_min_max(
-            egui::pos2(x0 + bw * 0.1, plot.bottom() - hp),
-            egui::pos2(x0 + bw * 0.5, plot.bottom()),
-        );
-        let actual = Rect::from_min_max(
-            egui::pos2(x0 + bw * 0.5, plot.bottom() - ha),
-            egui::pos2(x0 + bw * 0.9, plot.bottom()),
-        );
-        p.rect_filled(planned, 1.0, Color32::from_gray(110));
-        let c = if s.index == e.index {
-            Color32::from_rgb(255, 214, 10)
-        } else {
-            Color32::from_rgb(90, 160, 255)
-        };
-        p.rect_filled(actual, 1.0, c);
-    }
-    p.hline(
-        plot.x_range(),
-        plot.bottom(),
-        Stroke::new(1.0, Color32::GRAY),
-    );
-    let font = egui::FontId::proportional(10.0);
-    p.text(
-        rect.left_top() + Vec2::new(4.0, 1.0),
-        egui::Align2::LEFT_TOP,
-        format!(
-            "block {}: planned (grey) vs committed (blue), max {max}",
-            e.block + 1
-        ),
-        font,
-        ui.visuals().weak_text_color(),
-    );
+        .max(1) as f64;
+    // Only whole steps and whole commits are meaningful on the axes; the headroom above `max`
+    // holds the legend, so it gets no labels.
+    let n = bars.len() as f64;
+    let whole = |lo: f64, hi: f64| {
+        move |m: GridMark, _: &std::ops::RangeInclusive<f64>| {
+            if m.value.fract() == 0.0 && (lo..=hi).contains(&m.value) {
+                format!("{}", m.value)
+            } else {
+                String::new()
+            }
+        }
+    };
+    let width = ui.available_width().min(320.0);
+    Plot::new("explain_commits")
+        .width(width)
+        .height(130.0)
+        .legend(
+            Legend::default()
+                .position(Corner::LeftTop)
+                .text_style(egui::TextStyle::Small)
+                .follow_insertion_order(true),
+        )
+        .include_y(0.0)
+        .include_y(2.0 * max + 1.0)
+        .include_x(0.4)
+        .include_x(n + 0.6)
+        .auto_bounds(true)
+        .allow_zoom(false)
+        .allow_drag(false)
+        .allow_scroll(false)
+        .allow_boxed_zoom(false)
+        .allow_double_click_reset(false)
+        .show_grid(false)
+        .x_axis_label("step")
+        // Ticks every k whole units, k chosen so that labels keep egui_plot's minimum spacing
+        // (60 points across, 20 up) inside the axes (about 40 points wide, 35 high).
+        .x_grid_spacer(uniform_grid_spacer(move |_| {
+            let k = (60.0 * (n + 0.2) / f64::from(width - 40.0).max(60.0))
+                .ceil()
+                .max(1.0);
+            [k, 2.0 * k, 4.0 * k]
+        }))
+        .y_grid_spacer(uniform_grid_spacer(move |_| {
+            let k = (24.0 * (2.0 * max + 1.0) / 95.0).ceil().max(1.0);
+            [k, 2.0 * k, 4.0 * k]
+        }))
+        .x_axis_formatter(whole(1.0, n))
+        .y_axis_formatter(whole(0.0, max))
+        .show(ui, |p| {
+            p.bar_chart(planned);
+            p.bar_chart(made);
+            p.bar_chart(current);
+        });
 }
 
 pub fn show(ui: &mut egui::Ui, t: Option<&Trace>, cursor: usize) {

@@ -5,8 +5,25 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::canvas::{CanvasCache, CanvasModel};
-use crate::engine::{Event, Lane};
+use crate::engine::Event;
 use crate::trace::{Cell, FinishReason, Metrics, Trace};
+
+/// Which part of the window shows a run. The engine never sees it: each lane remembers the id of
+/// its current run, and an event finds its lane by that id.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Lane {
+    Main,
+    /// The race view: the same prompt decoded autoregressively.
+    RaceAr,
+    /// The race view: the current diffusion settings.
+    RaceDiffusion,
+    /// A fork of the main run after an intervention.
+    Fork,
+}
+
+impl Lane {
+    pub const ALL: [Lane; 4] = [Lane::Main, Lane::RaceAr, Lane::RaceDiffusion, Lane::Fork];
+}
 
 /// Where a lane's current run stands.
 #[derive(Clone, Debug, PartialEq)]
@@ -170,19 +187,30 @@ impl Store {
         }
     }
 
+    /// The lane whose current run is `run`; `None` for a superseded run.
+    pub fn lane_of(&self, run: u64) -> Option<Lane> {
+        let lane = |l: Lane| match l {
+            Lane::Main => &self.main,
+            Lane::RaceAr => &self.race_ar,
+            Lane::RaceDiffusion => &self.race_diffusion,
+            Lane::Fork => &self.fork,
+        };
+        Lane::ALL.into_iter().find(|&l| lane(l).run == run)
+    }
+
     /// Applies one engine event; events of superseded runs are ignored.
     pub fn apply(&mut self, ev: Event) {
-        let (run, lane) = match &ev {
-            Event::Started { run, lane, .. }
-            | Event::Step { run, lane, .. }
-            | Event::Finished { run, lane, .. }
-            | Event::Failed { run, lane, .. } => (*run, *lane),
+        let run = match &ev {
+            Event::Started { run, .. }
+            | Event::Step { run, .. }
+            | Event::Finished { run, .. }
+            | Event::Failed { run, .. } => *run,
         };
-        let l = self.lane_mut(lane);
-        if l.run != run {
+        // Run ids start at 1, so an idle lane (run 0) never matches.
+        let Some(lane) = self.lane_of(run).filter(|_| run != 0) else {
             return;
-        }
-        l.apply(ev);
+        };
+        self.lane_mut(lane).apply(ev);
         if lane == Lane::Main && self.follow {
             self.cursor = self.len();
         }

@@ -3,6 +3,8 @@
 
 use std::path::Path;
 
+use serde::de::{self, Deserializer, Visitor};
+use serde::Deserialize;
 use serde_json::Value;
 
 use crate::error::{Error, Result};
@@ -95,83 +97,166 @@ pub struct ModelConfig {
     pub torch_dtype: Option<String>,
 }
 
-struct Fields<'a> {
-    v: &'a Value,
-    file: &'a Path,
+/// The fields every family shares: what `config.json` is, and its special ids. Each struct below
+/// names its fields exactly as `config.json` does; serde checks the types (with the path of a
+/// wrong-typed value, e.g. `eos_token_id[1]`), the code after it checks the values.
+#[derive(Deserialize)]
+struct Common {
+    architectures: Option<Vec<String>>,
+    model_type: Option<String>,
+    mask_token_id: Option<TokenId>,
+    #[serde(default)]
+    eos_token_id: TokenIds,
+    #[serde(default)]
+    bos_token_id: TokenIds,
+    #[serde(default)]
+    pad_token_id: TokenIds,
+    torch_dtype: Option<String>,
+    dtype: Option<String>,
+    block_size: Option<usize>,
+    bd_size: Option<usize>,
 }
 
-impl Fields<'_> {
-    fn usize(&self, key: &str) -> Result<usize> {
-        match self.v.get(key) {
-            Some(x) => x
-                .as_u64()
-                .map(|n| n as usize)
-                .ok_or_else(|| self.bad(key, "a non-negative integer")),
-            None => Err(Error::ConfigField {
-                file: self.file.to_path_buf(),
-                field: key.into(),
+/// `LLaDAModelLM` (an OLMo-style config).
+#[derive(Deserialize)]
+struct LladaConfig {
+    d_model: usize,
+    n_heads: usize,
+    n_kv_heads: Option<usize>,
+    n_layers: usize,
+    vocab_size: usize,
+    embedding_size: Option<usize>,
+    mlp_hidden_size: usize,
+    max_sequence_length: Option<usize>,
+    rope_theta: Option<f64>,
+    rms_norm_eps: Option<f64>,
+    weight_tying: Option<bool>,
+    block_type: Option<String>,
+    include_bias: Option<bool>,
+    include_qkv_bias: Option<bool>,
+}
+
+/// Qwen2 (`DreamModel`, Open-dCoder) and Qwen3 (`SDARForCausalLM`) configs, which name the same
+/// geometry the same way.
+#[derive(Deserialize)]
+struct QwenConfig {
+    hidden_size: usize,
+    num_attention_heads: usize,
+    num_key_value_heads: Option<usize>,
+    num_hidden_layers: usize,
+    head_dim: Option<usize>,
+    vocab_size: usize,
+    intermediate_size: usize,
+    max_position_embeddings: Option<usize>,
+    rope_theta: Option<f64>,
+    rms_norm_eps: Option<f64>,
+    attention_bias: Option<bool>,
+    tie_word_embeddings: Option<bool>,
+    hidden_act: Option<String>,
+}
+
+/// One token id; an id beyond u32 is refused, never truncated (2^32 + 5 must not become 5).
+#[derive(Clone, Copy)]
+struct TokenId(u32);
+
+impl<'de> Deserialize<'de> for TokenId {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = TokenId;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a token id below 2^32")
+            }
+            fn visit_u64<E: de::Error>(self, n: u64) -> std::result::Result<TokenId, E> {
+                u32::try_from(n)
+                    .map(TokenId)
+                    .map_err(|_| E::invalid_value(de::Unexpected::Unsigned(n), &self))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// A token id field that may be null, a number or a list of numbers.
+#[derive(Default)]
+struct TokenIds(Vec<u32>);
+
+impl<'de> Deserialize<'de> for TokenIds {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = TokenIds;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a token id below 2^32 or a list of token ids")
+            }
+            fn visit_unit<E: de::Error>(self) -> std::result::Result<TokenIds, E> {
+                Ok(TokenIds::default())
+            }
+            fn visit_u64<E: de::Error>(self, n: u64) -> std::result::Result<TokenIds, E> {
+                u32::try_from(n)
+                    .map(|n| TokenIds(vec![n]))
+                    .map_err(|_| E::invalid_value(de::Unexpected::Unsigned(n), &self))
+            }
+            fn visit_seq<A: de::SeqAccess<'de>>(
+                self,
+                mut a: A,
+            ) -> std::result::Result<TokenIds, A::Error> {
+                let mut ids = Vec::new();
+                while let Some(TokenId(t)) = a.next_element()? {
+                    ids.push(t);
+                }
+                Ok(TokenIds(ids))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// Deserializes `T` from `v`; a wrong type is an error naming the file and the path of the field
+/// (`eos_token_id[1]`), a missing required field one naming the field and saying "missing".
+fn typed<T: serde::de::DeserializeOwned>(v: &Value, file: &Path) -> Result<T> {
+    serde_path_to_error::deserialize(v).map_err(|e| {
+        let path = e.path().to_string();
+        let problem = e.into_inner().to_string();
+        match problem
+            .strip_prefix("missing field `")
+            .and_then(|f| f.strip_suffix('`'))
+        {
+            Some(field) => Error::ConfigField {
+                file: file.to_path_buf(),
+                field: if path == "." {
+                    field.to_string()
+                } else {
+                    format!("{path}.{field}")
+                },
                 problem: "missing".into(),
-            }),
+            },
+            None => Error::ConfigField {
+                file: file.to_path_buf(),
+                field: path,
+                problem,
+            },
         }
-    }
-    fn usize_or(&self, key: &str, default: usize) -> Result<usize> {
-        if self.v.get(key).is_none_or(Value::is_null) {
-            Ok(default)
-        } else {
-            self.usize(key)
-        }
-    }
-    fn opt_usize(&self, key: &str) -> Result<Option<usize>> {
-        if self.v.get(key).is_none_or(Value::is_null) {
-            Ok(None)
-        } else {
-            self.usize(key).map(Some)
-        }
-    }
-    fn f64_or(&self, key: &str, default: f64) -> Result<f64> {
-        match self.v.get(key) {
-            None | Some(Value::Null) => Ok(default),
-            Some(x) => x.as_f64().ok_or_else(|| self.bad(key, "a number")),
-        }
-    }
-    fn bool_or(&self, key: &str, default: bool) -> Result<bool> {
-        match self.v.get(key) {
-            None | Some(Value::Null) => Ok(default),
-            Some(x) => x.as_bool().ok_or_else(|| self.bad(key, "true or false")),
-        }
-    }
-    fn str(&self, key: &str) -> Option<&str> {
-        self.v.get(key).and_then(Value::as_str)
-    }
-    fn ids(&self, key: &str) -> Result<Vec<u32>> {
-        ids_of(self.v.get(key)).ok_or_else(|| self.bad(key, "a token id or a list of token ids"))
-    }
-    fn bad(&self, key: &str, expected: &str) -> Error {
-        Error::ConfigField {
-            file: self.file.to_path_buf(),
-            field: key.into(),
-            problem: format!(
-                "expected {expected}, found {}",
-                self.v.get(key).map(|x| x.to_string()).unwrap_or_default()
-            ),
-        }
+    })
+}
+
+/// A value that has the right type but not an acceptable value.
+fn bad(v: &Value, file: &Path, key: &str, expected: &str) -> Error {
+    Error::ConfigField {
+        file: file.to_path_buf(),
+        field: key.into(),
+        problem: format!(
+            "expected {expected}, found {}",
+            v.get(key).map(|x| x.to_string()).unwrap_or_default()
+        ),
     }
 }
 
 /// Reads a token id field that may be absent, null, a number or a list of numbers.
 pub fn ids_of(v: Option<&Value>) -> Option<Vec<u32>> {
     match v {
-        None | Some(Value::Null) => Some(Vec::new()),
-        // An id beyond u32 is refused, never truncated (2^32 + 5 must not become 5).
-        Some(Value::Number(n)) => n
-            .as_u64()
-            .and_then(|n| u32::try_from(n).ok())
-            .map(|n| vec![n]),
-        Some(Value::Array(a)) => a
-            .iter()
-            .map(|x| x.as_u64().and_then(|n| u32::try_from(n).ok()))
-            .collect(),
-        _ => None,
+        None => Some(Vec::new()),
+        Some(v) => TokenIds::deserialize(v).ok().map(|t| t.0),
     }
 }
 
@@ -188,15 +273,20 @@ impl ModelConfig {
     }
 
     pub fn from_value(v: &Value, file: &Path) -> Result<Self> {
-        let f = Fields { v, file };
-        let arch = v
-            .get("architectures")
-            .and_then(Value::as_array)
+        if !v.is_object() {
+            return Err(Error::Parse {
+                file: file.to_path_buf(),
+                problem: format!("expected a JSON object, found {v}"),
+            });
+        }
+        let c: Common = typed(v, file)?;
+        let arch = c
+            .architectures
+            .as_ref()
             .and_then(|a| a.first())
-            .and_then(Value::as_str)
-            .unwrap_or("")
-            .to_string();
-        let model_type = f.str("model_type").unwrap_or("").to_lowercase();
+            .cloned()
+            .unwrap_or_default();
+        let model_type = c.model_type.as_deref().unwrap_or("").to_lowercase();
         let family = match (arch.as_str(), model_type.as_str()) {
             ("LLaDAModelLM", _) | (_, "llada") => Family::Llada,
             ("DreamModel", _) | (_, "dream") => Family::Dream,
@@ -209,62 +299,65 @@ impl ModelConfig {
                     found: format!(
                         "architectures {:?}, model_type {:?}",
                         arch,
-                        f.str("model_type").unwrap_or("")
+                        c.model_type.as_deref().unwrap_or("")
                     ),
                     supported: SUPPORTED_ARCHITECTURES.join(", "),
                 })
             }
         };
-        let mask_token_id = match f.opt_usize("mask_token_id")? {
-            Some(n) => Some(
-                u32::try_from(n).map_err(|_| f.bad("mask_token_id", "a token id below 2^32"))?,
-            ),
-            None => None,
-        };
-        let eos_token_ids = f.ids("eos_token_id")?;
-        let bos_token_id = f.ids("bos_token_id")?.first().copied();
-        let pad_token_id = f.ids("pad_token_id")?.first().copied();
-        let torch_dtype = f.str("torch_dtype").or(f.str("dtype")).map(str::to_string);
-        let block_size = f.opt_usize("block_size")?.or(f.opt_usize("bd_size")?);
+        let mask_token_id = c.mask_token_id.map(|t| t.0);
+        let eos_token_ids = c.eos_token_id.0;
+        let bos_token_id = c.bos_token_id.0.first().copied();
+        let pad_token_id = c.pad_token_id.0.first().copied();
+        let torch_dtype = c.torch_dtype.or(c.dtype);
+        let block_size = c.block_size.or(c.bd_size);
 
         let cfg = match family {
             Family::Llada => {
-                let hidden = f.usize("d_model")?;
-                let heads = f.usize("n_heads")?;
+                let l: LladaConfig = typed(v, file)?;
+                let (hidden, heads) = (l.d_model, l.n_heads);
                 if heads > 0 && !hidden.is_multiple_of(heads) {
-                    return Err(f.bad("n_heads", &format!("a divisor of d_model {hidden}")));
+                    return Err(bad(
+                        v,
+                        file,
+                        "n_heads",
+                        &format!("a divisor of d_model {hidden}"),
+                    ));
                 }
-                let vocab = f.usize("vocab_size")?;
-                let mlp = f.usize("mlp_hidden_size")?;
-                if let Some(bt) = f.str("block_type") {
-                    if bt != "llama" {
-                        return Err(f.bad(
-                            "block_type",
-                            "\"llama\" (the only LLaDA block type published)",
-                        ));
-                    }
+                if l.block_type.as_deref().is_some_and(|bt| bt != "llama") {
+                    return Err(bad(
+                        v,
+                        file,
+                        "block_type",
+                        "\"llama\" (the only LLaDA block type published)",
+                    ));
                 }
-                if f.bool_or("include_bias", false)? || f.bool_or("include_qkv_bias", false)? {
-                    return Err(f.bad("include_bias", "false (LLaDA checkpoints carry no biases)"));
+                if l.include_bias.unwrap_or(false) || l.include_qkv_bias.unwrap_or(false) {
+                    return Err(bad(
+                        v,
+                        file,
+                        "include_bias",
+                        "false (LLaDA checkpoints carry no biases)",
+                    ));
                 }
                 ModelConfig {
                     family,
                     architecture: arch,
-                    vocab_size: vocab,
-                    embedding_size: f.usize_or("embedding_size", vocab)?,
+                    vocab_size: l.vocab_size,
+                    embedding_size: l.embedding_size.unwrap_or(l.vocab_size),
                     hidden_size: hidden,
                     // LLaDA's SwiGLU gate and up projections are each `mlp_hidden_size` wide.
-                    intermediate_size: mlp,
-                    num_layers: f.usize("n_layers")?,
+                    intermediate_size: l.mlp_hidden_size,
+                    num_layers: l.n_layers,
                     num_heads: heads,
-                    num_kv_heads: f.usize_or("n_kv_heads", heads)?,
+                    num_kv_heads: l.n_kv_heads.unwrap_or(heads),
                     head_dim: hidden / heads.max(1),
-                    rope_theta: f.f64_or("rope_theta", 10000.0)?,
-                    rms_norm_eps: f.f64_or("rms_norm_eps", 1e-5)?,
-                    max_position_embeddings: f.usize_or("max_sequence_length", 4096)?,
+                    rope_theta: l.rope_theta.unwrap_or(10000.0),
+                    rms_norm_eps: l.rms_norm_eps.unwrap_or(1e-5),
+                    max_position_embeddings: l.max_sequence_length.unwrap_or(4096),
                     qkv_bias: false,
                     qk_norm: false,
-                    tie_word_embeddings: f.bool_or("weight_tying", false)?,
+                    tie_word_embeddings: l.weight_tying.unwrap_or(false),
                     block_size,
                     mask_token_id,
                     eos_token_ids,
@@ -274,41 +367,36 @@ impl ModelConfig {
                 }
             }
             Family::Dream | Family::Sdar => {
-                let hidden = f.usize("hidden_size")?;
-                let heads = f.usize("num_attention_heads")?;
-                let vocab = f.usize("vocab_size")?;
-                if v.get("head_dim").is_none_or(Value::is_null)
-                    && heads > 0
-                    && !hidden.is_multiple_of(heads)
-                {
-                    return Err(f.bad(
+                let q: QwenConfig = typed(v, file)?;
+                let (hidden, heads) = (q.hidden_size, q.num_attention_heads);
+                if q.head_dim.is_none() && heads > 0 && !hidden.is_multiple_of(heads) {
+                    return Err(bad(
+                        v,
+                        file,
                         "num_attention_heads",
                         &format!("a divisor of hidden_size {hidden} (or give head_dim)"),
                     ));
                 }
-                let head_dim = f.usize_or("head_dim", hidden / heads.max(1))?;
-                if let Some(act) = f.str("hidden_act") {
-                    if act != "silu" {
-                        return Err(f.bad("hidden_act", "\"silu\""));
-                    }
+                if q.hidden_act.as_deref().is_some_and(|a| a != "silu") {
+                    return Err(bad(v, file, "hidden_act", "\"silu\""));
                 }
                 ModelConfig {
                     family,
                     architecture: arch,
-                    vocab_size: vocab,
-                    embedding_size: vocab,
+                    vocab_size: q.vocab_size,
+                    embedding_size: q.vocab_size,
                     hidden_size: hidden,
-                    intermediate_size: f.usize("intermediate_size")?,
-                    num_layers: f.usize("num_hidden_layers")?,
+                    intermediate_size: q.intermediate_size,
+                    num_layers: q.num_hidden_layers,
                     num_heads: heads,
-                    num_kv_heads: f.usize_or("num_key_value_heads", heads)?,
-                    head_dim,
-                    rope_theta: f.f64_or("rope_theta", 10000.0)?,
-                    rms_norm_eps: f.f64_or("rms_norm_eps", 1e-6)?,
-                    max_position_embeddings: f.usize_or("max_position_embeddings", 32768)?,
-                    qkv_bias: family == Family::Dream || f.bool_or("attention_bias", false)?,
+                    num_kv_heads: q.num_key_value_heads.unwrap_or(heads),
+                    head_dim: q.head_dim.unwrap_or(hidden / heads.max(1)),
+                    rope_theta: q.rope_theta.unwrap_or(10000.0),
+                    rms_norm_eps: q.rms_norm_eps.unwrap_or(1e-6),
+                    max_position_embeddings: q.max_position_embeddings.unwrap_or(32768),
+                    qkv_bias: family == Family::Dream || q.attention_bias.unwrap_or(false),
                     qk_norm: family == Family::Sdar,
-                    tie_word_embeddings: f.bool_or("tie_word_embeddings", false)?,
+                    tie_word_embeddings: q.tie_word_embeddings.unwrap_or(false),
                     block_size,
                     mask_token_id,
                     eos_token_ids,

@@ -2,6 +2,7 @@
 
 pub mod config;
 pub mod cpu_linear;
+pub mod denoiser;
 pub mod device;
 pub mod host;
 pub mod rows_kernel;
@@ -16,6 +17,7 @@ use sha2::{Digest, Sha256};
 use tokenizers::Tokenizer;
 
 pub use config::{Attention, Family, ModelConfig};
+pub use denoiser::ModelDenoiser;
 pub use transformer::{CpuKernels, KvCache, Mask, Transformer};
 
 use crate::error::{Error, Result};

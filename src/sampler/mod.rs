@@ -17,7 +17,7 @@ use std::time::Instant;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
-pub use denoiser::{Denoiser, Layout, ModelDenoiser};
+pub use denoiser::{Denoiser, Layout};
 pub use params::{Filters, ParamProblem, SamplerParams, Schedule, UnmaskRule};
 
 use crate::error::{Error, Result};

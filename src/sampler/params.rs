@@ -132,7 +132,8 @@ pub struct SamplerParams {
     pub repetition_penalty: f32,
     /// Ban tokens that would repeat an n-gram already left of the position; 0 = off.
     pub no_repeat_ngram: usize,
-    /// The reference's filter order and score distribution (set per family by `for_family`).
+    /// The reference's filter order and score distribution (set per family by
+    /// `presets::reference_params`).
     pub filters: Filters,
 }
 
@@ -175,58 +176,6 @@ impl std::fmt::Display for ParamProblem {
 }
 
 impl SamplerParams {
-    /// The family's reference defaults (dllm-inference.md §2.7, §3.5, §4.4), greedy, for
-    /// `gen_length` tokens; `trained_block` is the checkpoint's `block_size` when it has one.
-    pub fn for_family(
-        family: crate::model::Family,
-        trained_block: Option<usize>,
-        gen_length: usize,
-    ) -> Self {
-        use crate::model::Family;
-        let base = SamplerParams {
-            gen_length,
-            ..Default::default()
-        };
-        match family {
-            // LLaDA: semi-autoregressive blocks of 32, one token per step (best quality).
-            Family::Llada => {
-                let b = if gen_length.is_multiple_of(32) {
-                    32
-                } else {
-                    gen_length
-                };
-                SamplerParams {
-                    block_size: b,
-                    steps: b,
-                    filters: Filters::PlainScores,
-                    ..base
-                }
-            }
-            // Dream: one block over the whole length, entropy ordering, Dream's schedule,
-            // steps = tokens (the README's recommendation), top-p 0.95.
-            Family::Dream => SamplerParams {
-                block_size: gen_length,
-                steps: gen_length,
-                rule: UnmaskRule::Entropy,
-                schedule: Schedule::Timestep,
-                top_p: 0.95,
-                // transformers fills Dream's unset top_k with its default 50 (presets.rs).
-                top_k: 50,
-                filters: Filters::TopPThenTopK,
-                ..base
-            },
-            // SDAR: the trained block size (4 for the published chats), as many steps.
-            Family::Sdar => {
-                let b = trained_block.unwrap_or(4);
-                SamplerParams {
-                    block_size: b,
-                    steps: b,
-                    ..base
-                }
-            }
-        }
-    }
-
     /// Checks the combination; `fixed_len` is the number of prompt (and suffix) tokens and
     /// `context` the model's context length, when known.
     pub fn problems(&self, fixed_len: usize, context: Option<usize>) -> Vec<ParamProblem> {

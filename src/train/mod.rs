@@ -518,6 +518,8 @@ pub fn train(o: &TrainOptions) -> anyhow::Result<Vec<StepLog>> {
     let mut biases: HashMap<usize, Tensor> = HashMap::new();
     let positions: Vec<usize> = (0..o.seq_len).chain(0..o.seq_len).collect();
     let mut logs = Vec::new();
+    let bar = crate::progress::Progress::new(end, "train");
+    bar.set_position(state.step);
     while state.step < end {
         let t0 = Instant::now();
         let step = state.step;
@@ -582,8 +584,10 @@ pub fn train(o: &TrainOptions) -> anyhow::Result<Vec<StepLog>> {
         let line = serde_json::to_string(&row)?;
         writeln!(log, "{line}").with_context(|| format!("{}", log_file.display()))?;
         if !o.quiet {
-            println!("{line}");
+            bar.suspend(|| println!("{line}"));
         }
+        bar.set_position(state.step);
+        bar.message(format!("stage {stage}, loss {loss_v:.4}"));
         logs.push(row);
         if (o.save_every > 0 && state.step.is_multiple_of(o.save_every)) || state.step == end {
             save_checkpoint(&o.out, &vm, &opt, &state, o)?;

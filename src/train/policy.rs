@@ -271,7 +271,9 @@ pub fn fine_tune(o: &FinetuneOptions, trajs: &[Trajectory]) -> anyhow::Result<Ve
     blocks.sort_unstable();
     let mut logs = Vec::new();
     let mut tokens = 0u64;
+    let bar = crate::progress::Progress::new(o.steps, "fine-tune");
     for step in 0..o.steps {
+        bar.set_position(step);
         let t0 = Instant::now();
         let mut rng = ChaCha8Rng::seed_from_u64(o.seed.wrapping_mul(1_000_003) ^ step as u64);
         let block = blocks[rng.random_range(0..blocks.len())];
@@ -315,10 +317,12 @@ pub fn fine_tune(o: &FinetuneOptions, trajs: &[Trajectory]) -> anyhow::Result<Ve
         let line = serde_json::to_string(&row)?;
         writeln!(log, "{line}").with_context(|| format!("{}", log_file.display()))?;
         if !o.quiet {
-            println!("{line}");
+            bar.suspend(|| println!("{line}"));
         }
+        bar.message(format!("loss {loss_v:.4}"));
         logs.push(row);
     }
+    drop(bar);
     let state = TrainState {
         step: o.steps,
         tokens,
