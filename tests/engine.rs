@@ -254,6 +254,34 @@ fn adopting_scratch_equals_appending_the_same_inputs() {
     }
 }
 
+/// On the CPU, f16 / bf16 mean half-precision weights under the host kernels' f32 arithmetic:
+/// the logits stay within the weights' rounding of the f32 forward.
+#[test]
+fn host_kernels_hold_half_precision_weights() {
+    let ids = ids(&golden("sdar"));
+    let blocks: Vec<usize> = (0..ids.len()).map(|i| i / 4).collect();
+    let logits = |dtype| {
+        let m = DiffusionModel::load_with(&fixture("sdar"), dtype, &Device::Cpu, CpuKernels::Host)
+            .unwrap();
+        assert_eq!(m.net.kernels(), CpuKernels::Host);
+        m.net
+            .forward(
+                &ids,
+                0,
+                &mut KvCache::new(),
+                0,
+                Mask::BlockCausal(&blocks),
+                0..ids.len(),
+            )
+            .unwrap()
+    };
+    let full = logits(DType::F32);
+    for (dtype, tol) in [(DType::F16, 5e-3), (DType::BF16, 3e-2)] {
+        let err = rel_err(&logits(dtype), &full);
+        assert!(err > 0.0 && err <= tol, "{dtype:?} weights: {err}");
+    }
+}
+
 /// A canvas at the context limit decodes on the host kernels one position at a time up to the
 /// last position; one position more is refused by name, and the cache is left as it was.
 #[test]

@@ -141,7 +141,7 @@ enum Kernels {
     Host(HostNet),
 }
 
-/// Which forward f32 CPU models use.
+/// Which forward CPU models use.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum CpuKernels {
     /// The slice kernels of `model::host` (the default).
@@ -282,8 +282,14 @@ impl Transformer {
         device: &Device,
         cpu: CpuKernels,
     ) -> Result<Self> {
-        let kernels = if device.is_cpu() && dtype == DType::F32 && cpu == CpuKernels::Host {
-            Kernels::Host(host_net(&cfg, w)?)
+        let kernels = if device.is_cpu() && cpu == CpuKernels::Host {
+            // f32: weights as stored (half checkpoints stay half, exactly); f16 / bf16: weights
+            // held in that precision. The arithmetic is f32 either way.
+            let weights = match dtype {
+                DType::F16 | DType::BF16 => Some(dtype),
+                _ => None,
+            };
+            Kernels::Host(host_net(&cfg, w, weights)?)
         } else {
             Kernels::Candle(candle_parts(&cfg, w, dtype, device)?)
         };
@@ -295,7 +301,8 @@ impl Transformer {
         })
     }
 
-    /// Which kernels run this model's forward.
+    /// Which kernels run this model's forward (on the CPU the host kernels serve every dtype:
+    /// f16 / bf16 name the weights' precision, the arithmetic stays f32).
     pub fn kernels(&self) -> CpuKernels {
         match self.kernels {
             Kernels::Host(_) => CpuKernels::Host,
@@ -331,7 +338,7 @@ fn inv_freq(cfg: &ModelConfig) -> Vec<f32> {
 
 /// The host kernels' weights: every tensor checked and converted to f32, q/k/v and gate/up
 /// stacked so that each layer runs four products.
-fn host_net(cfg: &ModelConfig, w: &Weights) -> Result<HostNet> {
+fn host_net(cfg: &ModelConfig, w: &Weights, weights: Option<DType>) -> Result<HostNet> {
     let n = names(cfg.family);
     let (h, hd) = (cfg.hidden_size, cfg.head_dim);
     let qd = cfg.num_heads * hd;
@@ -362,13 +369,15 @@ fn host_net(cfg: &ModelConfig, w: &Weights) -> Result<HostNet> {
                 .collect::<Result<Vec<_>>>()?;
             Ok(Tensor::cat(&ts, 0)?)
         };
-        Ok(if all(S::F16) {
-            Mat::F16(load(DType::F16)?.to_vec1()?)
-        } else if all(S::BF16) {
-            Mat::Bf16(load(DType::BF16)?.to_vec1()?)
-        } else {
-            Mat::F32(load(DType::F32)?.to_vec1()?)
-        })
+        Ok(
+            if weights == Some(DType::F16) || (weights.is_none() && all(S::F16)) {
+                Mat::F16(load(DType::F16)?.to_vec1()?)
+            } else if weights == Some(DType::BF16) || (weights.is_none() && all(S::BF16)) {
+                Mat::Bf16(load(DType::BF16)?.to_vec1()?)
+            } else {
+                Mat::F32(load(DType::F32)?.to_vec1()?)
+            },
+        )
     };
     let embed = mat(&[(n.embed.to_string(), cfg.embedding_size, h)])?;
     let tied = cfg.tie_word_embeddings && !w.contains(n.lm_head);
