@@ -138,7 +138,7 @@ pub struct Transformer {
 /// the CPU, the slice kernels of [`super::host`].
 enum Kernels {
     Candle(CandleParts),
-    Host(HostNet),
+    Host(Box<HostNet>),
 }
 
 /// Which forward CPU models use.
@@ -289,7 +289,7 @@ impl Transformer {
                 DType::F16 | DType::BF16 => Some(dtype),
                 _ => None,
             };
-            Kernels::Host(host_net(&cfg, w, weights)?)
+            Kernels::Host(Box::new(host_net(&cfg, w, weights)?))
         } else {
             Kernels::Candle(candle_parts(&cfg, w, dtype, device)?)
         };
