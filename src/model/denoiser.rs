@@ -46,6 +46,9 @@ pub struct ModelDenoiser<'a> {
     /// The logits buffer of a step the sampler is done with ([`Denoiser::recycle`]): the host
     /// kernels write the next forward's logits into it. Bounded by the largest block's rows.
     spare: Vec<f32>,
+    /// Whether the sampler reads row statistics with these parameters (the host kernels skip
+    /// computing them where it does not; a device computes them anyway, where they are cheap).
+    stats: bool,
 }
 
 impl<'a> ModelDenoiser<'a> {
@@ -68,6 +71,7 @@ impl<'a> ModelDenoiser<'a> {
             last_chunk: None,
             forwards: 0,
             spare: Vec::new(),
+            stats: crate::sampler::propose::reads_row_stats(params),
         }
     }
 
@@ -104,7 +108,7 @@ impl<'a> ModelDenoiser<'a> {
             RowLogits::Host(data) => {
                 // One row per needed position (`need` is never empty here).
                 let vocab = data.len() / need.len().max(1);
-                let stats = host_row_stats(&data, vocab);
+                let stats = self.stats.then(|| host_row_stats(&data, vocab));
                 (data, vocab, stats)
             }
             RowLogits::Device(t) => {
@@ -113,15 +117,14 @@ impl<'a> ModelDenoiser<'a> {
                     // Already in host memory: one pass per row in plain code beats seven tensor
                     // ops (whose thread-pool hand-offs cost more than the arithmetic here).
                     let data = t.flatten_all()?.to_vec1::<f32>()?;
-                    let stats = host_row_stats(&data, vocab);
+                    let stats = self.stats.then(|| host_row_stats(&data, vocab));
                     (data, vocab, stats)
                 } else {
                     let stats = row_stats(&t)?;
-                    (t.flatten_all()?.to_vec1::<f32>()?, vocab, stats)
+                    (t.flatten_all()?.to_vec1::<f32>()?, vocab, Some(stats))
                 }
             }
         };
-        let stats = Some(stats);
         profile::add(Phase::Readback, tr);
         self.forwards += 1;
         Ok(BlockLogits {

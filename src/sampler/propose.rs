@@ -166,6 +166,18 @@ pub fn propose(
     propose_drawn(logits, params, mask, stats, uniform)
 }
 
+/// Whether a step with `params` reads the per-row softmax statistics of [`BlockLogits`]
+/// (greedy proposals without filters, and edit noise's probabilities of committed tokens):
+/// where it does not, a CPU model can skip a pass of exponentials over every row. A repair
+/// step without them computes its probabilities from the logits ([`prob_with`]).
+///
+/// [`BlockLogits`]: super::denoiser::BlockLogits
+pub fn reads_row_stats(params: &SamplerParams) -> bool {
+    let greedy = params.temperature <= 0.0;
+    let unfiltered = params.filters == Filters::PlainScores || params.top_p >= 1.0;
+    (greedy && unfiltered) || params.edit_noise > 0.0
+}
+
 /// The random numbers one row's proposal and score take, in the order [`propose`] then
 /// [`score`] draw them: a uniform in [0, 1) for a tempered draw, a uniform f32 for the random
 /// rule. Drawing them up front for every row lets rows run in parallel with unchanged results.
