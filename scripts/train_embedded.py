@@ -359,6 +359,10 @@ def main():
         names = []
         if ship:
             names = split_file(d / "model.safetensors", ship, f"stage{stage}.safetensors", args.ship_mb)
+            # The folder's small files too: a FIM run's config and tokenizer differ from assets/.
+            (ship / f"stage{stage}.config.json").write_bytes((d / "config.json").read_bytes())
+            if (d / "tokenizer.json").exists():
+                (ship / "tokenizer.json").write_bytes((d / "tokenizer.json").read_bytes())
             (ship / "train_log.jsonl").write_bytes((out / "train_log.jsonl").read_bytes())
         log({"event": "export", "stage": stage, "dir": str(d), "bytes": (d / "model.safetensors").stat().st_size, "parts": names})
 
