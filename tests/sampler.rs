@@ -1016,6 +1016,7 @@ fn parallel_proposals_equal_row_by_row_proposals() {
                     context: 4096,
                     device: "cpu".into(),
                     aligned_blocks: false,
+                    fim: None,
                     token_text: &text,
                     decode: &decode,
                 };
