@@ -529,9 +529,9 @@ impl PlaygroundApp {
         });
     }
 
-    /// Writes the decoding as an animated PNG (one frame per step, `fps` a second) in the
-    /// background; the texts are laid out here first.
-    pub fn export_animation(&mut self, ctx: &egui::Context, path: &Path, fps: u16) {
+    /// Writes the decoding as an animated PNG (one frame per step, `steps_per_second` frames a
+    /// second) in the background; the texts are laid out here first.
+    pub fn export_animation(&mut self, ctx: &egui::Context, path: &Path, steps_per_second: f32) {
         let Some(t) = self.store.main.trace.clone() else {
             return;
         };
@@ -539,7 +539,7 @@ impl PlaygroundApp {
         let mode = self.settings.color_mode;
         let path = path.to_path_buf();
         self.spawn_job(format!("Writing {}", file_name(&path)), move || {
-            files::save_apng(&sheet, &t, mode, fps, &path)
+            files::save_apng(&sheet, &t, mode, steps_per_second, &path)
                 .map(|()| Outcome::Done(format!("Wrote {}", file_name(&path))))
         });
     }
@@ -862,18 +862,20 @@ impl PlaygroundApp {
                 }
                 if ui
                     .add_enabled(has, egui::Button::new("Export decoding animation (APNG)…"))
+                    .on_hover_text("one frame per step, at the timeline's playback speed")
                     .clicked()
                 {
                     let ctx = ui.ctx().clone();
                     if let Some(t) = self.store.main.trace.clone() {
                         let sheet = canvas::GlyphSheet::for_trace(&ctx, &t, 14.0);
                         let mode = self.settings.color_mode;
+                        let rate = self.store.speed;
                         self.pick_then(
                             "Exporting the animation",
                             "decoding.png",
                             "png",
                             move |p| {
-                                files::save_apng(&sheet, &t, mode, 4, &p)
+                                files::save_apng(&sheet, &t, mode, rate, &p)
                                     .map(|()| Outcome::Done(format!("Wrote {}", file_name(&p))))
                             },
                         );
