@@ -14,6 +14,10 @@ Stage 2 (edit-based, continues from stage 1): each block is, with probability --
   pushes the last token out, a deletion pulls the next original token in), then additionally masked at a
   ratio U(0, --edit-mask-max). Target = original clean block; loss covers EVERY position of such blocks.
   Other blocks stay mask-based as in stage 1.
+Fill-in-the-middle (--fim-rate, both stages): that share of training windows is rearranged suffix first,
+  <|fim_suffix|> S <|fim_prefix|> P <|fim_middle|> M <|endoftext|>  (scripts/fim.py, same as unmask's src/fim.rs),
+  before the noise; the tokenizer gains the three sentinels after its last id, the embedding their rows (the
+  mean embedding when starting from a checkpoint without them, --init), config.json says "fim_layout".
 Both stages stop at a step budget or a wall-clock deadline (whichever first); cosine LR follows
 max(step progress, time progress). Runs on CPU (f32) and CUDA (bf16 autocast). Resumable (--resume).
 """
@@ -26,6 +30,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from model_sdar import DEFAULT_CONFIG, EOS_ID, MASK_ID, SDAR, export_hf, num_params  # noqa: E402
+import fim  # noqa: E402
 
 FIRST_NORMAL = 3  # ids 0,1,2 are <|endoftext|>, <|mask|>, <|pad|>
 EXTRA = 32        # tokens read past the window so deletions can pull in following tokens
@@ -206,6 +211,11 @@ def main():
     ap.add_argument("--ship-mb", type=float, default=15)
     ap.add_argument("--tokenizer", default="assets/tokenizer.json")
     ap.add_argument("--resume", default=None, help="checkpoint .pt to resume from")
+    ap.add_argument("--init", default=None,
+                    help="model folder (config.json + model.safetensors, e.g. assets) whose weights start the run; "
+                         "its shape replaces the model flags")
+    ap.add_argument("--fim-rate", type=float, default=0.0,
+                    help="share of windows rearranged for fill-in-the-middle (0 = off; recommended 0.5)")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=0)
@@ -287,10 +297,36 @@ def main():
          "load_s": round(time.time() - t0, 2), "device": str(dev),
          "gpu": torch.cuda.get_device_name(0) if cuda else None, "torch": torch.__version__})
 
+    if not 0.0 <= args.fim_rate <= 1.0:
+        raise SystemExit(f"--fim-rate {args.fim_rate} must be between 0 and 1")
+    if args.init and args.resume:
+        raise SystemExit("--init starts a new run from a model's weights and --resume continues one: give one")
     cfg = dict(DEFAULT_CONFIG)
     cfg.update(hidden_size=args.hidden, num_hidden_layers=args.layers, num_attention_heads=args.heads,
                num_key_value_heads=args.kv_heads, head_dim=args.head_dim, intermediate_size=args.intermediate)
+    init_sd = None
+    if args.init:
+        from safetensors.torch import load_file
+        cfg.update(json.loads((Path(args.init) / "config.json").read_text()))
+        init_sd = {k: v.float() for k, v in load_file(str(Path(args.init) / "model.safetensors")).items()}
+        if any(k.startswith("lm_head") for k in init_sd):
+            raise SystemExit(f"{args.init}: an untied lm_head.weight; this trainer trains the tied layout only")
+    fim_ids, tok_path = None, args.tokenizer
+    if args.fim_rate > 0:
+        text, fim_ids = fim.grown_tokenizer(args.tokenizer)
+        tok_path = out / "tokenizer.json"
+        tok_path.write_text(text, encoding="utf-8")
+        if args.seq_len < 2 * fim.OVERHEAD:
+            raise SystemExit(f"--fim-rate needs --seq-len of at least {2 * fim.OVERHEAD}")
+        cfg["vocab_size"] = max(cfg["vocab_size"], max(fim_ids.values()) + 1)
+        cfg["fim_layout"] = fim.LAYOUT
     model = SDAR(cfg).to(dev)
+    if init_sd is not None:
+        emb = "model.embed_tokens.weight"
+        w = init_sd[emb]
+        if w.shape[0] < cfg["vocab_size"]:  # grown by the FIM sentinels: new rows = mean embedding
+            init_sd[emb] = torch.cat([w, w.mean(0, keepdim=True).expand(cfg["vocab_size"] - w.shape[0], -1)], 0)
+        model.load_state_dict(init_sd, strict=True)
     nparam = num_params(model)
     decay = [p for n, p in model.named_parameters() if p.dim() == 2]
     no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]
@@ -308,7 +344,8 @@ def main():
     gcpu = np.random.default_rng(args.seed * 1000 + state["global_step"])
     blocks = [int(b) for b in args.blocks.split(",")]
     bw = np.array([float(w) for w in args.block_weights.split(",")]); bw /= bw.sum()
-    noiser = Noiser(cfg["vocab_size"])
+    # Random replacement tokens are ordinary ones: the sentinels (the last ids) are left out.
+    noiser = Noiser(min(fim_ids.values()) if fim_ids else cfg["vocab_size"])
     masks = {}
 
     def save_ckpt():
@@ -317,10 +354,15 @@ def main():
         os.replace(tmp, out / "ckpt.pt")
 
     def export(stage):
-        d = export_hf(model, out / f"stage{stage}", tokenizer_path=args.tokenizer if Path(args.tokenizer).exists() else None)
+        d = export_hf(model, out / f"stage{stage}", tokenizer_path=tok_path if Path(tok_path).exists() else None,
+                      extra_config={"fim_layout": fim.LAYOUT} if fim_ids else None)
         names = []
         if ship:
             names = split_file(d / "model.safetensors", ship, f"stage{stage}.safetensors", args.ship_mb)
+            # The folder's small files too: a FIM run's config and tokenizer differ from assets/.
+            (ship / f"stage{stage}.config.json").write_bytes((d / "config.json").read_bytes())
+            if (d / "tokenizer.json").exists():
+                (ship / "tokenizer.json").write_bytes((d / "tokenizer.json").read_bytes())
             (ship / "train_log.jsonl").write_bytes((out / "train_log.jsonl").read_bytes())
         log({"event": "export", "stage": stage, "dir": str(d), "bytes": (d / "model.safetensors").stat().st_size, "parts": names})
 
@@ -346,6 +388,12 @@ def main():
             bsz = max(1, args.batch_tokens // L)
             offs = torch.randint(0, train.numel() - (L + EXTRA), (bsz,), device=dev, generator=g)
             x = train[offs[:, None] + torch.arange(L + EXTRA, device=dev)[None]].long()
+            if args.fim_rate > 0:  # no draw at rate 0: batches stay exactly as without FIM
+                rows = [r for r in range(bsz) if gcpu.random() < args.fim_rate]
+                if rows:
+                    draw = lambda a, b: int(gcpu.integers(a, b + 1))  # noqa: E731
+                    fx = [fim.transform(x[r].tolist(), L, EOS_ID, fim_ids, draw) for r in rows]
+                    x[rows] = torch.tensor(fx, dtype=x.dtype, device=dev)
             prog = max(state["step"] / max_steps, (time.time() - t_stage) / max(1e-9, budget))
             lr = lr_at(peak, state["step"], warm, prog, args.min_lr_frac)
             for pg in opt.param_groups:

@@ -5,6 +5,7 @@ pub mod chat;
 pub mod cli;
 pub mod engine;
 pub mod error;
+pub mod fim;
 pub mod fork;
 #[cfg(feature = "gui")]
 pub mod gui;

@@ -156,6 +156,7 @@ pub fn with_facts<R>(model: &DiffusionModel, device: &str, f: impl FnOnce(&Model
         context: model.info.config.max_position_embeddings,
         device: device.to_string(),
         aligned_blocks: model.family().attention() == crate::model::Attention::BlockCausal,
+        fim: model.info.fim,
         token_text: &text,
         decode: &decode,
     };

@@ -93,6 +93,11 @@ pub enum TaskKind {
     Complete,
     Infill {
         suffix_len: usize,
+        /// Fill-in-the-middle layout (`crate::fim`): the canvas is `<|fim_suffix|> S
+        /// <|fim_prefix|> P <|fim_middle|>` then the middle, which ends at end-of-text; false:
+        /// prefix, middle, suffix in place.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        fim: bool,
     },
     Repair {
         budget: usize,

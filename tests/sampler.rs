@@ -101,6 +101,7 @@ fn with_facts<R>(f: impl FnOnce(&ModelFacts) -> R) -> R {
         context: 4096,
         device: "cpu".into(),
         aligned_blocks: false,
+        fim: None,
         token_text: &text,
         decode: &decode,
     };

@@ -216,3 +216,279 @@ fn corruption_stays_within_its_levenshtein_budget() {
         assert_ne!(&e[..], &window[..8]);
     }
 }
+
+// ---- fill-in-the-middle ----
+
+use unmask::fim::{self, FimTokens};
+
+const FIM: FimTokens = FimTokens {
+    prefix: 4096,
+    middle: 4097,
+    suffix: 4098,
+};
+
+/// Splits a transformed row back into (suffix, prefix, middle) at its sentinels and closing
+/// end-of-text, checking the layout on the way.
+fn fim_parts(row: &[u32]) -> (Vec<u32>, Vec<u32>, Vec<u32>, usize) {
+    assert_eq!(row[0], FIM.suffix, "{row:?}");
+    let p = row
+        .iter()
+        .position(|&t| t == FIM.prefix)
+        .expect("prefix sentinel");
+    let m = row
+        .iter()
+        .position(|&t| t == FIM.middle)
+        .expect("middle sentinel");
+    assert!(p < m, "{row:?}");
+    let e = m
+        + 1
+        + row[m + 1..]
+            .iter()
+            .position(|&t| t == 0)
+            .expect("end-of-text");
+    for s in FIM.ids() {
+        assert_eq!(row.iter().filter(|&&t| t == s).count(), 1, "{s} in {row:?}");
+    }
+    (
+        row[1..p].to_vec(),
+        row[p + 1..m].to_vec(),
+        row[m + 1..e].to_vec(),
+        e,
+    )
+}
+
+#[test]
+fn fim_transform_lays_out_suffix_prefix_middle_and_keeps_every_token_once() {
+    let mut rng = ChaCha8Rng::seed_from_u64(11);
+    let l = 32;
+    for case in 0..400 {
+        // Half the windows hold a document boundary (end-of-text) somewhere, half none.
+        let mut window: Vec<u32> = (0..l as u32 + 8).map(|i| 100 + i).collect();
+        let eos_at = (case % 2 == 0).then(|| case / 2 % (l - 3));
+        if let Some(d) = eos_at {
+            window[d] = 0;
+        }
+        let out = fim::transform(&window, l, 0, &FIM, &mut rng);
+        assert_eq!(out.len(), window.len());
+        let (s, p, m, e) = fim_parts(&out[..l]);
+        // The document is the window up to its first end-of-text (else its first l − 4 tokens),
+        // cut into prefix, middle, suffix in order.
+        let doc_len = eos_at.unwrap_or(l - 4);
+        let doc: Vec<u32> = [p.clone(), m.clone(), s.clone()].concat();
+        assert_eq!(doc, window[..doc_len], "case {case}");
+        assert_eq!(
+            out,
+            fim_layout_then_rest(&p, &m, &s, &window, doc_len, eos_at.is_some())
+        );
+        // The first l tokens: every token of the window's consumed part exactly once, plus the
+        // three sentinels (and a closing end-of-text when the window had none).
+        let consumed = if eos_at.is_some() { l - 3 } else { l - 4 };
+        let mut got: Vec<u32> = out[..l]
+            .iter()
+            .copied()
+            .filter(|t| !FIM.ids().contains(t))
+            .collect();
+        let mut want = window[..consumed].to_vec();
+        if eos_at.is_none() {
+            want.push(0);
+        }
+        got.sort_unstable();
+        want.sort_unstable();
+        assert_eq!(got, want, "case {case}");
+        assert!(e < l);
+    }
+}
+
+fn fim_layout_then_rest(
+    p: &[u32],
+    m: &[u32],
+    s: &[u32],
+    window: &[u32],
+    doc_len: usize,
+    had_eos: bool,
+) -> Vec<u32> {
+    let mut v = vec![FIM.suffix];
+    v.extend(s);
+    v.push(FIM.prefix);
+    v.extend(p);
+    v.push(FIM.middle);
+    v.extend(m);
+    v.push(0);
+    v.extend(&window[doc_len + usize::from(had_eos)..]);
+    v.truncate(window.len());
+    v
+}
+
+#[test]
+fn fim_rate_zero_leaves_batches_unchanged_and_rate_one_rearranges_every_row() {
+    use unmask::train::batch::{make_batch, NoiseSpec};
+    let data: Vec<u32> = (0..5000u32).map(|i| 3 + (i * 7919) % 4000).collect();
+    for stage in [1u8, 2] {
+        // The vocabulary before and after the sentinels were added.
+        let spec = |fim, vocab_size| NoiseSpec {
+            stage,
+            edit_prob: 0.5,
+            edit_rate_max: 0.3,
+            edit_mask_max: 0.5,
+            vocab_size,
+            fim,
+        };
+        let batch = |fim, vocab, seed| {
+            make_batch(
+                &data,
+                4,
+                64,
+                8,
+                &spec(fim, vocab),
+                &mut ChaCha8Rng::seed_from_u64(seed),
+            )
+        };
+        let (off, zero) = (batch(None, 4096, 5), batch(Some((0.0, FIM)), 4096, 5));
+        assert_eq!(
+            (off.clean, off.noisy, off.kind),
+            (zero.clean, zero.noisy, zero.kind)
+        );
+        let all = batch(Some((1.0, FIM)), 4099, 5);
+        for row in all.clean.chunks(64) {
+            fim_parts(row);
+        }
+        // Edits draw inserted and substituted tokens from ordinary ids only: windows without the
+        // layout (rate 0) never gain a sentinel, with the sentinels inside the vocabulary.
+        for seed in 0..400 {
+            let plain = batch(Some((0.0, FIM)), 4099, seed);
+            assert!(
+                !plain.noisy.iter().any(|t| FIM.ids().contains(t)),
+                "stage {stage}, seed {seed}: an edit inserted a sentinel"
+            );
+        }
+    }
+}
+
+#[test]
+fn tokenizer_growth_adds_the_sentinels_after_the_vocabulary_and_round_trips() {
+    let dir = tempfile::tempdir().unwrap();
+    let (json, ids) =
+        unmask::train::vocab::with_sentinels(&root().join("assets/tokenizer.json")).unwrap();
+    assert_eq!(ids, FIM);
+    let file = dir.path().join("tokenizer.json");
+    std::fs::write(&file, &json).unwrap();
+    // Growing again changes nothing; the grown file reads back with the same ids.
+    let (again, ids2) = unmask::train::vocab::with_sentinels(&file).unwrap();
+    assert_eq!((ids2, &again), (FIM, &json));
+    let tok = tokenizers::Tokenizer::from_file(&file).unwrap();
+    assert_eq!(tok.get_vocab_size(true), 4099);
+    let old = tokenizers::Tokenizer::from_file(root().join("assets/tokenizer.json")).unwrap();
+    let code = "def add(a, b):\n    return a + b\n";
+    assert_eq!(
+        tok.encode(code, false).unwrap().get_ids(),
+        old.encode(code, false).unwrap().get_ids()
+    );
+    // A sentinel is one special token, dropped from decoded text.
+    let enc = tok
+        .encode("<|fim_suffix|>x<|fim_prefix|>y<|fim_middle|>", false)
+        .unwrap();
+    let ids = enc.get_ids();
+    assert_eq!((ids[0], ids[ids.len() - 1]), (FIM.suffix, FIM.middle));
+    assert!(ids.contains(&FIM.prefix));
+    assert_eq!(tok.decode(ids, true).unwrap(), "xy");
+    // New embedding rows are the mean row; old rows are kept.
+    let t = candle_core::Tensor::new(&[[1f32, 2.0], [3.0, 6.0]], &Device::Cpu).unwrap();
+    let g = unmask::train::vocab::grow_rows(&t, 4).unwrap();
+    assert_eq!(
+        g.to_vec2::<f32>().unwrap(),
+        vec![
+            vec![1.0, 2.0],
+            vec![3.0, 6.0],
+            vec![2.0, 4.0],
+            vec![2.0, 4.0]
+        ]
+    );
+}
+
+#[test]
+fn fim_training_grows_a_checkpoint_and_infills_through_the_sampler() {
+    use unmask::model::DiffusionModel;
+    let dir = tempfile::tempdir().unwrap();
+    let task = unmask::session::TextTask::Infill {
+        prefix: "def add(a, b):\n".into(),
+        suffix: "\n\nprint(add(1, 2))\n".into(),
+    };
+    let gen = |m: &DiffusionModel| {
+        let params = unmask::presets::reference_params(m.family(), Some(8), 24);
+        unmask::session::generate(
+            m,
+            &task,
+            false,
+            &params,
+            "cpu",
+            &AtomicBool::new(false),
+            &mut |_| {},
+        )
+    };
+    // A block-causal checkpoint without the sentinels: no FIM, infill refused.
+    let plain = dir.path().join("plain");
+    train(&tiny(plain.clone(), 3, 0)).unwrap();
+    let m = DiffusionModel::load(&plain, DType::F32, &Device::Cpu).unwrap();
+    assert!(m.info.fim.is_none());
+    let err = gen(&m).unwrap_err().to_string();
+    assert!(
+        err.contains("block-causal") && err.contains("fim_layout"),
+        "{err}"
+    );
+
+    // FIM training started from it: the embedding and config grow by the sentinels.
+    let out = dir.path().join("fim");
+    let mut o = tiny(out.clone(), 20, 4);
+    o.init = Some(plain.clone());
+    o.tokenizer = plain.join("tokenizer.json");
+    o.fim_rate = 1.0;
+    let logs = train(&o).unwrap();
+    assert_eq!(logs.len(), 24);
+    assert!(logs.iter().all(|r| r.loss.is_finite()));
+    let cfg: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("config.json")).unwrap()).unwrap();
+    assert_eq!(
+        (cfg["vocab_size"].as_u64(), cfg["fim_layout"].as_str()),
+        (Some(4099), Some(fim::LAYOUT))
+    );
+    let weights =
+        candle_core::safetensors::load(out.join("model.safetensors"), &Device::Cpu).unwrap();
+    assert_eq!(weights["model.embed_tokens.weight"].dims(), &[4099, 32]);
+
+    // It loads, declares FIM, and infills: suffix first, then prefix, then the middle.
+    let m = DiffusionModel::load(&out, DType::F32, &Device::Cpu).unwrap();
+    assert_eq!(m.info.fim, Some(FIM));
+    let trace = gen(&m).unwrap();
+    let h = &trace.header;
+    assert!(matches!(
+        h.task,
+        unmask::trace::TaskKind::Infill { fim: true, .. }
+    ));
+    let suffix = m.encode("\n\nprint(add(1, 2))\n").unwrap();
+    let mut prefix = m.encode("def add(a, b):\n").unwrap();
+    let healed = h.heal.as_ref().map_or("", |x| x.text.as_str()).to_string();
+    prefix.truncate(prefix.len() - h.heal.as_ref().map_or(0, |x| x.removed.len()));
+    let context = FIM.context(&prefix, &suffix);
+    assert_eq!(h.initial[..h.gen_start], context[..]);
+    assert!(h.initial[h.gen_start..].iter().all(|&t| t == 1));
+    assert_eq!(h.gen_end, h.initial.len(), "the middle is generated last");
+    let fin = trace.finish.as_ref().expect("finished");
+    assert!(
+        !fin.tokens.is_empty() && !fin.tokens.contains(&1),
+        "{:?}",
+        fin.tokens
+    );
+    // The middle is the generated tokens up to end-of-text; the result is prefix + middle + suffix.
+    let cut = fin
+        .tokens
+        .iter()
+        .position(|&t| t == 0)
+        .unwrap_or(fin.tokens.len());
+    assert_eq!(
+        format!("{healed}{}", fin.text),
+        m.decode(&fin.tokens[..cut])
+    );
+    let result = format!("def add(a, b):\n{}\n\nprint(add(1, 2))\n", fin.text);
+    eprintln!("infilled: {result:?} (stop {:?})", fin.reason);
+    assert!(result.starts_with("def add(a, b):\n") && result.ends_with("\n\nprint(add(1, 2))\n"));
+}

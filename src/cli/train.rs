@@ -9,21 +9,33 @@ use crate::train::{NetConfig, TrainOptions};
 #[derive(Args, Debug)]
 pub struct TrainArgs {
     /// Model shape: `real` (the embedded model's, hidden 384 × 6 layers) or `tiny` (hidden 32 ×
-    /// 2 layers, for smoke runs). Ignored with --resume (the checkpoint's shape is used).
+    /// 2 layers, for smoke runs). Ignored with --resume and --init (the checkpoint's shape is used).
     #[arg(long, value_enum, default_value = "real")]
     pub config: Shape,
     /// Training data: .u16 token files, folders with train.u16, or text files / folders.
     #[arg(long, num_args = 1.., default_value = ".device/tokens")]
     pub data: Vec<PathBuf>,
-    #[arg(long, default_value = "assets/tokenizer.json")]
-    pub tokenizer: PathBuf,
+    /// Tokenizer for text data and the output folder [default: the --init folder's
+    /// tokenizer.json, else assets/tokenizer.json].
+    #[arg(long)]
+    pub tokenizer: Option<PathBuf>,
     /// Output folder: a loadable model folder plus resume.safetensors (weights, Adam moments and
     /// step, written atomically), train_state.json and train_log.jsonl.
     #[arg(long, default_value = "data/runs/candle")]
     pub out: PathBuf,
     /// Continue from a checkpoint folder written by an earlier run.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "init")]
     pub resume: Option<PathBuf>,
+    /// Start from a model folder's weights (e.g. `assets`, the embedded model) at step 0 with a
+    /// fresh optimizer; its shape replaces --config. With --fim-rate its embedding grows by the
+    /// three FIM sentinels' rows (initialised to the mean embedding).
+    #[arg(long)]
+    pub init: Option<PathBuf>,
+    /// Share of training windows rearranged for fill-in-the-middle, suffix first
+    /// (`<|fim_suffix|> S <|fim_prefix|> P <|fim_middle|> M <|endoftext|>`), in both stages; the
+    /// tokenizer gains the sentinels. 0 = off. Recommended: 0.5 (docs/training.md).
+    #[arg(long, default_value_t = 0.0)]
+    pub fim_rate: f64,
     /// Mask-based (stage 1) steps.
     #[arg(long, default_value_t = 1000)]
     pub steps: usize,
@@ -79,9 +91,14 @@ pub fn run(a: &TrainArgs) -> anyhow::Result<()> {
     let o = TrainOptions {
         net,
         data: a.data.clone(),
-        tokenizer: a.tokenizer.clone(),
+        tokenizer: a.tokenizer.clone().unwrap_or_else(|| match &a.init {
+            Some(dir) => dir.join("tokenizer.json"),
+            None => PathBuf::from("assets/tokenizer.json"),
+        }),
         out: a.out.clone(),
         resume: a.resume.clone(),
+        init: a.init.clone(),
+        fim_rate: a.fim_rate,
         stage1_steps: a.steps,
         stage2_steps: a.stage2_steps,
         stop_at: a.stop_at,

@@ -95,6 +95,9 @@ pub struct ModelConfig {
     pub pad_token_id: Option<u32>,
     /// The dtype the weights were published in (`torch_dtype`), informational.
     pub torch_dtype: Option<String>,
+    /// `fim_layout`: the fill-in-the-middle layout the checkpoint was trained with (only
+    /// `crate::fim::LAYOUT` is known); see `ModelInfo::fim`.
+    pub fim_layout: Option<String>,
 }
 
 /// The fields every family shares: what `config.json` is, and its special ids. Each struct below
@@ -115,6 +118,7 @@ struct Common {
     dtype: Option<String>,
     block_size: Option<usize>,
     bd_size: Option<usize>,
+    fim_layout: Option<String>,
 }
 
 /// `LLaDAModelLM` (an OLMo-style config).
@@ -311,6 +315,18 @@ impl ModelConfig {
         let pad_token_id = c.pad_token_id.0.first().copied();
         let torch_dtype = c.torch_dtype.or(c.dtype);
         let block_size = c.block_size.or(c.bd_size);
+        let fim_layout = c.fim_layout;
+        if fim_layout
+            .as_deref()
+            .is_some_and(|f| f != crate::fim::LAYOUT)
+        {
+            return Err(bad(
+                v,
+                file,
+                "fim_layout",
+                &format!("{:?} (the only layout unmask knows)", crate::fim::LAYOUT),
+            ));
+        }
 
         let cfg = match family {
             Family::Llada => {
@@ -364,6 +380,7 @@ impl ModelConfig {
                     bos_token_id,
                     pad_token_id,
                     torch_dtype,
+                    fim_layout: fim_layout.clone(),
                 }
             }
             Family::Dream | Family::Sdar => {
@@ -403,6 +420,7 @@ impl ModelConfig {
                     bos_token_id,
                     pad_token_id,
                     torch_dtype,
+                    fim_layout: fim_layout.clone(),
                 }
             }
         };

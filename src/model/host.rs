@@ -318,10 +318,7 @@ impl HostNet {
                     m,
                     total,
                 },
-                |r, j| match mask {
-                    Mask::Full => true,
-                    Mask::BlockCausal(block_of) => block_of[j] <= block_of[start + act[r]],
-                },
+                &visible_keys(mask, start, act, total),
                 &mut s.scores,
                 attn,
             );
@@ -373,6 +370,46 @@ impl HostNet {
     }
 }
 
+/// Which keys each query row sees. Attention masks here are prefixes (blocks run left to right,
+/// so a block-causal row sees every position up to its block's end): scoring stops at the
+/// prefix instead of testing every key.
+enum Visible<'a> {
+    /// Row r sees keys `0..len[r]`.
+    Prefix(Vec<usize>),
+    /// Block ids that do not grow with the position: `allowed` decides inside `0..len[r]`.
+    Masked {
+        len: Vec<usize>,
+        allowed: Box<dyn Fn(usize, usize) -> bool + Sync + 'a>,
+    },
+}
+
+impl Visible<'_> {
+    fn len(&self, r: usize) -> usize {
+        match self {
+            Visible::Prefix(len) | Visible::Masked { len, .. } => len[r],
+        }
+    }
+}
+
+/// The keys `0..total` that the active rows (chunk offsets `act`, chunk at `start`) see.
+fn visible_keys<'a>(mask: Mask<'a>, start: usize, act: &'a [usize], total: usize) -> Visible<'a> {
+    match mask {
+        Mask::Full => Visible::Prefix(vec![total; act.len()]),
+        Mask::BlockCausal(block_of) => {
+            let ids = &block_of[..total];
+            let len = |&a: &usize| ids.partition_point(|&b| b <= ids[start + a]);
+            if ids.windows(2).all(|w| w[0] <= w[1]) {
+                Visible::Prefix(act.iter().map(len).collect())
+            } else {
+                Visible::Masked {
+                    len: vec![total; act.len()],
+                    allowed: Box::new(move |r, j| ids[j] <= ids[start + act[r]]),
+                }
+            }
+        }
+    }
+}
+
 #[derive(Clone, Copy)]
 struct AttnShape {
     heads: usize,
@@ -396,7 +433,7 @@ fn attention(
     k: &[f32],
     v: &[f32],
     shape: AttnShape,
-    allowed: impl Fn(usize, usize) -> bool + Sync,
+    visible: &Visible,
     scores: &mut Vec<f32>,
     out: &mut [f32],
 ) {
@@ -420,11 +457,12 @@ fn attention(
     let scale = 1.0 / (hd as f32).sqrt();
     let out_ptr = SendPtr(out.as_mut_ptr());
     let out_ptr = &out_ptr;
-    let allowed = &allowed;
     // One work item: query head hq, rows r0..r0+rows; `sc` holds rows × total scores.
     let item = |hq: usize, r0: usize, sc: &mut Vec<f32>| {
         let rows = ROW_CHUNK.min(m - r0);
-        let sc = grow(sc, rows * total);
+        // Keys past every row's visible prefix are neither scored nor read.
+        let keys = (r0..r0 + rows).map(|r| visible.len(r)).max().unwrap_or(0);
+        let sc = grow(sc, rows * keys);
         let g = hq / rep;
         // SAFETY (both calls): `q` holds rows r0.. of head hq (m×hd per head), `k`/`v` total
         // positions of kv head g at row stride kvd (asserted above); `sc` rows×total; the
@@ -432,11 +470,11 @@ fn attention(
         unsafe {
             gemm::gemm(
                 rows,
-                total,
+                keys,
                 hd,
                 sc.as_mut_ptr(),
                 1,
-                total as isize,
+                keys as isize,
                 false,
                 q.as_ptr().add((hq * m + r0) * hd),
                 1,
@@ -452,34 +490,38 @@ fn attention(
                 gemm::Parallelism::None,
             );
         }
-        for (r, row) in sc.chunks_exact_mut(total).enumerate() {
-            let mut max = f32::NEG_INFINITY;
-            for (j, s) in row.iter_mut().enumerate() {
-                if allowed(r0 + r, j) {
-                    max = max.max(*s);
-                } else {
-                    *s = f32::NEG_INFINITY;
+        for (r, row) in sc.chunks_exact_mut(keys.max(1)).take(rows).enumerate() {
+            let row = &mut row[..keys];
+            let limit = visible.len(r0 + r);
+            if let Visible::Masked { allowed, .. } = visible {
+                for (j, s) in row[..limit].iter_mut().enumerate() {
+                    if !allowed(r0 + r, j) {
+                        *s = f32::NEG_INFINITY;
+                    }
                 }
             }
+            let (seen, unseen) = row.split_at_mut(limit);
+            unseen.fill(0.0);
+            let max = seen.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
             let mut sum = 0f32;
-            for s in row.iter_mut() {
+            for s in seen.iter_mut() {
                 *s = (*s - max).exp();
                 sum += *s;
             }
-            row.iter_mut().for_each(|s| *s /= sum);
+            seen.iter_mut().for_each(|s| *s /= sum);
         }
         unsafe {
             gemm::gemm(
                 rows,
                 hd,
-                total,
+                keys,
                 out_ptr.0.add(r0 * qd + hq * hd),
                 1,
                 qd as isize,
                 false,
                 sc.as_ptr(),
                 1,
-                total as isize,
+                keys as isize,
                 v.as_ptr().add(g * hd),
                 1,
                 kvd as isize,

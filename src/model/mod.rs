@@ -56,6 +56,10 @@ pub struct ModelInfo {
     pub stops: Resolved<Vec<u32>>,
     pub bos: Option<u32>,
     pub tokenizer_size: Option<usize>,
+    /// Fill-in-the-middle sentinels, when the checkpoint was trained for `crate::fim`'s layout
+    /// (its config says `fim_layout` and its tokenizer has the three sentinels): the one place
+    /// the sampler learns whether block-causal infill is possible.
+    pub fim: Option<crate::fim::FimTokens>,
     pub chat_template: Option<String>,
     /// Weight files and their total size, as found on disk (absent for metadata-only folders).
     pub weight_files: Vec<PathBuf>,
@@ -131,6 +135,35 @@ impl ModelInfo {
             });
         }
         let bos = tokens::resolve_bos(&config, tok.as_ref(), &side);
+        let fim = match &config.fim_layout {
+            None => None,
+            Some(layout) => {
+                let f = tok
+                    .as_ref()
+                    .and_then(|t| crate::fim::FimTokens::lookup(|s| t.token_to_id(s)));
+                match f {
+                    Some(f)
+                        if f.ids()
+                            .iter()
+                            .all(|&i| (i as usize) < config.embedding_size) =>
+                    {
+                        Some(f)
+                    }
+                    _ => {
+                        return Err(Error::ConfigField {
+                            file: cfg_file.clone(),
+                            field: "fim_layout".into(),
+                            problem: format!(
+                                "declares {layout:?}, but the tokenizer lacks the sentinels {} \
+                                 inside the embedding ({} rows)",
+                                crate::fim::SENTINELS.join(", "),
+                                config.embedding_size
+                            ),
+                        })
+                    }
+                }
+            }
+        };
         let chat_template = side.chat_template(folder);
         let (weight_files, stored_dtype) = match weights::weight_files(folder) {
             Ok(files) => {
@@ -168,6 +201,7 @@ impl ModelInfo {
                 stops,
                 bos,
                 tokenizer_size,
+                fim,
                 chat_template,
                 weight_files,
                 weight_bytes_on_disk,
@@ -197,6 +231,7 @@ impl ModelInfo {
              mask id:       {} (from {})\n\
              stop ids:      {:?} (from {})\n\
              chat template: {}\n\
+             fill-in-mid.:  {}\n\
              hash:          {}",
             self.folder.display(),
             c.family.name(),
@@ -234,6 +269,14 @@ impl ModelInfo {
                 "yes"
             } else {
                 "no"
+            },
+            match &self.fim {
+                Some(f) => format!(
+                    "{} (sentinels {:?}): block-causal infill allowed",
+                    crate::fim::LAYOUT,
+                    f.ids()
+                ),
+                None => "no".into(),
             },
             self.hash,
         )

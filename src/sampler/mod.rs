@@ -62,6 +62,9 @@ pub struct ModelFacts<'a> {
     pub device: String,
     /// Blocks at absolute multiples of the block size (block-causal models), see [`Layout::new`].
     pub aligned_blocks: bool,
+    /// The fill-in-the-middle sentinels of a model trained for `crate::fim`'s layout: infill on
+    /// a block-causal model is built that way, and refused without them.
+    pub fim: Option<crate::fim::FimTokens>,
     /// Text of one token.
     pub token_text: &'a dyn Fn(u32) -> String,
     /// Text of a token sequence (special tokens dropped).
@@ -116,17 +119,41 @@ pub fn prepare_healed(
             c.extend(std::iter::repeat_n(m.mask_id, n));
             (c, prompt.len(), prompt.len() + n, TaskKind::Complete)
         }
-        Task::Infill { prefix, suffix } => {
-            if m.aligned_blocks {
-                // Every generated block of a block-causal model attends only to itself and
-                // earlier blocks; the suffix would sit in a later block and never be seen.
+        Task::Infill { prefix, suffix } if m.aligned_blocks => {
+            // Every generated block of a block-causal model attends only to itself and earlier
+            // blocks; a suffix after the hole would never be seen. A model trained for
+            // fill-in-the-middle gets the suffix first and generates the middle last, ending at
+            // end-of-text (see `crate::fim`); the hole is not padded: masks after the
+            // end-of-text are dropped, and the padding to a block boundary lies after them.
+            let Some(fim) = m.fim else {
                 return Err(Error::Invalid(format!(
-                    "infill: {} is block-causal and not trained for fill-in-the-middle, so the \
-                     middle could never attend to the suffix; use a bidirectional model \
-                     (LLaDA, Dream) for infill, or complete without a suffix",
-                    m.model_id
+                    "infill: {} is block-causal and not trained for fill-in-the-middle (its \
+                     config.json has no \"fim_layout\": {:?} with the tokenizer sentinels {}), \
+                     so the middle could never attend to the suffix; use a bidirectional model \
+                     (LLaDA, Dream) or a FIM-trained checkpoint (`unmask train --fim-rate`) for \
+                     infill, or complete without a suffix",
+                    m.model_id,
+                    crate::fim::LAYOUT,
+                    crate::fim::SENTINELS.join(" ")
                 )));
-            }
+            };
+            let c = fim.context(prefix, suffix);
+            check(params, c.len(), m)?;
+            let n = padded_len(c.len(), 0, params, m)?;
+            let start = c.len();
+            let mut c = c;
+            c.extend(std::iter::repeat_n(m.mask_id, n));
+            (
+                c,
+                start,
+                start + n,
+                TaskKind::Infill {
+                    suffix_len: suffix.len(),
+                    fim: true,
+                },
+            )
+        }
+        Task::Infill { prefix, suffix } => {
             check(params, prefix.len().saturating_add(suffix.len()), m)?;
             let n = padded_len(prefix.len(), suffix.len(), params, m)?;
             let mut c = prefix.clone();
@@ -138,6 +165,7 @@ pub fn prepare_healed(
                 prefix.len() + n,
                 TaskKind::Infill {
                     suffix_len: suffix.len(),
+                    fim: false,
                 },
             )
         }

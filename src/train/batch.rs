@@ -146,6 +146,8 @@ pub struct NoiseSpec {
     pub edit_rate_max: f64,
     pub edit_mask_max: f64,
     pub vocab_size: usize,
+    /// Fill-in-the-middle: the share of windows rearranged, and the sentinels.
+    pub fim: Option<(f64, crate::fim::FimTokens)>,
 }
 
 /// Draws `b` windows of `l + EXTRA` tokens and corrupts them block by block.
@@ -157,13 +159,27 @@ pub fn make_batch(
     spec: &NoiseSpec,
     rng: &mut impl Rng,
 ) -> Batch {
-    let vocab: Vec<u32> = (FIRST_NORMAL..spec.vocab_size as u32).collect();
+    // Edits insert ordinary tokens only (neither the specials below FIRST_NORMAL nor sentinels).
+    let sentinels = spec.fim.map(|f| f.1.ids()).unwrap_or_default();
+    let vocab: Vec<u32> = (FIRST_NORMAL..spec.vocab_size as u32)
+        .filter(|t| !sentinels.contains(t))
+        .collect();
     let mut noisy = Vec::with_capacity(b * l);
     let mut clean = Vec::with_capacity(b * l);
     let mut kind = vec![0u8; b * l];
     for row in 0..b {
         let off = rng.random_range(0..data.len() - (l + EXTRA));
-        let win = &data[off..off + l + EXTRA];
+        let mut win = &data[off..off + l + EXTRA];
+        // The draw happens only when FIM is on, so rate 0 leaves every batch as it was.
+        let fimmed = match spec.fim {
+            Some((rate, f)) if rate > 0.0 && rng.random::<f64>() < rate => {
+                Some(crate::fim::transform(win, l, EOS_ID, &f, rng))
+            }
+            _ => None,
+        };
+        if let Some(w) = &fimmed {
+            win = w;
+        }
         clean.extend_from_slice(&win[..l]);
         let mut x = win[..l].to_vec();
         let kr = &mut kind[row * l..(row + 1) * l];

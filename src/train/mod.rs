@@ -17,6 +17,7 @@
 pub mod batch;
 pub mod net;
 pub mod policy;
+pub mod vocab;
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -49,6 +50,12 @@ pub struct TrainOptions {
     pub out: PathBuf,
     /// A checkpoint folder written by an earlier run.
     pub resume: Option<PathBuf>,
+    /// A model folder whose weights start the run (step 0, fresh optimizer), e.g. `assets`; its
+    /// shape replaces `net`. With `fim_rate > 0` its embedding grows by the FIM sentinels' rows.
+    pub init: Option<PathBuf>,
+    /// Share of training windows rearranged for fill-in-the-middle (`crate::fim::transform`),
+    /// in both stages. 0 leaves every batch exactly as without FIM.
+    pub fim_rate: f64,
     /// Mask-based steps, then edit-based steps.
     pub stage1_steps: usize,
     pub stage2_steps: usize,
@@ -86,6 +93,8 @@ impl Default for TrainOptions {
             tokenizer: PathBuf::from("assets/tokenizer.json"),
             out: PathBuf::from("data/runs/candle"),
             resume: None,
+            init: None,
+            fim_rate: 0.0,
             stage1_steps: 1000,
             stage2_steps: 0,
             seed: 0,
@@ -261,6 +270,22 @@ fn check(o: &TrainOptions) -> anyhow::Result<()> {
         );
     }
     anyhow::ensure!(o.seq_len > 0, "the sequence length must be positive");
+    anyhow::ensure!(
+        (0.0..=1.0).contains(&o.fim_rate),
+        "--fim-rate {} must be between 0 and 1",
+        o.fim_rate
+    );
+    anyhow::ensure!(
+        o.fim_rate == 0.0 || o.seq_len >= 2 * crate::fim::OVERHEAD,
+        "--fim-rate needs a sequence length of at least {} (three sentinels and an end-of-text \
+         per window), not {}",
+        2 * crate::fim::OVERHEAD,
+        o.seq_len
+    );
+    anyhow::ensure!(
+        o.init.is_none() || o.resume.is_none(),
+        "--init starts a new run from a model's weights and --resume continues one: give one"
+    );
     let c = &o.net;
     anyhow::ensure!(
         c.num_key_value_heads > 0 && c.num_attention_heads.is_multiple_of(c.num_key_value_heads),
@@ -293,6 +318,7 @@ fn save_checkpoint(
     opt: &AdamW,
     state: &TrainState,
     o: &TrainOptions,
+    tokenizer_json: Option<&str>,
 ) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("{}: creating", dir.display()))?;
     let data = vm
@@ -319,9 +345,21 @@ fn save_checkpoint(
         .find(|&b| b == 8)
         .unwrap_or(o.blocks[0]);
     let json = |v: &serde_json::Value| serde_json::to_vec_pretty(v);
+    // The folder declares FIM when its tokenizer carries the sentinels inside the vocabulary
+    // (only a FIM run, or a fine-tune of one, adds them).
+    let sentinels = match tokenizer_json {
+        Some(j) => {
+            let t = tokenizers::Tokenizer::from_bytes(j.as_bytes())
+                .map_err(|e| anyhow::anyhow!("the grown tokenizer: {e}"))?;
+            crate::fim::FimTokens::lookup(|s| t.token_to_id(s))
+        }
+        None => vocab::sentinels_of(&o.tokenizer)?,
+    };
+    let fim =
+        sentinels.is_some_and(|f| f.ids().iter().all(|&i| (i as usize) < state.net.vocab_size));
     crate::atomic::write_bytes(
         &dir.join("config.json"),
-        &json(&state.net.to_hf_json(block))?,
+        &json(&state.net.to_hf_json(block, fim))?,
     )?;
     // The folder must carry its tokenizer to load like a downloaded checkpoint.
     if let Some(src_dir) = o.tokenizer.parent() {
@@ -332,7 +370,9 @@ fn save_checkpoint(
             }
         }
     }
-    if o.tokenizer != dir.join("tokenizer.json") {
+    if let Some(j) = tokenizer_json {
+        crate::atomic::write_bytes(&dir.join("tokenizer.json"), j.as_bytes())?;
+    } else if o.tokenizer != dir.join("tokenizer.json") {
         copy_atomic(&o.tokenizer, &dir.join("tokenizer.json"))?;
     }
     crate::atomic::write_bytes(
@@ -465,16 +505,38 @@ pub fn train(o: &TrainOptions) -> anyhow::Result<Vec<StepLog>> {
     check(o)?;
     let device = Device::Cpu;
     let resume = o.resume.as_deref().map(load_resume).transpose()?;
+    // FIM: the tokenizer with the sentinels (added after its vocabulary when it lacks them).
+    let grown = (o.fim_rate > 0.0)
+        .then(|| vocab::with_sentinels(&o.tokenizer))
+        .transpose()?;
     let mut state = match &resume {
         Some((state, _, _)) => state.clone(),
         None => TrainState {
             step: 0,
             tokens: 0,
             seed: o.seed,
-            net: o.net.clone(),
+            net: match &o.init {
+                Some(dir) => policy::net_config(dir)?,
+                None => o.net.clone(),
+            },
             adam_t: 0,
         },
     };
+    if let Some((_, fim)) = &grown {
+        let need = fim.ids().iter().max().map_or(0, |&m| m as usize + 1);
+        if state.net.vocab_size < need {
+            anyhow::ensure!(
+                resume.is_none(),
+                "--resume: the checkpoint's vocabulary ({}) lacks the FIM sentinels (ids up to \
+                 {}); start a FIM run from it with --init instead",
+                state.net.vocab_size,
+                need - 1
+            );
+            // A new run, or one started from a checkpoint without the sentinels: the embedding
+            // (and so config.json's vocab_size) grows by their rows.
+            state.net.vocab_size = need;
+        }
+    }
     let cfg = state.net.clone();
     let data = batch::load_tokens(&o.data, &o.tokenizer)?;
     anyhow::ensure!(
@@ -493,7 +555,10 @@ pub fn train(o: &TrainOptions) -> anyhow::Result<Vec<StepLog>> {
     let vm = VarMap::new();
     let model = net::Net::new(&cfg, &vm, &device)?;
     if o.resume.is_none() {
-        init_weights(&vm, state.seed)?;
+        match &o.init {
+            Some(dir) => vocab::load_weights(&vm, dir)?,
+            None => init_weights(&vm, state.seed)?,
+        }
     }
     let mut opt = AdamW::new(&vm, o.weight_decay)?;
     if let Some((_, tensors, file)) = &resume {
@@ -538,6 +603,7 @@ pub fn train(o: &TrainOptions) -> anyhow::Result<Vec<StepLog>> {
             edit_rate_max: o.edit_rate_max,
             edit_mask_max: o.edit_mask_max,
             vocab_size: cfg.vocab_size,
+            fim: grown.as_ref().map(|g| (o.fim_rate, g.1)),
         };
         let bt = batch::make_batch(&data, bsz, o.seq_len, block, &spec, &mut rng);
         if let std::collections::hash_map::Entry::Vacant(e) = biases.entry(block) {
@@ -590,7 +656,14 @@ pub fn train(o: &TrainOptions) -> anyhow::Result<Vec<StepLog>> {
         bar.message(format!("stage {stage}, loss {loss_v:.4}"));
         logs.push(row);
         if (o.save_every > 0 && state.step.is_multiple_of(o.save_every)) || state.step == end {
-            save_checkpoint(&o.out, &vm, &opt, &state, o)?;
+            save_checkpoint(
+                &o.out,
+                &vm,
+                &opt,
+                &state,
+                o,
+                grown.as_ref().map(|g| g.0.as_str()),
+            )?;
         }
     }
     Ok(logs)

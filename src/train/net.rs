@@ -58,8 +58,9 @@ impl NetConfig {
     }
 
     /// A `config.json` the inference loader reads as an SDAR checkpoint.
-    pub fn to_hf_json(&self, block_size: usize) -> serde_json::Value {
-        serde_json::json!({
+    /// `fim`: the checkpoint was trained for fill-in-the-middle (`crate::fim`) and says so.
+    pub fn to_hf_json(&self, block_size: usize, fim: bool) -> serde_json::Value {
+        let mut v = serde_json::json!({
             "architectures": ["SDARForCausalLM"], "model_type": "sdar",
             "vocab_size": self.vocab_size, "hidden_size": self.hidden_size,
             "intermediate_size": self.intermediate_size,
@@ -71,7 +72,11 @@ impl NetConfig {
             "attention_bias": false, "tie_word_embeddings": true, "torch_dtype": "float32",
             "block_size": block_size, "mask_token_id": super::MASK_ID,
             "eos_token_id": super::EOS_ID, "pad_token_id": super::PAD_ID, "bos_token_id": null
-        })
+        });
+        if fim {
+            v["fim_layout"] = crate::fim::LAYOUT.into();
+        }
+        v
     }
 }
 

@@ -242,20 +242,7 @@ pub fn fine_tune(o: &FinetuneOptions, trajs: &[Trajectory]) -> anyhow::Result<Ve
     let cfg = net_config(&o.init)?;
     let vm = VarMap::new();
     let model = net::Net::new(&cfg, &vm, &device)?;
-    let wf = o.init.join("model.safetensors");
-    let weights = candle_core::safetensors::load(&wf, &device)
-        .with_context(|| format!("{}: loading weights", wf.display()))?;
-    {
-        let data = vm
-            .data()
-            .lock()
-            .map_err(|_| anyhow::anyhow!("parameter map lock poisoned"))?;
-        for (name, var) in data.iter() {
-            let t = super::resume_tensor(&weights, name, var, &wf)?;
-            // Shipped weights are f16; training runs in f32.
-            var.set(&t.to_dtype(var.dtype())?)?;
-        }
-    }
+    super::vocab::load_weights(&vm, &o.init)?;
     let mut opt = AdamW::new(&vm, 0.1)?;
     std::fs::create_dir_all(&o.out).with_context(|| format!("{}", o.out.display()))?;
     let log_file = o.out.join("train_log.jsonl");
@@ -338,6 +325,6 @@ pub fn fine_tune(o: &FinetuneOptions, trajs: &[Trajectory]) -> anyhow::Result<Ve
         block_weights: vec![1.0; blocks.len()],
         ..TrainOptions::default()
     };
-    super::save_checkpoint(&o.out, &vm, &opt, &state, &to)?;
+    super::save_checkpoint(&o.out, &vm, &opt, &state, &to, None)?;
     Ok(logs)
 }
