@@ -1241,6 +1241,7 @@ fn run_status(s: &RunStatus) -> String {
 impl eframe::App for PlaygroundApp {
     fn ui(&mut self, ui: &mut egui::Ui, frame: &mut eframe::Frame) {
         let t0 = Instant::now();
+        let cpu0 = report::thread_cpu();
         let ctx = ui.ctx().clone();
         self.start(&ctx, frame);
         self.update_state(&ctx);
@@ -1250,6 +1251,8 @@ impl eframe::App for PlaygroundApp {
         tracing::trace!(
             state_ms = (t1 - t0).as_secs_f64() * 1e3,
             draw_ms = t1.elapsed().as_secs_f64() * 1e3,
+            // Against the wall time: how much of a long frame was work, not preemption.
+            cpu_ms = (report::thread_cpu() - cpu0).as_secs_f64() * 1e3,
             cursor = self.store.cursor,
             "frame"
         );
