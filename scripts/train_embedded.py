@@ -392,7 +392,7 @@ def main():
                 rows = [r for r in range(bsz) if gcpu.random() < args.fim_rate]
                 if rows:
                     draw = lambda a, b: int(gcpu.integers(a, b + 1))  # noqa: E731
-                    fx = [fim.transform(x[r].tolist(), L, EOS_ID, fim_ids, draw) for r in rows]
+                    fx = [fim.transform(w, L, EOS_ID, fim_ids, draw) for w in x[rows].tolist()]  # one transfer
                     x[rows] = torch.tensor(fx, dtype=x.dtype, device=dev)
             prog = max(state["step"] / max_steps, (time.time() - t_stage) / max(1e-9, budget))
             lr = lr_at(peak, state["step"], warm, prog, args.min_lr_frac)

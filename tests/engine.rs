@@ -857,3 +857,68 @@ fn worker_thread_cancels_the_old_run_and_not_the_next() {
     assert_eq!(finished[1].0, 2);
     assert_eq!(finished[1].1, unmask::trace::FinishReason::Complete);
 }
+
+/// The denoiser writes each forward's logits into the buffer of the step before (handed back by
+/// `recycle`): same logits as a denoiser that allocates every time, through shrinking and
+/// growing row sets and both cache kinds, and no new buffer while the rows fit.
+#[test]
+fn recycled_logit_buffers_give_the_same_logits() {
+    use unmask::model::ModelDenoiser;
+    use unmask::sampler::{Denoiser, Layout, SamplerParams};
+    for (name, approx_cache) in [("dream", false), ("dream", true), ("sdar", false)] {
+        let m = load(name);
+        let params = SamplerParams {
+            approx_cache,
+            ..Default::default()
+        };
+        let prompt = [376u32, 220, 80, 84, 72, 307];
+        let gen = 8;
+        let mut canvas: Vec<u32> = prompt.to_vec();
+        canvas.extend(std::iter::repeat_n(m.mask_id(), gen));
+        let layout = Layout::new(canvas.len(), prompt.len()..canvas.len(), 4, false);
+        let (mut fresh, mut reuse) = (
+            ModelDenoiser::new(&m, &params),
+            ModelDenoiser::new(&m, &params),
+        );
+        fresh.begin(&canvas, &layout).unwrap();
+        reuse.begin(&canvas, &layout).unwrap();
+        let mut spare: Option<*const f32> = None;
+        // (block, rows asked for, a token committed after the step)
+        let plan: [(usize, Vec<usize>, Option<(usize, u32)>); 5] = [
+            (0, vec![6, 7, 8, 9], Some((7, 11))),
+            (0, vec![6, 8, 9], Some((9, 12))),
+            (0, vec![6, 7, 8, 9], None),
+            (0, vec![8], Some((6, 13))),
+            (1, vec![10, 11, 12, 13], None),
+        ];
+        for (i, (b, need, commit)) in plan.into_iter().enumerate() {
+            let block = layout.blocks[b].clone();
+            if b > 0 && i > 0 {
+                fresh.end_block(layout.blocks[b - 1].clone());
+                reuse.end_block(layout.blocks[b - 1].clone());
+            }
+            let want = fresh.logits(&canvas, block.clone(), &need).unwrap();
+            let got = reuse.logits(&canvas, block.clone(), &need).unwrap();
+            assert_eq!(got.rows, want.rows, "{name} step {i}");
+            assert_eq!(
+                got.data.iter().map(|x| x.to_bits()).collect::<Vec<_>>(),
+                want.data.iter().map(|x| x.to_bits()).collect::<Vec<_>>(),
+                "{name} (approx cache {approx_cache}) step {i}: recycled vs fresh logits"
+            );
+            if let Some(p) = spare {
+                if got.data.len() <= 4 * got.vocab {
+                    assert_eq!(
+                        got.data.as_ptr(),
+                        p,
+                        "{name} step {i}: the spare was reused"
+                    );
+                }
+            }
+            spare = Some(got.data.as_ptr());
+            reuse.recycle(got);
+            if let Some((pos, tok)) = commit {
+                canvas[pos] = tok;
+            }
+        }
+    }
+}

@@ -874,3 +874,206 @@ fn host_row_stats_equal_tensor_row_stats() {
     }
     assert!(host_row_stats(&[], 0).is_empty());
 }
+
+/// The proposal's nucleus search (a histogram locates the top-p cut, only the tokens near it are
+/// sorted) against the full sort, on rows as flat as a random model's over a large vocabulary,
+/// where the nucleus holds tens of thousands of tokens.
+#[test]
+fn nucleus_search_equals_the_reference_on_a_large_flat_vocabulary() {
+    use rand::Rng;
+    use unmask::sampler::propose::propose_reference;
+    use unmask::sampler::Filters;
+    let vocab = 60_000;
+    let mut g = rand_chacha::ChaCha8Rng::seed_from_u64(21);
+    for row in 0..3 {
+        // Roughly normal, spread 0.45 (a random Dream model's logits), a few exact ties.
+        let logits: Vec<f32> = (0..vocab)
+            .map(|_| {
+                let x: f32 = (0..4).map(|_| g.random::<f32>()).sum::<f32>() - 2.0;
+                (x * 0.78 * 1024.0).round() / 1024.0
+            })
+            .collect();
+        let mask = 1000 + row as u32;
+        for &(temperature, top_p) in &[(0.2f32, 0.95f32), (1.0, 0.5), (0.0, 0.95), (0.7, 0.05)] {
+            for filters in [Filters::TopKThenTopP, Filters::TopPThenTopK] {
+                let params = SamplerParams {
+                    temperature,
+                    top_k: 0,
+                    top_p,
+                    filters,
+                    ..Default::default()
+                };
+                let seed = g.random::<u64>();
+                let mut r1 = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+                let mut r2 = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+                let want = propose_reference(&logits, &params, mask, &mut r1);
+                let got = propose(&logits, &params, mask, None, &mut r2);
+                let what = format!("row {row} T {temperature} p {top_p} {filters:?}");
+                assert_eq!(got.token, want.token, "{what}");
+                assert!((got.prob - want.prob).abs() < 1e-6, "{what}");
+                assert!((got.margin - want.margin).abs() < 1e-6, "{what}");
+                assert!(
+                    (got.neg_entropy - want.neg_entropy).abs() < 1e-4 * want.neg_entropy.abs(),
+                    "{what}: {} vs {}",
+                    got.neg_entropy,
+                    want.neg_entropy
+                );
+                let ids = |p: &unmask::sampler::propose::Proposal| {
+                    p.top.iter().map(|t| t.0).collect::<Vec<_>>()
+                };
+                assert_eq!(ids(&got), ids(&want), "{what}");
+            }
+        }
+    }
+}
+
+const WIDE: usize = 8192;
+const WIDE_MASK: u32 = WIDE as u32 - 1;
+
+/// Flat pseudo-random logits over a vocabulary wide enough that the sampler proposes a step's
+/// rows in parallel; remembers what it returned.
+struct Wide {
+    forwards: usize,
+    returned: Vec<Vec<f32>>,
+}
+
+impl Denoiser for Wide {
+    fn begin(&mut self, _canvas: &[u32], _layout: &Layout) -> Result<()> {
+        Ok(())
+    }
+    fn logits(
+        &mut self,
+        canvas: &[u32],
+        block: Range<usize>,
+        _need: &[usize],
+    ) -> Result<BlockLogits> {
+        self.forwards += 1;
+        let salt: u64 = canvas.iter().map(|&t| t as u64).sum();
+        let mut data = Vec::with_capacity(block.len() * WIDE);
+        for pos in block.clone() {
+            for i in 0..WIDE as u64 {
+                let h = (pos as u64 * 7919 + i * 104_729 + salt * 31)
+                    .wrapping_mul(0x9E37_79B9_7F4A_7C15);
+                data.push(((h >> 40) % 4096) as f32 / 1024.0);
+            }
+        }
+        self.returned.push(data.clone());
+        Ok(BlockLogits {
+            data,
+            rows: None,
+            vocab: WIDE,
+            in_flight: block.len(),
+            forward_ms: 0.0,
+            stats: None,
+        })
+    }
+    fn end_block(&mut self, _block: Range<usize>) {}
+    fn forwards(&self) -> usize {
+        self.forwards
+    }
+}
+
+/// A step's rows are proposed in parallel from random numbers drawn up front: the traces are the
+/// same on one thread and on several, and the first step's proposals and scores are exactly
+/// what proposing row by row with one generator (the sequential definition) gives.
+#[test]
+fn parallel_proposals_equal_row_by_row_proposals() {
+    use unmask::sampler::propose::score;
+    let prompt = [5u32, 6, 7];
+    for (temperature, top_p, rule) in [
+        (0.7f32, 0.9f32, UnmaskRule::Random),
+        (0.0, 0.95, UnmaskRule::Entropy),
+        (1.0, 1.0, UnmaskRule::LowConfidence),
+    ] {
+        let params = SamplerParams {
+            gen_length: 16,
+            block_size: 16,
+            steps: 4,
+            temperature,
+            top_p,
+            rule,
+            seed: 11,
+            stop_at_eos: false,
+            ..Default::default()
+        };
+        let run_on = |threads: usize| {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap();
+            pool.install(|| {
+                let text = |t: u32| format!("t{t}");
+                let decode = |ids: &[u32]| format!("{} ids", ids.len());
+                let facts = ModelFacts {
+                    model_id: "wide".into(),
+                    model_hash: "0".into(),
+                    family: "test".into(),
+                    tokenizer: "test".into(),
+                    mask_id: WIDE_MASK,
+                    stop_ids: vec![],
+                    vocab_size: WIDE,
+                    embedding_rows: WIDE,
+                    context: 4096,
+                    device: "cpu".into(),
+                    aligned_blocks: false,
+                    fim: None,
+                    token_text: &text,
+                    decode: &decode,
+                };
+                let header = sampler::prepare(
+                    &Task::Complete {
+                        prompt: prompt.to_vec(),
+                    },
+                    &params,
+                    "p",
+                    &facts,
+                )
+                .unwrap();
+                let mut den = Wide {
+                    forwards: 0,
+                    returned: Vec::new(),
+                };
+                let t = sampler::decode(
+                    header,
+                    &mut den,
+                    &facts,
+                    &AtomicBool::new(false),
+                    &mut |_| {},
+                )
+                .unwrap();
+                (t, den.returned)
+            })
+        };
+        let (one, logits) = run_on(1);
+        let (three, _) = run_on(3);
+        let commits = |t: &Trace| {
+            t.events
+                .iter()
+                .map(|e| e.commits.clone())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(commits(&one), commits(&three), "{rule:?}");
+        // Step 0 row by row: every row proposes, then scores, from one generator.
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(params.seed);
+        let first = &logits[0];
+        let want: Vec<(u32, f32, f32)> = (0..16)
+            .map(|r| {
+                let row = &first[r * WIDE..(r + 1) * WIDE];
+                let p = propose(row, &params, WIDE_MASK, None, &mut rng);
+                let s = score(rule, &p, prompt.len() + r, &mut rng);
+                (p.token, p.prob, s)
+            })
+            .collect();
+        let ev = &one.events[0];
+        assert!(!ev.commits.is_empty());
+        for c in &ev.commits {
+            let (token, prob, s) = want[c.pos - prompt.len()];
+            assert_eq!(
+                (c.token, c.prob.to_bits(), c.score.to_bits()),
+                (token, prob.to_bits(), s.to_bits()),
+                "{rule:?} pos {}",
+                c.pos
+            );
+        }
+    }
+}

@@ -491,4 +491,27 @@ fn fim_training_grows_a_checkpoint_and_infills_through_the_sampler() {
     let result = format!("def add(a, b):\n{}\n\nprint(add(1, 2))\n", fin.text);
     eprintln!("infilled: {result:?} (stop {:?})", fin.reason);
     assert!(result.starts_with("def add(a, b):\n") && result.ends_with("\n\nprint(add(1, 2))\n"));
+
+    // `unmask eval`'s infill section on it: whole held-out definitions with a hole of 1–3 lines.
+    let texts: Vec<String> = std::fs::read_dir(root().join("scripts"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "py"))
+        .map(|p| std::fs::read_to_string(p).unwrap())
+        .collect();
+    let cases = unmask::cli::eval_infill::cases(&texts, 3);
+    assert_eq!(cases.len(), 3);
+    for c in &cases {
+        let whole = format!("{}{}{}", c.prefix, c.middle, c.suffix);
+        assert!(unmask::pycheck::parses(&whole), "{whole}");
+        assert!(c.prefix.starts_with("def ") || c.prefix.starts_with("class "));
+        assert!(
+            c.prefix.ends_with('\n') && c.middle.ends_with('\n') && !c.middle.trim().is_empty()
+        );
+    }
+    let params = unmask::presets::reference_params(m.family(), Some(8), 16);
+    let bar = unmask::progress::Progress::new(0, "");
+    let r = unmask::cli::eval_infill::run(&m, &cases, "b8", &params, "cpu", &bar).unwrap();
+    assert_eq!(r.cases, 3);
+    assert!(r.parses <= 3 && r.exact <= r.parses && r.tokens_per_forward > 0.0);
 }

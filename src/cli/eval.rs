@@ -7,7 +7,9 @@
 //!   its last complete line, for
 //!   autoregressive decoding and several diffusion settings, with tokens/s for each;
 //! * repair: held-out snippets corrupted by random edits, then repaired; token Levenshtein distance
-//!   to the original before and after, for this model and optionally a second one (stage 1).
+//!   to the original before and after, for this model and optionally a second one (stage 1);
+//! * infill: held-out definitions with body lines removed and filled in, judged on whether
+//!   prefix + middle + suffix parses ([`super::eval_infill`]).
 
 use std::io::BufRead;
 use std::path::{Path, PathBuf};
@@ -54,6 +56,9 @@ pub struct EvalArgs {
     /// Snippets to repair.
     #[arg(long, default_value_t = 50)]
     pub n_repair: usize,
+    /// Infill cases (held-out definitions with 1–3 body lines removed).
+    #[arg(long, default_value_t = 50)]
+    pub n_infill: usize,
     /// Random edits per repair snippet.
     #[arg(long, default_value_t = 4)]
     pub repair_budget: usize,
@@ -62,7 +67,7 @@ pub struct EvalArgs {
     /// Write the full results as JSON here.
     #[arg(long)]
     pub json: Option<PathBuf>,
-    /// Skip sections: any of masked, validity, repair.
+    /// Skip sections: any of masked, validity, repair, infill.
     #[arg(long, value_delimiter = ',')]
     pub skip: Vec<String>,
     /// Decoding settings of the validity section, in `unmask bench`'s syntax: `ar`, `bN-sK`
@@ -134,6 +139,7 @@ pub struct EvalReport {
     pub masked: Vec<MaskedResult>,
     pub settings: Vec<SettingResult>,
     pub repair: Vec<RepairResult>,
+    pub infill: Vec<super::eval_infill::InfillResult>,
 }
 
 /// A readable name for a setting key (`ar`, `b8-s4`, `b32-t0.7`).
@@ -215,7 +221,7 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<()> {
     if !args.heldout.exists() && args.heldout == Path::new(DEFAULT_HELDOUT) {
         // A fresh clone has the prompts (assets/) but not the held-out split (built by the corpus
         // scripts, too large to commit): run what needs only the prompts and say what was skipped.
-        for s in ["masked", "repair"] {
+        for s in ["masked", "repair", "infill"] {
             if !skip_list.iter().any(|x| x == s) {
                 eprintln!(
                     "{DEFAULT_HELDOUT} not found (build it with scripts/build_corpus.py, or pass \
@@ -280,6 +286,34 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<()> {
                 );
                 report.settings.push(r);
             }
+        }
+    }
+    if !skip("infill") {
+        let block_causal = m.family().attention() == model::Attention::BlockCausal;
+        if block_causal && m.info.fim.is_none() {
+            // Such a model refuses infill (see sampler::prepare); the section says so, not fails.
+            eprintln!(
+                "infill: skipped, {} is block-causal and not trained for fill-in-the-middle \
+                 (no `fim_layout` in its config.json)",
+                args.model
+            );
+        } else {
+            let texts = read_jsonl(&args.heldout, "text")?;
+            let cases = super::eval_infill::cases(&texts, args.n_infill);
+            // The first diffusion setting (the middle is decoded like any completion).
+            let (name, params) = sets
+                .iter()
+                .find(|(_, p)| p.block_size > 1)
+                .or(sets.first())
+                .context("no decoding setting")?;
+            let bar = Progress::new(cases.len(), format!("infill / {name}"));
+            let r = super::eval_infill::run(&m, &cases, name, &tuned(params), &args.device, &bar)?;
+            drop(bar);
+            eprintln!(
+                "infill / {name}: prefix + middle + suffix parses {}/{}, exact {}",
+                r.parses, r.cases, r.exact
+            );
+            report.infill.push(r);
         }
     }
     if !skip("repair") {
@@ -579,6 +613,33 @@ pub fn markdown(r: &EvalReport) -> String {
                 format!("{:.2}", x.distance_before),
                 format!("{:.2}", x.distance_after),
                 x.fully_repaired.to_string(),
+            ]);
+        }
+        s += &t.render();
+    }
+    if !r.infill.is_empty() {
+        s += "\n";
+        let mut t = Table::new([
+            "infill setting",
+            "cases",
+            "parses",
+            "exact",
+            "empty middle parses",
+            "tokens/forward",
+        ]);
+        for x in &r.infill {
+            t.row([
+                x.setting.clone(),
+                x.cases.to_string(),
+                format!(
+                    "{}/{} ({:.0}%)",
+                    x.parses,
+                    x.cases,
+                    100.0 * x.parses as f64 / x.cases.max(1) as f64
+                ),
+                x.exact.to_string(),
+                x.empty_parses.to_string(),
+                format!("{:.2}", x.tokens_per_forward),
             ]);
         }
         s += &t.render();

@@ -3,6 +3,7 @@
 pub mod bench;
 pub mod download;
 pub mod eval;
+pub mod eval_infill;
 pub mod forward;
 pub mod generate;
 pub mod models;

@@ -5,6 +5,7 @@ use std::ops::Range;
 use std::time::Instant;
 
 use crate::error::Result;
+use crate::model::transformer::RowLogits;
 use crate::model::{Attention, DiffusionModel, KvCache, Mask};
 use crate::profile::{self, Phase};
 use crate::sampler::denoiser::{host_row_stats, BlockLogits, Denoiser, Layout, RowStats};
@@ -42,6 +43,12 @@ pub struct ModelDenoiser<'a> {
     /// scratch positions).
     last_chunk: Option<Range<usize>>,
     forwards: usize,
+    /// The logits buffer of a step the sampler is done with ([`Denoiser::recycle`]): the host
+    /// kernels write the next forward's logits into it. Bounded by the largest block's rows.
+    spare: Vec<f32>,
+    /// Whether the sampler reads row statistics with these parameters (the host kernels skip
+    /// computing them where it does not; a device computes them anyway, where they are cheap).
+    stats: bool,
 }
 
 impl<'a> ModelDenoiser<'a> {
@@ -63,6 +70,8 @@ impl<'a> ModelDenoiser<'a> {
                 && model.family().attention() == Attention::BlockCausal,
             last_chunk: None,
             forwards: 0,
+            spare: Vec::new(),
+            stats: crate::sampler::propose::reads_row_stats(params),
         }
     }
 
@@ -87,25 +96,35 @@ impl<'a> ModelDenoiser<'a> {
 
     fn finish(
         &mut self,
-        t: candle_core::Tensor,
+        raw: RowLogits,
         need: Vec<usize>,
         block: &Range<usize>,
         in_flight: usize,
         t0: Instant,
     ) -> Result<BlockLogits> {
         let tr = Instant::now();
-        let vocab = t.dim(1)?;
-        let (data, stats) = if t.device().is_cpu() {
-            // Already in host memory: one pass per row in plain code beats seven tensor ops
-            // (whose thread-pool hand-offs cost more than the arithmetic at these sizes).
-            let data = t.flatten_all()?.to_vec1::<f32>()?;
-            let stats = host_row_stats(&data, vocab);
-            (data, stats)
-        } else {
-            let stats = row_stats(&t)?;
-            (t.flatten_all()?.to_vec1::<f32>()?, stats)
+        let (data, vocab, stats) = match raw {
+            // Written by the host kernels: no copy at all.
+            RowLogits::Host(data) => {
+                // One row per needed position (`need` is never empty here).
+                let vocab = data.len() / need.len().max(1);
+                let stats = self.stats.then(|| host_row_stats(&data, vocab));
+                (data, vocab, stats)
+            }
+            RowLogits::Device(t) => {
+                let vocab = t.dim(1)?;
+                if t.device().is_cpu() {
+                    // Already in host memory: one pass per row in plain code beats seven tensor
+                    // ops (whose thread-pool hand-offs cost more than the arithmetic here).
+                    let data = t.flatten_all()?.to_vec1::<f32>()?;
+                    let stats = self.stats.then(|| host_row_stats(&data, vocab));
+                    (data, vocab, stats)
+                } else {
+                    let stats = row_stats(&t)?;
+                    (t.flatten_all()?.to_vec1::<f32>()?, vocab, Some(stats))
+                }
+            }
         };
-        let stats = Some(stats);
         profile::add(Phase::Readback, tr);
         self.forwards += 1;
         Ok(BlockLogits {
@@ -200,13 +219,14 @@ impl Denoiser for ModelDenoiser<'_> {
                 };
                 let chunk = &canvas[start..block.end];
                 let rows = self.rows_for(&need, start);
-                let raw = net.forward_rows(
+                let raw = net.forward_rows_into(
                     chunk,
                     start,
                     &mut self.cache,
                     append,
                     Mask::BlockCausal(&layout.block_of),
                     &rows,
+                    std::mem::take(&mut self.spare),
                 )?;
                 self.last_chunk = Some(start + append..block.end);
                 self.finish(raw, need, &block, chunk.len(), t0)
@@ -214,19 +234,28 @@ impl Denoiser for ModelDenoiser<'_> {
             (Attention::BlockCausal, false) => {
                 let chunk = &canvas[..block.end];
                 let rows = self.rows_for(&need, 0);
-                let raw = net.forward_rows(
+                let raw = net.forward_rows_into(
                     chunk,
                     0,
                     &mut KvCache::new(),
                     0,
                     Mask::BlockCausal(&layout.block_of),
                     &rows,
+                    std::mem::take(&mut self.spare),
                 )?;
                 self.finish(raw, need, &block, chunk.len(), t0)
             }
             (Attention::Bidirectional, false) => {
                 let rows = self.rows_for(&need, 0);
-                let raw = net.forward_rows(canvas, 0, &mut KvCache::new(), 0, Mask::Full, &rows)?;
+                let raw = net.forward_rows_into(
+                    canvas,
+                    0,
+                    &mut KvCache::new(),
+                    0,
+                    Mask::Full,
+                    &rows,
+                    std::mem::take(&mut self.spare),
+                )?;
                 self.finish(raw, need, &block, canvas.len(), t0)
             }
             (Attention::Bidirectional, true) => {
@@ -240,14 +269,29 @@ impl Denoiser for ModelDenoiser<'_> {
                 if self.prefix_for != Some(block.start) {
                     self.cache.clear();
                     let rows = self.rows_for(&need, 0);
-                    let raw =
-                        net.forward_rows(canvas, 0, &mut self.cache, keep, Mask::Full, &rows)?;
+                    let raw = net.forward_rows_into(
+                        canvas,
+                        0,
+                        &mut self.cache,
+                        keep,
+                        Mask::Full,
+                        &rows,
+                        std::mem::take(&mut self.spare),
+                    )?;
                     self.prefix_for = Some(block.start);
                     return self.finish(raw, need, &block, canvas.len(), t0);
                 }
                 let chunk = &canvas[keep..];
                 let rows = self.rows_for(&need, keep);
-                let raw = net.forward_rows(chunk, keep, &mut self.cache, 0, Mask::Full, &rows)?;
+                let raw = net.forward_rows_into(
+                    chunk,
+                    keep,
+                    &mut self.cache,
+                    0,
+                    Mask::Full,
+                    &rows,
+                    std::mem::take(&mut self.spare),
+                )?;
                 self.finish(raw, need, &block, chunk.len(), t0)
             }
         }
@@ -261,5 +305,12 @@ impl Denoiser for ModelDenoiser<'_> {
 
     fn forwards(&self) -> usize {
         self.forwards
+    }
+
+    fn recycle(&mut self, logits: BlockLogits) {
+        // Keep the larger buffer: the first steps of a block read the most rows.
+        if logits.data.capacity() > self.spare.capacity() {
+            self.spare = logits.data;
+        }
     }
 }

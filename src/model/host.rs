@@ -171,7 +171,9 @@ impl HostNet {
 
     /// Runs `ids` at positions `start..` on top of `cache` (positions `0..start`, checked by the
     /// caller), keeps the keys and values of the first `append` of them, and returns f32 logits
-    /// `[rows.len(), vocab]` for the chunk-relative `rows`, in that order.
+    /// `[rows.len(), vocab]` for the chunk-relative `rows`, in that order, written into `buf`
+    /// (its old contents are overwritten; a recycled buffer saves allocating and faulting in
+    /// rows × vocabulary fresh floats every forward).
     pub fn forward(
         &self,
         ids: &[u32],
@@ -179,6 +181,7 @@ impl HostNet {
         cache: &mut Vec<HostKv>,
         mask: Mask<'_>,
         rows: &[usize],
+        buf: Vec<f32>,
     ) -> Vec<f32> {
         let mut scratch = self
             .scratch
@@ -192,7 +195,7 @@ impl HostNet {
         let scratch: &mut Scratch = &mut scratch;
         let logits = self
             .pool
-            .install(|| self.forward_in_pool(ids, start, cache, mask, &sorted, scratch));
+            .install(|| self.forward_in_pool(ids, start, cache, mask, &sorted, scratch, buf));
         if sorted == rows {
             return logits;
         }
@@ -215,6 +218,7 @@ impl HostNet {
         mask: Mask<'_>,
         rows: &[usize],
         s: &mut Scratch,
+        mut logits: Vec<f32>,
     ) -> Vec<f32> {
         let Dims {
             hidden: h,
@@ -363,7 +367,7 @@ impl HostNet {
         let normed = grow(&mut s.normed, m * h);
         rms_norm_rows(&s.x[..m * h], &self.final_norm, eps, normed);
         let head = self.lm_head.as_ref().unwrap_or(&self.embed);
-        let mut logits = vec![0f32; m * vocab];
+        logits.resize(m * vocab, 0.0); // every element is overwritten below
         matmul_rows(normed, m, h, head, vocab, &mut logits);
         profile::add(Phase::Head, t_head);
         logits

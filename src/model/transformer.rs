@@ -506,6 +506,13 @@ fn candle_parts(
     }
 }
 
+/// Logits `[rows, vocab]` of [`Transformer::forward_rows_into`]: in host memory (the host
+/// kernels), or an f32 tensor on the model's device (candle, CPU or CUDA).
+pub enum RowLogits {
+    Host(Vec<f32>),
+    Device(Tensor),
+}
+
 impl Transformer {
     pub fn device(&self) -> &Device {
         &self.device
@@ -550,6 +557,30 @@ impl Transformer {
         mask: Mask<'_>,
         rows: &[usize],
     ) -> Result<Tensor> {
+        match self.forward_rows_into(ids, start, cache, append, mask, rows, Vec::new())? {
+            RowLogits::Host(logits) => Ok(Tensor::from_vec(
+                logits,
+                (rows.len(), self.cfg.embedding_size),
+                &Device::Cpu,
+            )?),
+            RowLogits::Device(t) => Ok(t),
+        }
+    }
+
+    /// Like [`forward_rows`](Self::forward_rows), where the host kernels write the logits
+    /// straight into `buf` (a buffer the previous step is done with: no allocation, no page
+    /// faults, no copy out of a tensor); other kernels ignore `buf` and return a tensor.
+    #[allow(clippy::too_many_arguments)]
+    pub fn forward_rows_into(
+        &self,
+        ids: &[u32],
+        start: usize,
+        cache: &mut KvCache,
+        append: usize,
+        mask: Mask<'_>,
+        rows: &[usize],
+        buf: Vec<f32>,
+    ) -> Result<RowLogits> {
         if rows.is_empty() || rows.iter().any(|&r| r >= ids.len()) {
             return Err(Error::Invalid(format!(
                 "empty or out-of-range forward: {} ids, rows {rows:?}",
@@ -558,13 +589,9 @@ impl Transformer {
         }
         self.check(ids, start, cache, append, mask)?;
         if let Kernels::Host(net) = &self.kernels {
-            let logits = net.forward(ids, start, &mut cache.host, mask, rows);
+            let logits = net.forward(ids, start, &mut cache.host, mask, rows, buf);
             cache.len += append;
-            return Ok(Tensor::from_vec(
-                logits,
-                (rows.len(), self.cfg.embedding_size),
-                &Device::Cpu,
-            )?);
+            return Ok(RowLogits::Host(logits));
         }
         let x = self.forward_hidden(ids, start, cache, append, mask)?;
         let t = Instant::now();
@@ -577,7 +604,7 @@ impl Transformer {
         };
         let logits = self.head(&x)?;
         self.mark(Phase::Head, t)?;
-        Ok(logits)
+        Ok(RowLogits::Device(logits))
     }
 
     /// Final norm and LM head: f32 logits `[rows, vocab]`.

@@ -161,4 +161,8 @@ pub trait Denoiser {
     fn end_block(&mut self, block: Range<usize>);
     /// Forward passes so far.
     fn forwards(&self) -> usize;
+    /// Hands back logits the sampler is done with, so that the next forward can write into their
+    /// buffer instead of allocating (and the kernel faulting in) rows × vocabulary fresh floats.
+    /// The default drops them.
+    fn recycle(&mut self, _logits: BlockLogits) {}
 }

@@ -269,10 +269,27 @@ fn padded_len(fixed: usize, after: usize, params: &SamplerParams, m: &ModelFacts
 
 /// NaN or infinite logits mean a broken checkpoint (a NaN weight, `rope_theta` 0, a negative
 /// `rms_norm_eps` …): every later number would be garbage, and a trace could not store them.
+/// Below this many logits a step's rows are proposed on one thread (a rayon hand-off costs
+/// more than the work).
+const PARALLEL_ROWS_MIN_LOGITS: usize = 1 << 16;
+
 fn check_finite(logits: &denoiser::BlockLogits, start: usize, step: usize) -> Result<()> {
-    let Some(i) = logits.data.iter().position(|x| !x.is_finite()) else {
+    use rayon::prelude::*;
+    // Rows in parallel (a large vocabulary makes this a pass over hundreds of megabytes), the
+    // first bad value reported.
+    let chunk = logits.vocab.max(1);
+    let Some(row) = logits
+        .data
+        .par_chunks(chunk)
+        .position_first(|r| r.iter().any(|x| !x.is_finite()))
+    else {
         return Ok(());
     };
+    let i = row * chunk
+        + logits.data[row * chunk..]
+            .iter()
+            .position(|x| !x.is_finite())
+            .expect("the row holds a non-finite value");
     let vocab = logits.vocab.max(1);
     // Data rows are the block offsets in `rows` when the model computed only some of them.
     let row = i / vocab;
@@ -376,8 +393,6 @@ pub fn decode(
             let logits = den.logits(&canvas, block.clone(), &need)?;
             check_finite(&logits, block.start, trace.events.len())?;
             let tp = Instant::now();
-            let mut cands = Vec::with_capacity(masked.len());
-            let mut props = HashMap::with_capacity(masked.len());
             // Repetition penalty: the generated tokens committed so far (the prompt is the
             // user's own code, whose names the completion is expected to reuse).
             let seen: Vec<u32> = if params.repetition_penalty > 1.0 {
@@ -389,7 +404,20 @@ pub fn decode(
             } else {
                 Vec::new()
             };
-            for &pos in &masked {
+            // The random numbers every row's proposal and score take, drawn here in the order a
+            // row-by-row loop draws them, so that the rows can then run in parallel with the
+            // same results whatever the number of threads.
+            let draws: Vec<propose::Draws> = masked
+                .iter()
+                .map(|&pos| {
+                    propose::Draws::take(
+                        &params,
+                        !logits.row(pos - block.start).is_empty(),
+                        &mut rng,
+                    )
+                })
+                .collect();
+            let propose_row = |(&pos, d): (&usize, &propose::Draws)| {
                 let healed = heal.as_ref().filter(|_| pos == layout.gen.start);
                 let adjusted = (healed.is_some() || params.controls_repetition()).then(|| {
                     let mut row = logits.row(pos - block.start).to_vec();
@@ -411,16 +439,29 @@ pub fn decode(
                 });
                 let prop = match &adjusted {
                     // The precomputed row statistics describe the unadjusted logits.
-                    Some(row) => propose::propose(row, &params, mask, None, &mut rng),
-                    None => propose::propose(
+                    Some(row) => propose::propose_drawn(row, &params, mask, None, d.uniform),
+                    None => propose::propose_drawn(
                         logits.row(pos - block.start),
                         &params,
                         mask,
                         logits.row_stats(pos - block.start),
-                        &mut rng,
+                        d.uniform,
                     ),
                 };
-                let s = propose::score(params.rule, &prop, pos, &mut rng);
+                let s = propose::score_drawn(params.rule, &prop, pos, d.score);
+                (pos, prop, s)
+            };
+            // Rows in parallel only where there is vocabulary-wide work to share out.
+            let scored: Vec<(usize, propose::Proposal, f32)> =
+                if masked.len() > 1 && masked.len() * logits.vocab >= PARALLEL_ROWS_MIN_LOGITS {
+                    use rayon::prelude::*;
+                    masked.par_iter().zip(&draws).map(propose_row).collect()
+                } else {
+                    masked.iter().zip(&draws).map(propose_row).collect()
+                };
+            let mut cands = Vec::with_capacity(masked.len());
+            let mut props = HashMap::with_capacity(masked.len());
+            for (pos, prop, s) in scored {
                 cands.push(schedule::Candidate {
                     pos,
                     score: s,
@@ -525,6 +566,7 @@ pub fn decode(
             crate::profile::add(crate::profile::Phase::Events, te);
             on_step(&ev);
             trace.events.push(ev);
+            den.recycle(logits);
             step += 1;
         }
         den.end_block(block.clone());

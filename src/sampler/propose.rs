@@ -162,6 +162,52 @@ pub fn propose(
     stats: Option<super::denoiser::RowStats>,
     rng: &mut impl Rng,
 ) -> Proposal {
+    let uniform = (!logits.is_empty() && params.temperature > 0.0).then(|| rng.random::<f64>());
+    propose_drawn(logits, params, mask, stats, uniform)
+}
+
+/// Whether a step with `params` reads the per-row softmax statistics of [`BlockLogits`]
+/// (greedy proposals without filters, and edit noise's probabilities of committed tokens):
+/// where it does not, a CPU model can skip a pass of exponentials over every row. A repair
+/// step without them computes its probabilities from the logits ([`prob_with`]).
+///
+/// [`BlockLogits`]: super::denoiser::BlockLogits
+pub fn reads_row_stats(params: &SamplerParams) -> bool {
+    let greedy = params.temperature <= 0.0;
+    let unfiltered = params.filters == Filters::PlainScores || params.top_p >= 1.0;
+    (greedy && unfiltered) || params.edit_noise > 0.0
+}
+
+/// The random numbers one row's proposal and score take, in the order [`propose`] then
+/// [`score`] draw them: a uniform in [0, 1) for a tempered draw, a uniform f32 for the random
+/// rule. Drawing them up front for every row lets rows run in parallel with unchanged results.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Draws {
+    pub uniform: Option<f64>,
+    pub score: Option<f32>,
+}
+
+impl Draws {
+    /// Takes a row's numbers from `rng`; `row_present`: the row has logits (an empty row
+    /// proposes the mask id and draws nothing).
+    pub fn take(params: &SamplerParams, row_present: bool, rng: &mut impl Rng) -> Draws {
+        // As `propose` draws, then `score`.
+        let uniform = (row_present && params.temperature > 0.0).then(|| rng.random::<f64>());
+        let score = (params.rule == UnmaskRule::Random).then(|| rng.random::<f32>());
+        Draws { uniform, score }
+    }
+}
+
+/// [`propose`] with its uniform already drawn (`Some` exactly where [`Draws::take`] gives one;
+/// a missing one reads as 0).
+pub fn propose_drawn(
+    logits: &[f32],
+    params: &SamplerParams,
+    mask: u32,
+    stats: Option<super::denoiser::RowStats>,
+    uniform: Option<f64>,
+) -> Proposal {
+    let uniform = uniform.unwrap_or(0.0);
     if logits.is_empty() {
         return Proposal {
             token: mask,
@@ -182,7 +228,7 @@ pub fn propose(
         }
     }
     if (!filter_k && !filter_p) || plain {
-        return propose_reference(logits, params, mask, rng);
+        return reference_drawn(logits, params, mask, uniform);
     }
     let t = if greedy {
         1.0
@@ -194,6 +240,41 @@ pub fn propose(
     // distribution (Dream's order): one pass of f32 exponentials summed in f64. The device's
     // f32 log-sum-exp is not used: its rounding moves cuts that fall exactly on top_p.
     let whole_p = filter_p && (params.filters == Filters::TopPThenTopK || !filter_k);
+    if filter_p && !filter_k && max.is_finite() {
+        // Top-p alone: the same pass of exponentials also fills a histogram of the mass by
+        // logit, which locates the cut without sorting the nucleus (with a flat distribution
+        // that is a quarter of a 152k vocabulary).
+        let (m32, t32) = (max as f32, t as f32);
+        let nb = NUCLEUS_BUCKETS_PER_NAT as usize * NUCLEUS_NATS;
+        let scale = NUCLEUS_BUCKETS_PER_NAT / t32;
+        // Monotone in l: equal logits share a bucket, higher ones come no later.
+        let bucket = |l: f32| (((m32 - l) * scale) as usize).min(nb - 1);
+        let mut hist = vec![0f64; nb];
+        let mut z = 0f64;
+        for &l in logits {
+            if l != f32::NEG_INFINITY {
+                // The same terms, summed in the same order, as `log_z` below.
+                let e = ((l - m32) / t32).exp() as f64;
+                z += e;
+                hist[bucket(l)] += e;
+            }
+        }
+        let nucleus = propose_nucleus(
+            logits,
+            params,
+            mask,
+            uniform,
+            greedy,
+            t,
+            max,
+            z.ln(),
+            &hist,
+            &bucket,
+        );
+        if let Some(p) = nucleus {
+            return p;
+        }
+    }
     let log_z = if whole_p {
         let (m32, t32) = (max as f32, t as f32);
         logits
@@ -213,23 +294,52 @@ pub fn propose(
         }
     };
     let kept = kept_tokens(logits, params, filter_k, filter_p, &p_of);
-    let mass: f64 = kept.iter().map(|&i| p_of(logits[i as usize])).sum();
-    let prob = |i: u32| (p_of(logits[i as usize]) / mass) as f32;
+    let mut by_id: Vec<(u32, f64)> = kept
+        .iter()
+        .map(|&i| (i, p_of(logits[i as usize])))
+        .collect();
+    by_id.sort_unstable_by_key(|&(i, _)| i);
+    let sorted = |n: usize| (kept[..n.min(kept.len())].to_vec(), n >= kept.len());
+    finish_filtered(logits, mask, uniform, greedy, &by_id, &sorted)
+}
+
+/// The proposal from the kept tokens of a filtered distribution: `by_id` holds each kept id
+/// with its probability before renormalising, ascending by id; `sorted(n)` gives the first `n`
+/// kept ids most likely first (ties: lower id first) and whether that is all of them.
+///
+/// Sums run in id order, as the reference sums its array (the mass, the draw, Σ p log p).
+fn finish_filtered(
+    logits: &[f32],
+    mask: u32,
+    uniform: f64,
+    greedy: bool,
+    by_id: &[(u32, f64)],
+    sorted: &dyn Fn(usize) -> (Vec<u32>, bool),
+) -> Proposal {
+    let v = logits.len();
+    let mass: f64 = by_id.iter().map(|&(_, q)| q).sum();
+    let kept_q = |i: u32| {
+        by_id
+            .binary_search_by_key(&i, |&(id, _)| id)
+            .ok()
+            .map(|k| by_id[k].1)
+    };
+    let prob = |i: u32| kept_q(i).map_or(0.0, |q| (q / mass) as f32);
     let mask_u = mask as usize;
     let token = if !greedy {
         // Draw in index order over the kept tokens, as the reference does over the whole
         // vocabulary (same draws, same token).
-        let mut by_index: Vec<(u32, f32)> = kept
-            .iter()
-            .map(|&i| (i, prob(i)))
-            .filter(|&(i, p)| p > 0.0 && i as usize != mask_u)
-            .collect();
-        by_index.sort_unstable_by_key(|&(i, _)| i);
-        let total: f64 = by_index.iter().map(|&(_, p)| p as f64).sum();
-        let u: f64 = rng.random::<f64>() * total;
+        let by_index = || {
+            by_id
+                .iter()
+                .map(|&(i, q)| (i, (q / mass) as f32))
+                .filter(|&(i, p)| p > 0.0 && i as usize != mask_u)
+        };
+        let total: f64 = by_index().map(|(_, p)| p as f64).sum();
+        let u: f64 = uniform * total;
         let mut acc = 0.0f64;
         let mut chosen = None;
-        for &(i, p) in &by_index {
+        for (i, p) in by_index() {
             acc += p as f64;
             chosen = Some(i as usize);
             if u < acc {
@@ -240,13 +350,46 @@ pub fn propose(
     } else {
         argmax_except(logits, mask_u).0
     };
-    let token_prob = if kept.contains(&(token as u32)) {
-        prob(token as u32)
-    } else {
-        0.0
-    };
+    let token_prob = prob(token as u32);
     // Top five by (probability, id) as the reference ranks its f32 array: kept tokens in order
-    // (equal f32 values re-ranked by id), then zero-probability ids from 0 up.
+    // (equal f32 values re-ranked by id), then zero-probability ids from 0 up. A run of equal
+    // values that reaches the end of the prefix asks for a longer one.
+    let mut n = 16;
+    let mut top = loop {
+        let (kept, complete) = sorted(n);
+        if let Some(top) = top_five(&kept, complete, &prob) {
+            break top;
+        }
+        n *= 4;
+    };
+    let mut id = 0u32;
+    while top.len() < 5 && (id as usize) < v {
+        let zero = prob(id) == 0.0;
+        if zero && !top.iter().any(|&(t, _)| t == id) {
+            top.push((id, 0.0));
+        }
+        id += 1;
+    }
+    let p1 = top.first().map(|t| t.1).unwrap_or(0.0);
+    let p2 = top.get(1).map(|t| t.1).unwrap_or(0.0);
+    let neg_entropy: f32 = by_id
+        .iter()
+        .map(|&(_, q)| (q / mass) as f32)
+        .filter(|&p| p > 0.0)
+        .map(|p| p * (p + 1e-10).ln())
+        .sum();
+    Proposal {
+        token: token as u32,
+        prob: token_prob,
+        margin: p1 - p2,
+        neg_entropy,
+        top,
+    }
+}
+
+/// The five best of `kept` (most likely first), equal probabilities re-ranked by id, zeros
+/// dropped; `None` when a run of equal values reaches the end of an incomplete prefix.
+fn top_five(kept: &[u32], complete: bool, prob: &impl Fn(u32) -> f32) -> Option<Vec<(u32, f32)>> {
     let mut top: Vec<(u32, f32)> = Vec::with_capacity(5);
     let mut i = 0;
     while i < kept.len() && top.len() < 5 {
@@ -257,38 +400,141 @@ pub fn propose(
             run.push((kept[i], val));
             i += 1;
         }
+        if i == kept.len() && !complete {
+            return None;
+        }
         run.sort_unstable_by_key(|&(id, _)| id);
         top.extend(run);
     }
+    if top.len() < 5 && !complete {
+        return None;
+    }
     top.retain(|&(_, p)| p > 0.0);
     top.truncate(5);
-    let mut id = 0u32;
-    while top.len() < 5 && (id as usize) < v {
-        let zero = !kept.contains(&id) || prob(id) == 0.0;
-        if zero && !top.iter().any(|&(t, _)| t == id) {
-            top.push((id, 0.0));
+    Some(top)
+}
+
+/// Histogram resolution of the nucleus search: buckets per nat of (max − l) / t, over this many
+/// nats (lower logits share the last bucket).
+const NUCLEUS_BUCKETS_PER_NAT: f32 = 256.0;
+const NUCLEUS_NATS: usize = 48;
+/// How far the histogram's masses (f32 exponentials) may be from the exact f64 ones: the
+/// region searched exactly is widened by this much mass on each side of top_p.
+const NUCLEUS_SLACK: f64 = 1e-5;
+
+/// Top-p alone over the whole vocabulary (`log_z` its normaliser), without sorting the
+/// nucleus: a histogram of the tokens' masses by logit finds the few buckets where the cut can
+/// fall; only their tokens are sorted and walked in order, everything above is kept unsorted.
+/// Same kept set as [`kept_tokens`], except that the mass before the cut is summed in id order
+/// above the boundary buckets rather than in rank order (the last bits of the sum differ,
+/// which moves a cut only when the mass before a token equals top_p to within rounding — the
+/// reference's own f32 normalisation differs from both at that level). `None` where the
+/// histogram's bounds do not hold (never expected), for the general path.
+#[allow(clippy::too_many_arguments)]
+fn propose_nucleus(
+    logits: &[f32],
+    params: &SamplerParams,
+    mask: u32,
+    uniform: f64,
+    greedy: bool,
+    t: f64,
+    max: f64,
+    log_z: f64,
+    hist: &[f64],
+    bucket: &impl Fn(f32) -> usize,
+) -> Option<Proposal> {
+    let top_p = params.top_p as f64;
+    let z = log_z.exp();
+    let nb = hist.len();
+    // Buckets < lo hold tokens that certainly stay; buckets > hi tokens that certainly go.
+    let (mut lo, mut hi) = (0, nb - 1);
+    let mut above = 0.0f64;
+    for (b, &h) in hist.iter().enumerate() {
+        if above <= top_p - NUCLEUS_SLACK {
+            lo = b;
         }
-        id += 1;
+        above += h / z;
+        if above > top_p + NUCLEUS_SLACK {
+            hi = b;
+            break;
+        }
     }
-    let p1 = top.first().map(|t| t.1).unwrap_or(0.0);
-    let p2 = top.get(1).map(|t| t.1).unwrap_or(0.0);
-    // Σ p log p over the kept tokens, summed in id order like the reference when few.
-    let mut probs: Vec<(u32, f32)> = kept.iter().map(|&i| (i, prob(i))).collect();
-    if probs.len() <= 4096 {
-        probs.sort_unstable_by_key(|&(i, _)| i);
+    let p_of = |l: f32| {
+        if l == f32::NEG_INFINITY {
+            0.0
+        } else {
+            ((l as f64 - max) / t - log_z).exp()
+        }
+    };
+    let mut by_id: Vec<(u32, f64)> = Vec::new();
+    let mut edge: Vec<(f32, u32)> = Vec::new();
+    let mut before = 0.0f64;
+    for (i, &l) in logits.iter().enumerate() {
+        let b = bucket(l);
+        if b < lo {
+            let q = p_of(l);
+            before += q;
+            by_id.push((i as u32, q));
+        } else if b <= hi {
+            edge.push((l, i as u32));
+        }
     }
-    let neg_entropy: f32 = probs
+    if before > top_p && !by_id.is_empty() {
+        return None;
+    }
+    let better = |a: &(f32, u32), b: &(f32, u32)| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1));
+    edge.sort_unstable_by(better);
+    // Keep while the mass before a token is at most top_p (the first always stays).
+    let sure = by_id.len();
+    let mut keep_edge = 0;
+    let mut cut = false;
+    for &(l, _) in &edge {
+        if sure + keep_edge > 0 && before > top_p {
+            cut = true;
+            break;
+        }
+        before += p_of(l);
+        keep_edge += 1;
+    }
+    // Past the last edge bucket the cut must have come (its mass exceeds top_p).
+    if !cut && hi < nb - 1 && before <= top_p {
+        return None;
+    }
+    let mut tail: Vec<(u32, f64)> = edge[..keep_edge]
         .iter()
-        .filter(|&&(_, p)| p > 0.0)
-        .map(|&(_, p)| p * (p + 1e-10).ln())
-        .sum();
-    Proposal {
-        token: token as u32,
-        prob: token_prob,
-        margin: p1 - p2,
-        neg_entropy,
-        top,
+        .map(|&(l, i)| (i, p_of(l)))
+        .collect();
+    tail.sort_unstable_by_key(|&(i, _)| i);
+    by_id = merge_by_id(by_id, tail);
+    let keep = sure + keep_edge;
+    let sorted = |n: usize| {
+        let n = n.min(keep);
+        (top_m(logits, n), n >= keep)
+    };
+    Some(finish_filtered(
+        logits, mask, uniform, greedy, &by_id, &sorted,
+    ))
+}
+
+/// Two id-ascending lists as one.
+fn merge_by_id(a: Vec<(u32, f64)>, b: Vec<(u32, f64)>) -> Vec<(u32, f64)> {
+    if b.is_empty() {
+        return a;
     }
+    let mut out = Vec::with_capacity(a.len() + b.len());
+    let (mut i, mut j) = (0, 0);
+    while i < a.len() && j < b.len() {
+        if a[i].0 < b[j].0 {
+            out.push(a[i]);
+            i += 1;
+        } else {
+            out.push(b[j]);
+            j += 1;
+        }
+    }
+    out.extend_from_slice(&a[i..]);
+    out.extend_from_slice(&b[j..]);
+    out
 }
 
 /// The ids [`filtered_probs_with`] keeps, most likely first (ties: lower id first), found on
@@ -394,6 +640,15 @@ pub fn propose_reference(
     mask: u32,
     rng: &mut impl Rng,
 ) -> Proposal {
+    let uniform = if params.temperature > 0.0 {
+        rng.random::<f64>()
+    } else {
+        0.0
+    };
+    reference_drawn(logits, params, mask, uniform)
+}
+
+fn reference_drawn(logits: &[f32], params: &SamplerParams, mask: u32, uniform: f64) -> Proposal {
     let (t, k, p) = (params.temperature, params.top_k, params.top_p);
     let probs = score_probs(logits, params);
     // LLaDA draws at the temperature but ranks on the plain softmax.
@@ -409,7 +664,7 @@ pub fn propose_reference(
             .filter(|&(i, _)| allowed(i))
             .map(|(_, &p)| p as f64)
             .sum();
-        let u: f64 = rng.random::<f64>() * total;
+        let u: f64 = uniform * total;
         let mut acc = 0.0f64;
         let mut chosen = None;
         for (i, &q) in draw_from.iter().enumerate() {
@@ -478,11 +733,17 @@ fn argmax_except(xs: &[f32], skip: usize) -> (usize, f32) {
 
 /// The score a rule ranks a proposal at `pos` on (higher commits first).
 pub fn score(rule: UnmaskRule, p: &Proposal, pos: usize, rng: &mut impl Rng) -> f32 {
+    let drawn = (rule == UnmaskRule::Random).then(|| rng.random::<f32>());
+    score_drawn(rule, p, pos, drawn)
+}
+
+/// [`score`] with the random rule's number already drawn ([`Draws::score`]).
+pub fn score_drawn(rule: UnmaskRule, p: &Proposal, pos: usize, drawn: Option<f32>) -> f32 {
     match rule {
         UnmaskRule::LowConfidence | UnmaskRule::Threshold => p.prob,
         UnmaskRule::Margin => p.margin,
         UnmaskRule::Entropy => p.neg_entropy,
-        UnmaskRule::Random => rng.random::<f32>(),
+        UnmaskRule::Random => drawn.unwrap_or(0.0),
         UnmaskRule::LeftToRight => -(pos as f32),
     }
 }
