@@ -41,7 +41,11 @@ fn main() {
             (
                 n,
                 k,
-                Mat::F16((0..n * k).map(|_| f16::from_f32(rnd())).collect()),
+                Mat::f16(
+                    &(0..n * k).map(|_| f16::from_f32(rnd())).collect::<Vec<_>>(),
+                    n,
+                    k,
+                ),
             )
         })
         .collect();

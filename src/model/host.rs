@@ -7,7 +7,7 @@
 //! forward to make it contiguous), and each matrix product hands work to the thread pool and waits
 //! for it from outside. Profiled on the embedded model, that overhead was two thirds of an
 //! autoregressive forward. Here one forward is one `install` on a private pool: the products split
-//! their columns across its threads (`cpu_linear::matmul_into`), attention reads the cache in place
+//! their columns across its threads (`rows_kernel::matmul_rows`), attention reads the cache in place
 //! through `gemm`'s strides, and the buffers are reused from forward to forward.
 //!
 //! The last layer computes attention output and MLP only for the rows whose logits are asked for:
