@@ -19,6 +19,8 @@
 
 use half::{bf16, f16};
 
+use super::team::Team;
+
 /// Outputs per panel: two AVX vectors.
 pub const LANES: usize = 16;
 
@@ -157,9 +159,9 @@ const F32: u8 = 0;
 const F16: u8 = 1;
 const BF16: u8 = 2;
 
-/// `dst [m, n] = x [m, k] · wᵀ` for `w` of `n` outputs × `k` inputs; panels split across the
-/// current rayon pool.
-pub fn matmul_rows(x: &[f32], m: usize, k: usize, w: &Mat, n: usize, dst: &mut [f32]) {
+/// `dst [m, n] = x [m, k] · wᵀ` for `w` of `n` outputs × `k` inputs; panels split across
+/// `team`.
+pub fn matmul_rows(team: &Team, x: &[f32], m: usize, k: usize, w: &Mat, n: usize, dst: &mut [f32]) {
     assert!(
         w.k == k && w.n == n,
         "matmul_rows: a {}×{} matrix used as {n}×{k}",
@@ -175,28 +177,18 @@ pub fn matmul_rows(x: &[f32], m: usize, k: usize, w: &Mat, n: usize, dst: &mut [
     }
     let (ptr, kind) = w.raw();
     let panels = n.div_ceil(LANES);
-    let threads = rayon::current_num_threads().max(1);
-    let chunk = panels.div_ceil(threads).max(1);
+    let parts = team.threads().min(panels);
+    let chunk = panels.div_ceil(parts);
     let w = SendConst(ptr);
     let d = SendMut(dst.as_mut_ptr());
     let (w, d) = (&w, &d);
-    let part = move |p0: usize| {
-        let p1 = (p0 + chunk).min(panels);
-        // SAFETY: `x` holds m·k floats, the weights `panels` packed panels of `kind`, `dst` m·n
-        // floats (asserted above); this part writes the columns of panels p0..p1 only.
-        unsafe { rows_part(x.as_ptr(), m, k, w.0, kind, p0, p1, d.0, n) }
-    };
-    if chunk >= panels {
-        part(0);
-        return;
-    }
-    rayon::scope(|s| {
-        let mut starts = (0..panels).step_by(chunk);
-        let first = starts.next().expect("panels > 0");
-        for p0 in starts {
-            s.spawn(move |_| part(p0));
+    team.run(parts, &|i| {
+        let (p0, p1) = (i * chunk, ((i + 1) * chunk).min(panels));
+        if p0 < p1 {
+            // SAFETY: `x` holds m·k floats, the weights `panels` packed panels of `kind`, `dst`
+            // m·n floats (asserted above); this part writes the columns of panels p0..p1 only.
+            unsafe { rows_part(x.as_ptr(), m, k, w.0, kind, p0, p1, d.0, n) }
         }
-        part(first);
     });
 }
 
@@ -498,10 +490,7 @@ mod tests {
                 .wrapping_add(1442695040888963407);
             ((seed >> 40) as f32 / (1u64 << 24) as f32) - 0.5
         };
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(3)
-            .build()
-            .unwrap();
+        let teams = [Team::new(1, "t").unwrap(), Team::new(3, "t").unwrap()];
         for &(k, n) in &[
             (8usize, 1usize),
             (19, 7),
@@ -538,14 +527,9 @@ mod tests {
                 let x: Vec<f32> = (0..m * k).map(|_| next()).collect();
                 let want = reference(&x, m, k, &w, n);
                 for mat in &mats {
-                    for threads in [1, 3] {
+                    for team in &teams {
                         let mut got = vec![f32::NAN; m * n];
-                        let mut run = || matmul_rows(&x, m, k, mat, n, &mut got);
-                        if threads == 1 {
-                            run();
-                        } else {
-                            pool.install(run);
-                        }
+                        matmul_rows(team, &x, m, k, mat, n, &mut got);
                         for (g, e) in got.iter().zip(&want) {
                             assert!(
                                 (g - e).abs() <= 1e-4 * (1.0 + e.abs()),
@@ -604,6 +588,14 @@ mod tests {
     #[should_panic(expected = "used as")]
     fn a_shape_mismatch_is_refused() {
         let w = Mat::f32(&[0.0; 6], 2, 3);
-        matmul_rows(&[0.0; 2], 1, 2, &w, 3, &mut [0.0; 3]);
+        matmul_rows(
+            &Team::new(1, "t").unwrap(),
+            &[0.0; 2],
+            1,
+            2,
+            &w,
+            3,
+            &mut [0.0; 3],
+        );
     }
 }
