@@ -175,64 +175,68 @@ pub fn matmul_rows(team: &Team, x: &[f32], m: usize, k: usize, w: &Mat, n: usize
     if m == 0 || n == 0 {
         return;
     }
-    let (ptr, kind) = w.raw();
+    let (w, kind) = w.raw();
     let panels = n.div_ceil(LANES);
     let parts = team.threads().min(panels);
     let chunk = panels.div_ceil(parts);
-    let w = SendConst(ptr);
-    let d = SendMut(dst.as_mut_ptr());
-    let (w, d) = (&w, &d);
+    let job = Product {
+        x: x.as_ptr(),
+        m,
+        k,
+        w,
+        kind,
+        dst: dst.as_mut_ptr(),
+        n,
+    };
     team.run(parts, &|i| {
         let (p0, p1) = (i * chunk, ((i + 1) * chunk).min(panels));
         if p0 < p1 {
             // SAFETY: `x` holds m·k floats, the weights `panels` packed panels of `kind`, `dst`
             // m·n floats (asserted above); this part writes the columns of panels p0..p1 only.
-            unsafe { rows_part(x.as_ptr(), m, k, w.0, kind, p0, p1, d.0, n) }
+            unsafe { rows_part(job, p0, p1) }
         }
     });
 }
 
-struct SendConst(*const u8);
-struct SendMut(*mut f32);
-// SAFETY: the weights are only read; each part writes its own columns of the destination.
-unsafe impl Sync for SendConst {}
-unsafe impl Sync for SendMut {}
-
-/// The columns of panels `p0..p1` of `dst` (row stride `n`) for every row of `x`.
-#[allow(clippy::too_many_arguments)]
-unsafe fn rows_part(
+/// One product's operands as raw parts: `dst [m, n] = x [m, k] · wᵀ`, weights packed, of
+/// precision `kind`.
+#[derive(Clone, Copy)]
+struct Product {
     x: *const f32,
     m: usize,
     k: usize,
     w: *const u8,
     kind: u8,
-    p0: usize,
-    p1: usize,
     dst: *mut f32,
     n: usize,
-) {
+}
+
+// SAFETY: the weights and rows are only read; each parallel part writes its own columns of `dst`.
+unsafe impl Sync for Product {}
+unsafe impl Send for Product {}
+
+/// The columns of panels `p0..p1` of `dst` for every row of `x`.
+unsafe fn rows_part(job: Product, p0: usize, p1: usize) {
     #[cfg(target_arch = "x86_64")]
     if avx2() {
         // SAFETY: the CPU has AVX2, FMA and F16C (checked); extents as documented by the caller.
-        return unsafe { avx::part(x, m, k, w, kind, p0, p1, dst, n) };
+        return unsafe { avx::part(job, p0, p1) };
     }
     // SAFETY: as documented by the caller.
-    unsafe { portable(x, m, k, w, kind, p0, p1, dst, n) }
+    unsafe { portable(job, p0, p1) }
 }
 
 /// The same sums in plain code, for CPUs without AVX2/FMA/F16C.
-#[allow(clippy::too_many_arguments)]
-unsafe fn portable(
-    x: *const f32,
-    m: usize,
-    k: usize,
-    w: *const u8,
-    kind: u8,
-    p0: usize,
-    p1: usize,
-    dst: *mut f32,
-    n: usize,
-) {
+unsafe fn portable(job: Product, p0: usize, p1: usize) {
+    let Product {
+        x,
+        m,
+        k,
+        w,
+        kind,
+        dst,
+        n,
+    } = job;
     for i in 0..m {
         for j in p0 * LANES..(p1 * LANES).min(n) {
             let base = (j / LANES) * k * LANES + j % LANES;
@@ -272,7 +276,7 @@ fn avx2() -> bool {
 
 #[cfg(target_arch = "x86_64")]
 mod avx {
-    use super::{BF16, F16, F32, LANES};
+    use super::{Product, BF16, F16, F32, LANES};
     use std::arch::x86_64::*;
 
     /// Prefetch the next block of panels into L2 while the first row group multiplies the
@@ -395,17 +399,10 @@ mod avx {
     /// while all row groups pass over them (a vocabulary-sized head is otherwise streamed from
     /// memory once per group of rows).
     #[target_feature(enable = "avx2,fma,f16c")]
-    #[allow(clippy::too_many_arguments)]
-    unsafe fn by_kind<const KIND: u8>(
-        x: *const f32,
-        m: usize,
-        k: usize,
-        w: *const u8,
-        p0: usize,
-        p1: usize,
-        dst: *mut f32,
-        n: usize,
-    ) {
+    unsafe fn by_kind<const KIND: u8>(job: Product, p0: usize, p1: usize) {
+        let Product {
+            x, m, k, w, dst, n, ..
+        } = job;
         let elem = if KIND == F32 { 4 } else { 2 };
         let panel_bytes = (k * LANES * elem).max(1);
         let block = (super::L2_BLOCK_BYTES / panel_bytes).max(1);
@@ -438,24 +435,13 @@ mod avx {
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
-    pub(super) unsafe fn part(
-        x: *const f32,
-        m: usize,
-        k: usize,
-        w: *const u8,
-        kind: u8,
-        p0: usize,
-        p1: usize,
-        dst: *mut f32,
-        n: usize,
-    ) {
+    pub(super) unsafe fn part(job: Product, p0: usize, p1: usize) {
         // SAFETY: the caller checked the CPU features and the extents.
         unsafe {
-            match kind {
-                F32 => by_kind::<F32>(x, m, k, w, p0, p1, dst, n),
-                F16 => by_kind::<F16>(x, m, k, w, p0, p1, dst, n),
-                _ => by_kind::<BF16>(x, m, k, w, p0, p1, dst, n),
+            match job.kind {
+                F32 => by_kind::<F32>(job, p0, p1),
+                F16 => by_kind::<F16>(job, p0, p1),
+                _ => by_kind::<BF16>(job, p0, p1),
             }
         }
     }
@@ -563,21 +549,18 @@ mod tests {
             ),
         ] {
             let mut got = vec![f32::NAN; m * n];
-            let (ptr, kind) = mat.raw();
-            // SAFETY: x is m·k, got m·n, the matrix n.div_ceil(LANES) panels of k inputs.
-            unsafe {
-                portable(
-                    x.as_ptr(),
-                    m,
-                    k,
-                    ptr,
-                    kind,
-                    0,
-                    n.div_ceil(LANES),
-                    got.as_mut_ptr(),
-                    n,
-                )
+            let (w, kind) = mat.raw();
+            let job = Product {
+                x: x.as_ptr(),
+                m,
+                k,
+                w,
+                kind,
+                dst: got.as_mut_ptr(),
+                n,
             };
+            // SAFETY: x is m·k, got m·n, the matrix n.div_ceil(LANES) panels of k inputs.
+            unsafe { portable(job, 0, n.div_ceil(LANES)) };
             for (g, e) in got.iter().zip(&want) {
                 assert!((g - e).abs() <= 1e-5 * (1.0 + e.abs()), "{g} vs {e}");
             }
