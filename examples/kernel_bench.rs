@@ -14,10 +14,7 @@ fn main() {
         .nth(1)
         .and_then(|s| s.parse().ok())
         .unwrap_or(2);
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(threads)
-        .build()
-        .unwrap();
+    let team = unmask::model::team::Team::new(threads, "bench").unwrap();
     let shapes = [
         (640usize, 384usize),
         (384, 384),
@@ -41,7 +38,11 @@ fn main() {
             (
                 n,
                 k,
-                Mat::F16((0..n * k).map(|_| f16::from_f32(rnd())).collect()),
+                Mat::f16(
+                    &(0..n * k).map(|_| f16::from_f32(rnd())).collect::<Vec<_>>(),
+                    n,
+                    k,
+                ),
             )
         })
         .collect();
@@ -59,13 +60,13 @@ fn main() {
         let mut outs: Vec<Vec<f32>> = mats.iter().map(|(n, _, _)| vec![0f32; m * n]).collect();
         for _ in 0..30 {
             let t = Instant::now();
-            pool.install(|| {
+            {
                 for _layer in 0..(if distinct { 1 } else { 6 }) {
                     for (i, (n, k, w)) in mats.iter().enumerate() {
-                        matmul_rows(&xs[i], m, *k, w, *n, &mut outs[i]);
+                        matmul_rows(&team, &xs[i], m, *k, w, *n, &mut outs[i]);
                     }
                 }
-            });
+            }
             best = best.min(t.elapsed().as_secs_f64());
         }
         if std::env::var("SHAPES").is_ok() {
@@ -73,7 +74,7 @@ fn main() {
                 let mut b = f64::MAX;
                 for _ in 0..30 {
                     let t = Instant::now();
-                    pool.install(|| matmul_rows(&xs[i], m, *k, w, *n, &mut outs[i]));
+                    matmul_rows(&team, &xs[i], m, *k, w, *n, &mut outs[i]);
                     b = b.min(t.elapsed().as_secs_f64());
                 }
                 print!(" [{n}x{k}] {:5.1}", 2.0 * (m * n * k) as f64 / b / 1e9);

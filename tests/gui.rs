@@ -870,7 +870,8 @@ fn the_decoding_exports_as_an_animated_png_one_frame_per_step() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("decoding.png");
     let ctx = h.ctx.clone();
-    h.state_mut().export_animation(&ctx, &path, 4);
+    // At 2.5 steps a second each frame shows for 0.4 s.
+    h.state_mut().export_animation(&ctx, &path, 2.5);
     wait_io(&mut h);
     assert!(h.state().errors().is_empty(), "{:?}", h.state().errors());
     let decoder = png::Decoder::new(std::io::BufReader::new(
@@ -879,6 +880,15 @@ fn the_decoding_exports_as_an_animated_png_one_frame_per_step() {
     let reader = decoder.read_info().expect("a png");
     let anim = reader.info().animation_control().expect("animated");
     assert_eq!(anim.num_frames as usize, synthetic_trace().len() + 1);
+    let fc = reader
+        .info()
+        .frame_control
+        .expect("the first frame's control");
+    assert_eq!(
+        (fc.delay_num, fc.delay_den),
+        (100, 250),
+        "a frame per step at 2.5 steps/s"
+    );
 }
 
 #[test]

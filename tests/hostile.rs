@@ -76,6 +76,17 @@ fn absurd_config_numbers_are_named_before_anything_is_allocated() {
         ("mask_token_id", json!(100_000), "outside the embedding"),
         ("eos_token_id", json!(100_000), "outside the embedding"),
         ("eos_token_id", json!((1u64 << 32) + 5), "token id"),
+        // Fill-in-the-middle: only the suffix-first layout, and only with the tokenizer's sentinels.
+        (
+            "fim_layout",
+            json!("prefix-suffix-middle"),
+            "suffix-prefix-middle",
+        ),
+        (
+            "fim_layout",
+            json!("suffix-prefix-middle"),
+            "lacks the sentinels",
+        ),
     ];
     for (field, value, says) in cases {
         let dir = tempfile::tempdir().expect("tempdir");

@@ -14,6 +14,7 @@ use super::colors::ColorMode;
 use super::commit_map::{self, CpuMapPainter, GpuMapPainter, MapPainter, Raster};
 use super::controls::{self, Action, ControlsState};
 use super::jobs::{Job, Outcome};
+use super::render_priority;
 use super::report::{self, FrameStats, RunReport};
 use super::settings::{Settings, View};
 use super::store::Lane;
@@ -105,6 +106,10 @@ pub struct PlaygroundApp {
     /// Repaint interval the engine's wake-up uses, in milliseconds.
     repaint_ms: Arc<AtomicU64>,
     pub intervene: Intervene,
+    /// wgpu draws on the CPU (lavapipe): its rasterizer threads yield to the decoder.
+    cpu_rendered: bool,
+    /// Rasterizer threads running at `render_priority::RENDER_NICE`.
+    render_threads_lowered: usize,
 }
 
 impl PlaygroundApp {
@@ -133,6 +138,8 @@ impl PlaygroundApp {
             stats: FrameStats::default(),
             repaint_ms: Arc::new(AtomicU64::new(FRAME_INTERVAL_MS)),
             intervene: Intervene::default(),
+            cpu_rendered: false,
+            render_threads_lowered: 0,
         }
     }
 
@@ -522,9 +529,9 @@ impl PlaygroundApp {
         });
     }
 
-    /// Writes the decoding as an animated PNG (one frame per step, `fps` a second) in the
-    /// background; the texts are laid out here first.
-    pub fn export_animation(&mut self, ctx: &egui::Context, path: &Path, fps: u16) {
+    /// Writes the decoding as an animated PNG (one frame per step, `steps_per_second` frames a
+    /// second) in the background; the texts are laid out here first.
+    pub fn export_animation(&mut self, ctx: &egui::Context, path: &Path, steps_per_second: f32) {
         let Some(t) = self.store.main.trace.clone() else {
             return;
         };
@@ -532,7 +539,7 @@ impl PlaygroundApp {
         let mode = self.settings.color_mode;
         let path = path.to_path_buf();
         self.spawn_job(format!("Writing {}", file_name(&path)), move || {
-            files::save_apng(&sheet, &t, mode, fps, &path)
+            files::save_apng(&sheet, &t, mode, steps_per_second, &path)
                 .map(|()| Outcome::Done(format!("Wrote {}", file_name(&path))))
         });
     }
@@ -667,6 +674,8 @@ impl PlaygroundApp {
     }
 
     fn send_generate(&mut self, lane: Lane, params: SamplerParams) {
+        // Again at each run: a rasterizer thread started since the first frame is caught too.
+        self.yield_rendering();
         let Some(engine) = &self.engine else { return };
         let run = self.store.begin(lane);
         engine.send(Command::Generate {
@@ -719,6 +728,10 @@ impl PlaygroundApp {
             self.load_model(self.settings.model.clone(), ctx);
         }
         if self.map_painter.is_none() {
+            self.cpu_rendered = frame.wgpu_render_state().is_some_and(|rs| {
+                rs.adapter.get_info().device_type == egui_wgpu::wgpu::DeviceType::Cpu
+            });
+            self.yield_rendering();
             self.map_painter = Some(match frame.wgpu_render_state() {
                 Some(rs) => Box::new(GpuMapPainter::new(rs)),
                 None => Box::new(CpuMapPainter::default()),
@@ -729,6 +742,18 @@ impl PlaygroundApp {
                 Some(q) => self.diff_traces(&p, &q),
                 None => self.open_trace(&p),
             }
+        }
+    }
+
+    /// On a CPU-rendered display, drawing yields to decoding (`render_priority`); a no-op on a
+    /// GPU. The UI thread itself is left alone, since the decoder's threads are created from it.
+    fn yield_rendering(&mut self) {
+        if !self.cpu_rendered {
+            return;
+        }
+        match render_priority::lower_rasterizer_threads(render_priority::RENDER_NICE) {
+            Ok(t) => self.render_threads_lowered = t.len(),
+            Err(e) => tracing::warn!("could not lower the rasterizer threads' priority: {e}"),
         }
     }
 
@@ -837,18 +862,20 @@ impl PlaygroundApp {
                 }
                 if ui
                     .add_enabled(has, egui::Button::new("Export decoding animation (APNG)…"))
+                    .on_hover_text("one frame per step, at the timeline's playback speed")
                     .clicked()
                 {
                     let ctx = ui.ctx().clone();
                     if let Some(t) = self.store.main.trace.clone() {
                         let sheet = canvas::GlyphSheet::for_trace(&ctx, &t, 14.0);
                         let mode = self.settings.color_mode;
+                        let rate = self.store.speed;
                         self.pick_then(
                             "Exporting the animation",
                             "decoding.png",
                             "png",
                             move |p| {
-                                files::save_apng(&sheet, &t, mode, 4, &p)
+                                files::save_apng(&sheet, &t, mode, rate, &p)
                                     .map(|()| Outcome::Done(format!("Wrote {}", file_name(&p))))
                             },
                         );
@@ -1129,6 +1156,7 @@ impl PlaygroundApp {
         });
         let mut r = self.stats.report(run);
         r.status = run_status(&self.store.main.status);
+        r.render_threads_lowered = self.render_threads_lowered;
         let lane = |l: &super::store::LaneRun| {
             l.trace
                 .as_ref()
@@ -1213,11 +1241,21 @@ fn run_status(s: &RunStatus) -> String {
 impl eframe::App for PlaygroundApp {
     fn ui(&mut self, ui: &mut egui::Ui, frame: &mut eframe::Frame) {
         let t0 = Instant::now();
+        let cpu0 = report::thread_cpu();
         let ctx = ui.ctx().clone();
         self.start(&ctx, frame);
         self.update_state(&ctx);
+        let t1 = Instant::now();
         self.draw(ui);
         self.stats.record(t0.elapsed());
+        tracing::trace!(
+            state_ms = (t1 - t0).as_secs_f64() * 1e3,
+            draw_ms = t1.elapsed().as_secs_f64() * 1e3,
+            // Against the wall time: how much of a long frame was work, not preemption.
+            cpu_ms = (report::thread_cpu() - cpu0).as_secs_f64() * 1e3,
+            cursor = self.store.cursor,
+            "frame"
+        );
         if self.launch.quit_when_done && self.launched && !self.running() && !self.reported {
             // A script reading only the exit is told what went wrong.
             if let RunStatus::Failed(e) = &self.store.main.status {

@@ -583,7 +583,7 @@ pub fn write_apng(
     sheet: &GlyphSheet,
     trace: &Trace,
     mode: ColorMode,
-    fps: u16,
+    steps_per_second: f32,
     out: impl std::io::Write,
 ) -> Result<(), String> {
     // First pass: the largest layout, so every frame has one size.
@@ -601,7 +601,12 @@ pub fn write_apng(
     enc.set_color(png::ColorType::Rgba);
     enc.set_depth(png::BitDepth::Eight);
     enc.set_animated(frames, 0).map_err(err)?;
-    enc.set_frame_delay(1, fps.max(1)).map_err(err)?;
+    // Each frame shows for 1 / steps_per_second s, as a fraction in hundredths (APNG stores
+    // a u16 numerator and denominator), so the timeline's 0.5–120 steps/s all fit.
+    let per_100s = (steps_per_second * 100.0)
+        .round()
+        .clamp(1.0, u16::MAX as f32) as u16;
+    enc.set_frame_delay(100, per_100s).map_err(err)?;
     let mut writer = enc.write_header().map_err(err)?;
     let mut cache = CanvasCache::default();
     for k in 0..=trace.len() {

@@ -66,7 +66,9 @@ fn column(
         marked: Some(marked),
         selected: None,
     };
-    egui::ScrollArea::vertical().id_salt(title).show(ui, |ui| {
+    // Both ways: a line wider than the half window scrolls inside its column instead of being
+    // drawn over the other canvas.
+    egui::ScrollArea::both().id_salt(title).show(ui, |ui| {
         canvas::show(ui, &v);
     });
 }

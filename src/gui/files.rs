@@ -41,12 +41,12 @@ pub fn save_apng(
     sheet: &super::canvas::GlyphSheet,
     trace: &Trace,
     mode: super::colors::ColorMode,
-    fps: u16,
+    steps_per_second: f32,
     path: &Path,
 ) -> Result<(), String> {
     crate::atomic::write(path, |f| {
         let mut w = std::io::BufWriter::new(f.as_file_mut());
-        super::canvas::write_apng(sheet, trace, mode, fps, &mut w)
+        super::canvas::write_apng(sheet, trace, mode, steps_per_second, &mut w)
             .map_err(std::io::Error::other)?;
         w.flush()
     })

@@ -14,6 +14,7 @@ mod jobs;
 mod metrics;
 mod output;
 pub mod race;
+pub mod render_priority;
 pub mod report;
 pub mod settings;
 pub mod store;

@@ -70,6 +70,8 @@ pub struct Report {
     pub race: Option<RaceReport>,
     /// How the main run ended (`finished: complete`, `failed: …`).
     pub status: String,
+    /// Software rasterizer threads that yield to the decoder (0 on a GPU; `gui/render_priority.rs`).
+    pub render_threads_lowered: usize,
 }
 
 #[derive(Debug, Serialize)]
@@ -137,6 +139,7 @@ impl FrameStats {
             run,
             race: None,
             status: String::new(),
+            render_threads_lowered: 0,
         }
     }
 }

@@ -6,8 +6,8 @@
 //! one allocates its output, some copy strided views (the key/value cache was copied per layer per
 //! forward to make it contiguous), and each matrix product hands work to the thread pool and waits
 //! for it from outside. Profiled on the embedded model, that overhead was two thirds of an
-//! autoregressive forward. Here one forward is one `install` on a private pool: the products split
-//! their columns across its threads (`cpu_linear::matmul_into`), attention reads the cache in place
+//! autoregressive forward. Here the products split their panels across the model's own thread team
+//! (`rows_kernel::matmul_rows`, `team.rs`), attention reads the cache in place
 //! through `gemm`'s strides, and the buffers are reused from forward to forward.
 //!
 //! The last layer computes attention output and MLP only for the rows whose logits are asked for:
@@ -18,6 +18,7 @@ use std::sync::Mutex;
 use std::time::Instant;
 
 use super::rows_kernel::{matmul_rows, Mat};
+use super::team::Team;
 use super::transformer::Mask;
 use crate::profile::{self, Phase};
 
@@ -72,7 +73,7 @@ pub(super) struct HostNet {
     pub final_norm: Vec<f32>,
     pub inv_freq: Vec<f32>,
     pub layers: Vec<HostLayer>,
-    pool: rayon::ThreadPool,
+    team: Team,
     scratch: Mutex<Scratch>,
 }
 
@@ -143,13 +144,9 @@ impl HostNet {
         inv_freq: Vec<f32>,
         layers: Vec<HostLayer>,
     ) -> std::io::Result<Self> {
-        // As many threads as the global pool (RAYON_NUM_THREADS or the cores): the forward runs
-        // inside this pool so that its products never wait on a thread from outside it.
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(rayon::current_num_threads())
-            .thread_name(|i| format!("unmask-forward-{i}"))
-            .build()
-            .map_err(std::io::Error::other)?;
+        // As many threads as the global pool (RAYON_NUM_THREADS or the cores), the calling
+        // thread included.
+        let team = Team::new(rayon::current_num_threads(), "unmask-forward")?;
         Ok(HostNet {
             dims,
             embed,
@@ -157,7 +154,7 @@ impl HostNet {
             final_norm,
             inv_freq,
             layers,
-            pool,
+            team,
             scratch: Mutex::new(Scratch::default()),
         })
     }
@@ -193,9 +190,7 @@ impl HostNet {
         sorted.sort_unstable();
         sorted.dedup();
         let scratch: &mut Scratch = &mut scratch;
-        let logits = self
-            .pool
-            .install(|| self.forward_in_pool(ids, start, cache, mask, &sorted, scratch, buf));
+        let logits = self.forward_sorted(ids, start, cache, mask, &sorted, scratch, buf);
         if sorted == rows {
             return logits;
         }
@@ -210,7 +205,7 @@ impl HostNet {
         out
     }
 
-    fn forward_in_pool(
+    fn forward_sorted(
         &self,
         ids: &[u32],
         start: usize,
@@ -267,7 +262,7 @@ impl HostNet {
             rms_norm_rows(&s.x[..n * h], &layer.attn_norm, eps, normed);
             let width = qd + 2 * kvd;
             let qkv = grow(&mut s.qkv, n * width);
-            matmul_rows(normed, n, h, &layer.qkv, width, qkv);
+            matmul_rows(&self.team, normed, n, h, &layer.qkv, width, qkv);
             if let Some(b) = &layer.qkv_bias {
                 for row in qkv.chunks_exact_mut(width) {
                     row.iter_mut().zip(b).for_each(|(y, b)| *y += b);
@@ -312,6 +307,7 @@ impl HostNet {
             }
             let attn = grow(&mut s.attn, m * qd);
             attention(
+                &self.team,
                 q,
                 &kv.k[..total * kvd],
                 &kv.v[..total * kvd],
@@ -327,7 +323,7 @@ impl HostNet {
                 attn,
             );
             let proj = grow(&mut s.proj, m * h);
-            matmul_rows(attn, m, qd, &layer.o, h, proj);
+            matmul_rows(&self.team, attn, m, qd, &layer.o, h, proj);
             // Residual; the last layer compacts its active rows to the front of `x`.
             let x = &mut s.x;
             for (r, &a) in act.iter().enumerate() {
@@ -338,7 +334,7 @@ impl HostNet {
             let normed = &mut s.normed[..m * h];
             rms_norm_rows(&x[..m * h], &layer.mlp_norm, eps, normed);
             let gu = grow(&mut s.gate_up, m * 2 * inter);
-            matmul_rows(normed, m, h, &layer.gate_up, 2 * inter, gu);
+            matmul_rows(&self.team, normed, m, h, &layer.gate_up, 2 * inter, gu);
             let act_buf = grow(&mut s.act, m * inter);
             for r in 0..m {
                 let (g, u) = gu[r * 2 * inter..(r + 1) * 2 * inter].split_at(inter);
@@ -347,7 +343,7 @@ impl HostNet {
                 }
             }
             let proj = &mut s.proj[..m * h];
-            matmul_rows(act_buf, m, inter, &layer.down, h, proj);
+            matmul_rows(&self.team, act_buf, m, inter, &layer.down, h, proj);
             x[..m * h]
                 .iter_mut()
                 .zip(proj.iter())
@@ -368,7 +364,7 @@ impl HostNet {
         rms_norm_rows(&s.x[..m * h], &self.final_norm, eps, normed);
         let head = self.lm_head.as_ref().unwrap_or(&self.embed);
         logits.resize(m * vocab, 0.0); // every element is overwritten below
-        matmul_rows(normed, m, h, head, vocab, &mut logits);
+        matmul_rows(&self.team, normed, m, h, head, vocab, &mut logits);
         profile::add(Phase::Head, t_head);
         logits
     }
@@ -433,6 +429,7 @@ const ROW_CHUNK: usize = 64;
 /// `[total, kv_heads, hd]`, where query row r sees key j iff `allowed(r, j)`; writes
 /// `out [m, heads·hd]`. Query head h reads key/value head h / (heads / kv_heads).
 fn attention(
+    team: &Team,
     q: &[f32],
     k: &[f32],
     v: &[f32],
@@ -541,12 +538,15 @@ fn attention(
     let items: Vec<(usize, usize)> = (0..heads)
         .flat_map(|hq| (0..m).step_by(ROW_CHUNK).map(move |r0| (hq, r0)))
         .collect();
-    // In parallel once there is enough work to share.
-    if m * total * hd * heads >= 1 << 16 && rayon::current_num_threads() > 1 {
-        use rayon::prelude::*;
-        items
-            .par_iter()
-            .for_each_init(Vec::new, |sc, &(hq, r0)| item(hq, r0, sc));
+    // In parallel once there is enough work to share; each thread scores into its own buffer.
+    if m * total * hd * heads >= 1 << 16 && team.threads() > 1 {
+        thread_local! {
+            static SCORES: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+        }
+        team.run(items.len(), &|i| {
+            let (hq, r0) = items[i];
+            SCORES.with(|sc| item(hq, r0, &mut sc.borrow_mut()));
+        });
     } else {
         for (hq, r0) in items {
             item(hq, r0, scores);

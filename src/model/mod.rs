@@ -6,6 +6,7 @@ pub mod denoiser;
 pub mod device;
 pub mod host;
 pub mod rows_kernel;
+pub mod team;
 pub mod tokens;
 pub mod transformer;
 pub mod weights;

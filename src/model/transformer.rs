@@ -369,13 +369,16 @@ fn host_net(cfg: &ModelConfig, w: &Weights, weights: Option<DType>) -> Result<Ho
                 .collect::<Result<Vec<_>>>()?;
             Ok(Tensor::cat(&ts, 0)?)
         };
+        // Stacked parts: their outputs add up, their inputs are the same width.
+        let n: usize = parts.iter().map(|(_, out, _)| out).sum();
+        let k = parts.first().map_or(0, |(_, _, inp)| *inp);
         Ok(
             if weights == Some(DType::F16) || (weights.is_none() && all(S::F16)) {
-                Mat::F16(load(DType::F16)?.to_vec1()?)
+                Mat::f16(&load(DType::F16)?.to_vec1()?, n, k)
             } else if weights == Some(DType::BF16) || (weights.is_none() && all(S::BF16)) {
-                Mat::Bf16(load(DType::BF16)?.to_vec1()?)
+                Mat::bf16(&load(DType::BF16)?.to_vec1()?, n, k)
             } else {
-                Mat::F32(load(DType::F32)?.to_vec1()?)
+                Mat::f32(&load(DType::F32)?.to_vec1()?, n, k)
             },
         )
     };
