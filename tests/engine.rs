@@ -884,7 +884,8 @@ fn recycled_logit_buffers_give_the_same_logits() {
         reuse.begin(&canvas, &layout).unwrap();
         let mut spare: Option<*const f32> = None;
         // (block, rows asked for, a token committed after the step)
-        let plan: [(usize, Vec<usize>, Option<(usize, u32)>); 5] = [
+        type Step = (usize, Vec<usize>, Option<(usize, u32)>);
+        let plan: [Step; 5] = [
             (0, vec![6, 7, 8, 9], Some((7, 11))),
             (0, vec![6, 8, 9], Some((9, 12))),
             (0, vec![6, 7, 8, 9], None),

@@ -205,6 +205,7 @@ impl HostNet {
         out
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn forward_sorted(
         &self,
         ids: &[u32],
@@ -428,6 +429,7 @@ const ROW_CHUNK: usize = 64;
 /// Scaled dot-product attention of `q [heads, m, hd]` over the position-major `k`, `v`
 /// `[total, kv_heads, hd]`, where query row r sees key j iff `allowed(r, j)`; writes
 /// `out [m, heads·hd]`. Query head h reads key/value head h / (heads / kv_heads).
+#[allow(clippy::too_many_arguments)]
 fn attention(
     team: &Team,
     q: &[f32],

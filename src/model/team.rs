@@ -173,7 +173,7 @@ fn helper(s: &Shared, h: usize) {
                 break;
             }
             spins = spins.wrapping_add(1);
-            if spins % 64 == 0 && idle.elapsed() > SPIN {
+            if spins.is_multiple_of(64) && idle.elapsed() > SPIN {
                 // Park; the caller unparks us after publishing the next region. Checking the
                 // epoch again after announcing sleep closes the window in between.
                 s.asleep[h].store(true, SeqCst);
