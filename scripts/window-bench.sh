@@ -31,7 +31,8 @@ print(f"headless {h['tokens_per_second']:.1f} tok/s | window {r['tokens_per_seco
       f"({100 * r['tokens_per_second'] / h['tokens_per_second']:.0f}%) | frames {w['frames']} "
       f"median {w['frame_ms_median']:.1f} ms max {w['frame_ms_max']:.1f} ms | UI CPU "
       f"{w['ui_thread_cpu_s']:.2f} s of {w['wall_s']:.1f} s ({100 * w['ui_thread_cpu_share']:.0f}%) | "
-      f"rasterizer threads yielding {w.get('render_threads_lowered', '-')}")
+      f"rasterizer threads yielding {w.get('render_threads_lowered', '-')}, their CPU "
+      f"{w.get('render_threads_cpu_s', float('nan')):.2f} s")
 PY
 done
 echo "load average after: $(cat /proc/loadavg)"

@@ -14,6 +14,7 @@ use super::colors::ColorMode;
 use super::commit_map::{self, CpuMapPainter, GpuMapPainter, MapPainter, Raster};
 use super::controls::{self, Action, ControlsState};
 use super::jobs::{Job, Outcome};
+use super::pacing::Pacer;
 use super::render_priority;
 use super::report::{self, FrameStats, RunReport};
 use super::settings::{Settings, View};
@@ -28,8 +29,8 @@ use crate::trace::{Cell, Edit};
 
 /// How long a frame may spend applying engine events before it draws.
 const DRAIN_BUDGET: Duration = Duration::from_millis(4);
-/// While decoding, the window repaints at most this often (about the display rate): more frames
-/// would only take CPU from the decoder.
+/// The display rate: the window repaints at most this often. While a decoder runs on the CPU
+/// the interval grows with what a frame costs (`pacing`).
 const FRAME_INTERVAL_MS: u64 = 16;
 /// While the race's lanes decode, the window stays nearly still so that it does not compete with
 /// the decoders it is timing.
@@ -110,6 +111,13 @@ pub struct PlaygroundApp {
     cpu_rendered: bool,
     /// Rasterizer threads running at `render_priority::RENDER_NICE`.
     render_threads_lowered: usize,
+    /// What a frame costs, and so how often to draw while a CPU decoder runs.
+    pacer: Pacer,
+    /// The window's background is the clear colour instead of each panel's fill (a real window;
+    /// the test harness clears to transparent, so there the panels keep their fill).
+    background_by_clear: bool,
+    /// Animations are off (`still_while`).
+    still: bool,
 }
 
 impl PlaygroundApp {
@@ -140,6 +148,9 @@ impl PlaygroundApp {
             intervene: Intervene::default(),
             cpu_rendered: false,
             render_threads_lowered: 0,
+            pacer: Pacer::default(),
+            background_by_clear: false,
+            still: false,
         }
     }
 
@@ -153,6 +164,7 @@ impl PlaygroundApp {
         apply_args(&mut settings, args);
         let mut app = Self::with_settings(settings);
         app.trace_to_open = args.trace.clone();
+        app.background_by_clear = true;
         app.diff_with = args.diff.clone();
         app.launch = Launch {
             run: args.run,
@@ -189,6 +201,25 @@ impl PlaygroundApp {
 
     pub fn model_ready(&self) -> bool {
         matches!(self.model, ModelSlot::Ready(_))
+    }
+
+    /// No animations while `still`: an animating widget (a scroll bar fading in as the canvas
+    /// grows) asks for a frame at once, every frame, past the pacing of a CPU decoder's frames.
+    fn still_while(&mut self, still: bool, ctx: &egui::Context) {
+        if still != self.still {
+            self.still = still;
+            let t = if still {
+                0.0
+            } else {
+                egui::Style::default().animation_time
+            };
+            ctx.all_styles_mut(|s| s.animation_time = t);
+        }
+    }
+
+    /// The loaded model decodes on the CPU, where frames take time from it.
+    fn decodes_on_cpu(&self) -> bool {
+        matches!(&self.model, ModelSlot::Ready(m) if m.net.device().is_cpu())
     }
 
     /// The model load failure, if any.
@@ -766,7 +797,10 @@ impl PlaygroundApp {
         let interval = if racing {
             QUIET_INTERVAL_MS
         } else {
-            FRAME_INTERVAL_MS
+            let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+            let cpu_decoding = self.running() && self.decodes_on_cpu();
+            self.still_while(cpu_decoding, ctx);
+            self.pacer.interval(cpu_decoding, cores).as_millis() as u64
         };
         self.repaint_ms.store(interval, Ordering::Relaxed);
         if let Some(engine) = &self.engine {
@@ -997,7 +1031,8 @@ impl PlaygroundApp {
             let d = super::compare::diff(&mut self.store);
             (d.list.clone(), d.set.clone())
         };
-        egui::Panel::bottom("commit-map").resizable(true).default_size(190.0).show(ui, |ui| {
+        let (map_frame, _) = self.panel_frames(ui.style());
+        egui::Panel::bottom("commit-map").frame(map_frame).resizable(true).default_size(190.0).show(ui, |ui| {
             ui.horizontal(|ui| {
                 ui.strong("Commit map");
                 ui.weak("rows: steps · columns: positions · scroll to zoom, drag to pan, click a row to jump");
@@ -1083,8 +1118,26 @@ impl PlaygroundApp {
     }
 
     /// Draws the whole window.
+    /// Frames for the side and central panels. In a real window they draw no fill: the clear
+    /// colour is the panel colour ([`eframe::App::clear_color`]), and a clear costs a software
+    /// rasterizer a memset where a window-sized fill costs it every pixel's shader (measured:
+    /// about 60 % of a frame's rasterizer time on lavapipe).
+    fn panel_frames(&self, style: &egui::Style) -> (egui::Frame, egui::Frame) {
+        let side = egui::Frame::side_top_panel(style);
+        let central = egui::Frame::central_panel(style);
+        if self.background_by_clear {
+            let none = egui::Color32::TRANSPARENT;
+            (side.fill(none), central.fill(none))
+        } else {
+            (side, central)
+        }
+    }
+
     pub fn draw(&mut self, ui: &mut egui::Ui) {
-        egui::Panel::top("menu").show(ui, |ui| self.menu(ui));
+        let (side, central) = self.panel_frames(ui.style());
+        egui::Panel::top("menu")
+            .frame(side)
+            .show(ui, |ui| self.menu(ui));
         let problems = self.problems();
         let status = self.model_status();
         let running = self.running();
@@ -1092,6 +1145,7 @@ impl PlaygroundApp {
         let devices = self.devices.clone();
         let mut actions = Vec::new();
         egui::Panel::left("controls")
+            .frame(side)
             .default_size(330.0)
             .show(ui, |ui| {
                 let st = ControlsState {
@@ -1103,15 +1157,18 @@ impl PlaygroundApp {
                 };
                 actions = controls::show(ui, &mut self.settings, &st);
             });
-        egui::Panel::bottom("timeline").show(ui, |ui| {
+        egui::Panel::bottom("timeline").frame(side).show(ui, |ui| {
             ui.add_space(4.0);
             timeline::show(ui, &mut self.store);
             ui.add_space(2.0);
         });
         egui::Panel::right("side")
+            .frame(side)
             .default_size(380.0)
             .show(ui, |ui| self.side(ui));
-        egui::CentralPanel::default().show(ui, |ui| self.central(ui));
+        egui::CentralPanel::default()
+            .frame(central)
+            .show(ui, |ui| self.central(ui));
         let ctx = ui.ctx().clone();
         for a in actions {
             match a {
@@ -1242,6 +1299,12 @@ impl eframe::App for PlaygroundApp {
     fn ui(&mut self, ui: &mut egui::Ui, frame: &mut eframe::Frame) {
         let t0 = Instant::now();
         let cpu0 = report::thread_cpu();
+        let render_cpu = if self.cpu_rendered {
+            render_priority::rasterizer_cpu()
+        } else {
+            Duration::ZERO
+        };
+        self.pacer.frame_started(cpu0 + render_cpu);
         let ctx = ui.ctx().clone();
         self.start(&ctx, frame);
         self.update_state(&ctx);
@@ -1254,6 +1317,11 @@ impl eframe::App for PlaygroundApp {
             // Against the wall time: how much of a long frame was work, not preemption.
             cpu_ms = (report::thread_cpu() - cpu0).as_secs_f64() * 1e3,
             cursor = self.store.cursor,
+            // What drawing costs (UI thread + rasterizer), which paces a CPU decoder's frames.
+            draw_cost_ms = self.pacer.frame_cost().as_secs_f64() * 1e3,
+            interval_ms = self.repaint_ms.load(Ordering::Relaxed),
+            // Who asked for this frame (a widget that animates keeps asking).
+            causes = format!("{:?}", ctx.repaint_causes()),
             "frame"
         );
         if self.launch.quit_when_done && self.launched && !self.running() && !self.reported {
@@ -1268,6 +1336,12 @@ impl eframe::App for PlaygroundApp {
             self.finish_report();
             ctx.send_viewport_cmd(egui::ViewportCommand::Close);
         }
+    }
+
+    /// The panels' colour: in a real window the panels draw no fill of their own
+    /// ([`PlaygroundApp::panel_frames`]).
+    fn clear_color(&self, visuals: &egui::Visuals) -> [f32; 4] {
+        visuals.panel_fill.to_normalized_gamma_f32()
     }
 
     fn save(&mut self, storage: &mut dyn eframe::Storage) {

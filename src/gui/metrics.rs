@@ -14,8 +14,12 @@ pub fn show(ui: &mut egui::Ui, store: &Store) {
     let masks_left = masks_left
         .or_else(|| store.trace().map(|t| t.header.gen_end - t.header.gen_start))
         .unwrap_or(0);
+    // Columns at least as wide as their widest value: a grid whose column widths change asks for
+    // another frame at once, and live figures change width at every step (a second frame per
+    // frame, at lavapipe's cost, while the decoder runs).
     egui::Grid::new("metrics")
         .num_columns(2)
+        .min_col_width(110.0)
         .striped(true)
         .show(ui, |ui| {
             let mut row = |k: &str, v: String| {

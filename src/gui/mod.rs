@@ -13,6 +13,7 @@ pub mod highlight;
 mod jobs;
 mod metrics;
 mod output;
+pub mod pacing;
 pub mod race;
 pub mod render_priority;
 pub mod report;

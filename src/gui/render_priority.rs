@@ -91,6 +91,43 @@ pub fn lower_rasterizer_threads(nice: i32) -> std::io::Result<Vec<i32>> {
     Ok(lowered)
 }
 
+/// CPU time (user + system) the software rasterizer's threads have used so far: what the window's
+/// drawing costs on a CPU-rendered display, beyond the UI thread's own time. Zero on a GPU.
+#[cfg(target_os = "linux")]
+pub fn rasterizer_cpu() -> std::time::Duration {
+    // SAFETY: sysconf reads a constant.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if ticks <= 0 {
+        return std::time::Duration::ZERO;
+    }
+    let Ok(threads) = own_threads(is_software_rasterizer) else {
+        return std::time::Duration::ZERO;
+    };
+    let total: u64 = threads
+        .iter()
+        .filter_map(|(tid, _)| std::fs::read_to_string(format!("/proc/self/task/{tid}/stat")).ok())
+        .filter_map(|s| stat_cpu_ticks(&s))
+        .sum();
+    std::time::Duration::from_secs_f64(total as f64 / ticks as f64)
+}
+
+/// Elsewhere there is no lavapipe thread to find.
+#[cfg(not(target_os = "linux"))]
+pub fn rasterizer_cpu() -> std::time::Duration {
+    std::time::Duration::ZERO
+}
+
+/// utime + stime (clock ticks) from a `/proc/…/stat` line. The name field may hold spaces and
+/// parentheses, so the fields are counted from the last `)`.
+pub fn stat_cpu_ticks(stat: &str) -> Option<u64> {
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let mut f = rest.split_ascii_whitespace();
+    // After the name: state is field 3 of the line; utime and stime are fields 14 and 15.
+    let utime: u64 = f.nth(11)?.parse().ok()?;
+    let stime: u64 = f.next()?.parse().ok()?;
+    Some(utime + stime)
+}
+
 /// Elsewhere there is no lavapipe thread to find.
 #[cfg(not(target_os = "linux"))]
 pub fn lower_rasterizer_threads(_nice: i32) -> std::io::Result<Vec<i32>> {
@@ -101,6 +138,17 @@ pub fn lower_rasterizer_threads(_nice: i32) -> std::io::Result<Vec<i32>> {
 mod tests {
     use super::*;
     use std::sync::mpsc;
+
+    #[test]
+    fn cpu_ticks_from_a_stat_line() {
+        // A name with a space and a parenthesis, as a thread may have.
+        let line = "4242 (llvm pipe) x) S 1 2 3 4 5 6 7 8 9 10 125 17 0 0 20 0 9 0 100";
+        assert_eq!(stat_cpu_ticks(line), Some(142));
+        assert_eq!(stat_cpu_ticks("4242 (short) S 1 2"), None);
+        assert_eq!(stat_cpu_ticks("no name field"), None);
+        let own = std::fs::read_to_string("/proc/self/stat").unwrap();
+        assert!(stat_cpu_ticks(&own).is_some(), "{own}");
+    }
 
     #[test]
     fn names_of_the_rasterizer_threads() {

@@ -29,6 +29,8 @@ pub fn thread_cpu() -> Duration {
 struct Mark {
     at: Instant,
     cpu: Duration,
+    /// The software rasterizer's threads (`render_priority::rasterizer_cpu`).
+    render_cpu: Duration,
     frames: usize,
 }
 
@@ -47,6 +49,7 @@ impl Default for FrameStats {
             start: Mark {
                 at: Instant::now(),
                 cpu: thread_cpu(),
+                render_cpu: super::render_priority::rasterizer_cpu(),
                 frames: 0,
             },
             end: None,
@@ -72,6 +75,9 @@ pub struct Report {
     pub status: String,
     /// Software rasterizer threads that yield to the decoder (0 on a GPU; `gui/render_priority.rs`).
     pub render_threads_lowered: usize,
+    /// CPU time of the software rasterizer's threads over the same span (0 on a GPU): the cost of
+    /// drawing that the UI thread's time does not show.
+    pub render_threads_cpu_s: f64,
 }
 
 #[derive(Debug, Serialize)]
@@ -102,6 +108,7 @@ impl FrameStats {
         Mark {
             at: Instant::now(),
             cpu: thread_cpu(),
+            render_cpu: super::render_priority::rasterizer_cpu(),
             frames: self.frame_ms.len(),
         }
     }
@@ -140,6 +147,10 @@ impl FrameStats {
             race: None,
             status: String::new(),
             render_threads_lowered: 0,
+            render_threads_cpu_s: end
+                .render_cpu
+                .saturating_sub(self.start.render_cpu)
+                .as_secs_f64(),
         }
     }
 }
