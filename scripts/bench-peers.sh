@@ -9,20 +9,24 @@
 # load average read just before it. Prints the command, the machine and a markdown table of the
 # median wall times for docs/benchmarks.md; logs, JSON and the table stay in PEERS/results/<time>/.
 #
-# Usage: scripts/bench-peers.sh [--quick] [--check-ids | --ids-only] UNMASK PEERS RUNS
+# Usage: scripts/bench-peers.sh [--quick] [--check-ids | --ids-only] [--rows REGEX] UNMASK PEERS RUNS
 #   --quick      64 new tokens, 16 steps (blocks: 4 steps each): checks the whole pipeline in a minute or two (idle)
 #   --check-ids  first compare unmask's greedy ids with PyTorch's (not timed), then benchmark
 #   --ids-only   only the id comparison
+#   --rows REGEX only the rows whose name matches (e.g. 'headline-.*-f32': three rounds in ~8 min)
 set -euo pipefail
 
-usage() { sed -n '12,15p' "$0" | sed 's/^# \{0,1\}//'; }
-QUICK=0 CHECK=0 TIMING=1
+usage() { sed -n '12,16p' "$0" | sed 's/^# \{0,1\}//'; }
+QUICK=0 CHECK=0 TIMING=1 ONLY=
 CMDLINE="scripts/bench-peers.sh $*"
 while [[ $# -gt 0 && $1 == -* ]]; do
     case $1 in
         --quick) QUICK=1 ;;
         --check-ids) CHECK=1 ;;
         --ids-only) CHECK=1 TIMING=0 ;;
+        --rows)
+            [[ $# -ge 2 ]] || { echo "bench-peers: --rows needs a REGEX" >&2; exit 2; }
+            ONLY=$2; shift ;;
         -h | --help) usage; exit 0 ;;
         *) echo "bench-peers: unknown option '$1'" >&2; usage >&2; exit 2 ;;
     esac
@@ -79,6 +83,7 @@ ROWS=()
 declare -A TOOL ARGS GGUF
 # row NAME SETTING WEIGHTS COLUMN TOOL ARGS [GGUF]
 row() {
+    [[ -z $ONLY || $1 =~ ^($ONLY)$ ]] || return 0
     ROWS+=("$1"); TOOL[$1]=$5; ARGS[$1]=$6; GGUF[$1]=${7:-}
     printf '%s\t%s\t%s\t%s\t%s\n' "$1" "$2" "$3" "$4" "$(describe "$1")" >>"$OUT/rows.tsv"
 }
@@ -101,6 +106,10 @@ row blocks-unmask-approx  blocks   f32  "unmask --approx-cache" U "$U_BLOCK --ap
 row sampling-llama-f32    sampling f32  llama.cpp               L "$L_SAMP" "$PEERS/gguf/tiny-dream-f32.gguf"
 row sampling-torch-f32    sampling f32  PyTorch                 T "$T_SAMP"
 row sampling-unmask-f32   sampling f32  unmask                  U "$U_SAMP"
+if ((TIMING)) && [[ ${#ROWS[@]} -eq 0 ]]; then
+    echo "bench-peers: --rows '$ONLY' matches no row (names: headline-{llama,torch,unmask}-f32, headline-unmask-bf16, blocks-…, sampling-…; see rows.tsv of a full run)" >&2
+    exit 2
+fi
 
 # Run one tool; stdout to $2, stderr to $3. The args are flag lists without spaces inside a value.
 invoke() {
