@@ -63,7 +63,7 @@ pub fn filtered_probs_with(
     } else {
         1.0
     };
-    let max = rowscan::max(logits) as f64;
+    let max = crate::vmath::max(logits) as f64;
     let mut p: Vec<f64> = logits
         .iter()
         .map(|&l| {
@@ -219,7 +219,7 @@ pub fn propose_drawn(
     } else {
         params.temperature as f64
     };
-    let max = rowscan::max(logits) as f64;
+    let max = crate::vmath::max(logits) as f64;
     // The normaliser over the whole vocabulary, needed only where top-p looks at the whole
     // distribution (Dream's order): one pass of f32 exponentials summed in f64. The device's
     // f32 log-sum-exp is not used: its rounding moves cuts that fall exactly on top_p.
@@ -730,7 +730,7 @@ pub fn prob_with(logits: &[f32], token: u32, stats: Option<super::denoiser::RowS
 
 /// Probability of an existing token under the plain (unfiltered, temperature-1) softmax.
 pub fn prob_of(logits: &[f32], token: u32) -> f32 {
-    let max = rowscan::max(logits) as f64;
+    let max = crate::vmath::max(logits) as f64;
     let sum: f64 = logits.iter().map(|&l| (l as f64 - max).exp()).sum();
     ((logits[token as usize] as f64 - max).exp() / sum) as f32
 }

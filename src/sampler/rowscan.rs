@@ -7,8 +7,8 @@
 //! quarter of a greedy run's profile (docs/benchmarks.md). Here the selection is one pass that
 //! compares whole chunks against the current fifth-best value with vector compares and looks at
 //! single entries only in the rare chunks that beat it; the statistics are one pass of 8-wide
-//! exponentials (range reduction and a polynomial, [`exp`]) with running-max rescaling, so each
-//! row is read from memory once per pass.
+//! exponentials (`crate::vmath`'s, a range reduction and a polynomial) with running-max
+//! rescaling, so each row is read from memory once per pass.
 //!
 //! The selection is exact (comparisons only): the same results, ties and NaN included, as the
 //! scalar definitions it replaced (kept as references in the tests). The statistics agree with
@@ -17,6 +17,9 @@
 //! vectorise it.
 
 use super::denoiser::RowStats;
+#[cfg(target_arch = "x86_64")]
+use crate::vmath::avx2_fma;
+use crate::vmath::{exp, max_body, EXP_LO};
 
 /// How many of the largest entries a proposal reports.
 pub const TOP: usize = 5;
@@ -114,34 +117,6 @@ fn select_body(xs: &[f32], skip: usize, n: usize) -> Selection {
     Selection { best, top }
 }
 
-/// Largest entry, NaN ignored (−∞ for an empty or all-NaN row): `fold(−∞, f32::max)`, up to
-/// the sign of a zero maximum.
-pub fn max(xs: &[f32]) -> f32 {
-    #[cfg(target_arch = "x86_64")]
-    if avx2_fma() {
-        // SAFETY: the CPU has AVX2 and FMA (checked).
-        return unsafe { avx::max(xs) };
-    }
-    max_body(xs)
-}
-
-#[inline(always)]
-fn max_body(xs: &[f32]) -> f32 {
-    // Eight running maxima, one per vector lane; `x > m` is false for NaN, as f32::max ignores it.
-    let mut m = [f32::NEG_INFINITY; 8];
-    let chunks = xs.chunks_exact(8);
-    let tail = chunks.remainder();
-    for c in chunks {
-        for j in 0..8 {
-            m[j] = if c[j] > m[j] { c[j] } else { m[j] };
-        }
-    }
-    m.iter()
-        .chain(tail)
-        .cloned()
-        .fold(f32::NEG_INFINITY, f32::max)
-}
-
 /// Index of the first NaN or infinite entry. Chunks are tested whole with vector compares (an
 /// early exit per entry would keep the loop scalar); only a chunk that holds one is searched.
 pub fn first_non_finite(xs: &[f32]) -> Option<usize> {
@@ -170,57 +145,6 @@ fn first_non_finite_body(xs: &[f32]) -> Option<usize> {
     }
     None
 }
-
-/// e^x in f32, within 2 ulps of a correctly rounded result over the whole range: subnormal
-/// results as such, 0 below about −103.97, +∞ above about 88.72, NaN for NaN. The portable
-/// version of the AVX2 kernel's lanes (used for the rows' tails and on other CPUs).
-#[inline(always)]
-pub fn exp(x: f32) -> f32 {
-    // Comparisons are false for NaN, which passes through to the result.
-    let x = if x < EXP_LO {
-        EXP_LO
-    } else if x > EXP_HI {
-        EXP_HI
-    } else {
-        x
-    };
-    // n = round(x / ln 2) by the add-1.5·2²³ trick: t's low mantissa bits hold n.
-    let t = x * LOG2E + ROUND;
-    let n = t - ROUND;
-    // x − n·ln 2 in two parts (n·LN2_HI is exact), so r keeps its low bits.
-    let r = (x - n * LN2_HI) - n * LN2_LO;
-    let p = ((((P0 * r + P1) * r + P2) * r + P3) * r + P4) * r + P5;
-    let y = p * (r * r) + r + 1.0;
-    let (s1, s2) = scales((t.to_bits() as i32).wrapping_sub(ROUND_BITS));
-    y * s1 * s2
-}
-
-/// 2^n as two factors 2^a · 2^b (a + b = n, both within the normal range for every n the
-/// clamped input gives), so that a product y·2^a·2^b rounds once even where it is subnormal.
-#[inline(always)]
-fn scales(n: i32) -> (f32, f32) {
-    let a = n >> 1;
-    let b = n.wrapping_sub(a);
-    let bits = |k: i32| f32::from_bits((k.wrapping_add(127) as u32) << 23);
-    (bits(a), bits(b))
-}
-
-/// Inputs are clamped to [EXP_LO, EXP_HI]: e^EXP_LO rounds to 0 and e^EXP_HI overflows to +∞.
-const EXP_LO: f32 = -110.0;
-const EXP_HI: f32 = 89.0;
-const LOG2E: f32 = std::f32::consts::LOG2_E;
-const ROUND: f32 = 12_582_912.0; // 1.5 · 2²³
-const ROUND_BITS: i32 = 0x4B40_0000; // ROUND.to_bits()
-/// ln 2 = LN2_HI + LN2_LO, LN2_HI with 9 significant bits (n·LN2_HI exact for |n| < 2¹⁵).
-const LN2_HI: f32 = 0.693_359_4;
-const LN2_LO: f32 = -2.121_944_4e-4;
-/// Minimax coefficients for (e^r − 1 − r) / r² on |r| ≤ ln 2 / 2 (Cephes' expf).
-const P0: f32 = 1.987_569_1e-4;
-const P1: f32 = 1.398_199_9e-3;
-const P2: f32 = 8.333_452e-3;
-const P3: f32 = 4.166_579_6e-2;
-const P4: f32 = 1.666_666_5e-1;
-const P5: f32 = 5.000_000_1e-1;
 
 /// Entries per chunk of [`row_stats`]: the chunk's max and then its exponentials read it from L1.
 const STATS_CHUNK: usize = 512;
@@ -334,16 +258,9 @@ fn clamp_lo(d: f32) -> f32 {
 }
 
 #[cfg(target_arch = "x86_64")]
-fn avx2_fma() -> bool {
-    static HAS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *HAS.get_or_init(|| {
-        std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
-    })
-}
-
-#[cfg(target_arch = "x86_64")]
 mod avx {
     use super::*;
+    use crate::vmath::avx::exp8;
     use std::arch::x86_64::*;
 
     /// The portable selection, compiled for AVX2 (its chunk compare becomes vector compares).
@@ -358,44 +275,9 @@ mod avx {
     }
 
     #[target_feature(enable = "avx2,fma")]
-    pub unsafe fn max(xs: &[f32]) -> f32 {
-        max_body(xs)
-    }
-
-    #[target_feature(enable = "avx2,fma")]
     pub unsafe fn row_stats(row: &[f32]) -> RowStats {
         // SAFETY: this function's features are those `sums` needs.
         stats_with(row, |c| max_body(c), |c, m| unsafe { sums(c, m) })
-    }
-
-    /// [`exp`](super::exp) on eight lanes, with fused multiply-adds.
-    #[target_feature(enable = "avx2,fma")]
-    #[inline]
-    pub unsafe fn exp8(x: __m256) -> __m256 {
-        // min/max return their second operand when either is NaN: NaN passes through.
-        let x = _mm256_max_ps(
-            _mm256_set1_ps(EXP_LO),
-            _mm256_min_ps(_mm256_set1_ps(EXP_HI), x),
-        );
-        let t = _mm256_fmadd_ps(x, _mm256_set1_ps(LOG2E), _mm256_set1_ps(ROUND));
-        let n = _mm256_sub_ps(t, _mm256_set1_ps(ROUND));
-        let r = _mm256_fnmadd_ps(n, _mm256_set1_ps(LN2_HI), x);
-        let r = _mm256_fnmadd_ps(n, _mm256_set1_ps(LN2_LO), r);
-        let mut p = _mm256_set1_ps(P0);
-        for c in [P1, P2, P3, P4, P5] {
-            p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(c));
-        }
-        let y = _mm256_add_ps(
-            _mm256_fmadd_ps(p, _mm256_mul_ps(r, r), r),
-            _mm256_set1_ps(1.0),
-        );
-        let ni = _mm256_sub_epi32(_mm256_castps_si256(t), _mm256_set1_epi32(ROUND_BITS));
-        let a = _mm256_srai_epi32::<1>(ni);
-        let b = _mm256_sub_epi32(ni, a);
-        let bias = _mm256_set1_epi32(127);
-        let s1 = _mm256_castsi256_ps(_mm256_slli_epi32::<23>(_mm256_add_epi32(a, bias)));
-        let s2 = _mm256_castsi256_ps(_mm256_slli_epi32::<23>(_mm256_add_epi32(b, bias)));
-        _mm256_mul_ps(_mm256_mul_ps(y, s1), s2)
     }
 
     /// [`sums_portable`] in AVX2: four vectors of terms per step, added in f32, then into four
@@ -543,7 +425,7 @@ mod tests {
         // (The scalar definition indexed out of bounds for n = 0.)
         assert!(top_n(xs, 0).is_empty());
         let want_max = xs.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
-        let got_max = max(xs);
+        let got_max = crate::vmath::max(xs);
         assert!(
             got_max == want_max || (got_max.is_nan() && want_max.is_nan()),
             "{what}: max {got_max} vs {want_max}"
@@ -630,77 +512,6 @@ mod tests {
                 v[2] = -f32::MIN_POSITIVE / 2.0;
             }
             assert_eq!(first_non_finite(&v), None, "extremes, len {len}");
-        }
-    }
-
-    fn ulps(a: f32, b: f32) -> u32 {
-        if a == b || (a.is_nan() && b.is_nan()) {
-            return 0;
-        }
-        // Both results here are ≥ 0, where the bit patterns are ordered.
-        (a.to_bits() as i64 - b.to_bits() as i64).unsigned_abs() as u32
-    }
-
-    #[test]
-    fn exp_is_within_two_ulps_of_std() {
-        let mut xs: Vec<f32> = (0..=2_300_000).map(|i| -120.0 + i as f32 * 1e-4).collect();
-        xs.extend([
-            0.0,
-            -0.0,
-            1e-30,
-            -1e-30,
-            88.72,
-            88.7228,
-            88.73,
-            1e30,
-            -87.33,
-            -103.97,
-            -103.98,
-            -104.0,
-            -1e30,
-            f32::INFINITY,
-            f32::NEG_INFINITY,
-            f32::MIN_POSITIVE,
-        ]);
-        let check = |path: &str, got: &[f32]| {
-            let mut worst = (0, 0.0f32);
-            for (&x, &g) in xs.iter().zip(got) {
-                let u = ulps(g, x.exp());
-                if u > worst.0 {
-                    worst = (u, x);
-                }
-            }
-            assert!(
-                worst.0 <= 2,
-                "{path}: {} ulps at x = {} ({} vs std {})",
-                worst.0,
-                worst.1,
-                got[xs.iter().position(|&x| x == worst.1).unwrap()],
-                worst.1.exp()
-            );
-        };
-        let portable: Vec<f32> = xs.iter().map(|&x| exp(x)).collect();
-        check("portable", &portable);
-        assert!(exp(f32::NAN).is_nan());
-        assert_eq!(exp(0.0), 1.0);
-        assert_eq!(exp(f32::NEG_INFINITY), 0.0);
-        assert_eq!(exp(-200.0), 0.0);
-        assert_eq!(exp(f32::INFINITY), f32::INFINITY);
-        #[cfg(target_arch = "x86_64")]
-        if avx2_fma() {
-            use std::arch::x86_64::*;
-            let mut got = vec![0f32; xs.len().next_multiple_of(8)];
-            let mut padded = xs.clone();
-            padded.resize(got.len(), 0.0);
-            for (i, o) in padded.chunks_exact(8).zip(got.chunks_exact_mut(8)) {
-                // SAFETY: AVX2/FMA checked; eight floats each.
-                unsafe { _mm256_storeu_ps(o.as_mut_ptr(), avx::exp8(_mm256_loadu_ps(i.as_ptr()))) };
-            }
-            check("avx2", &got[..xs.len()]);
-            let mut nan = [0f32; 8];
-            // SAFETY: as above.
-            unsafe { _mm256_storeu_ps(nan.as_mut_ptr(), avx::exp8(_mm256_set1_ps(f32::NAN))) };
-            assert!(nan.iter().all(|x| x.is_nan()));
         }
     }
 
