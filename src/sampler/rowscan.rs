@@ -1,6 +1,7 @@
 //! The vocabulary-wide passes a decoding step makes over one row of logits: the softmax's
-//! statistics ([`row_stats`]: log-sum-exp and Σ p log p) and the greedy selection ([`select`]:
-//! the argmax without the mask id and the five largest logits).
+//! statistics ([`row_stats`]: log-sum-exp and Σ p log p), the greedy selection ([`select`]: the
+//! argmax without the mask id and the five largest logits) and the finiteness check
+//! ([`first_non_finite`]).
 //!
 //! Why by hand: with a 152k-token vocabulary and up to 256 masked rows a step, four scalar passes
 //! per row (max, a scalar `expf` per logit summed in f64, argmax, an insertion top-5) were a
