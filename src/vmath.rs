@@ -26,8 +26,8 @@ pub(crate) fn max_body(xs: &[f32]) -> f32 {
     let chunks = xs.chunks_exact(8);
     let tail = chunks.remainder();
     for c in chunks {
-        for j in 0..8 {
-            m[j] = if c[j] > m[j] { c[j] } else { m[j] };
+        for (mj, &x) in m.iter_mut().zip(c) {
+            *mj = if x > *mj { x } else { *mj };
         }
     }
     m.iter()
@@ -68,9 +68,9 @@ fn exp_sub_sum_portable(xs: &mut [f32], m: f32) -> f32 {
     let mut lanes = [0f32; 8];
     let mut chunks = xs.chunks_exact_mut(8);
     for c in &mut chunks {
-        for j in 0..8 {
-            c[j] = exp(c[j] - m);
-            lanes[j] += c[j];
+        for (x, lane) in c.iter_mut().zip(&mut lanes) {
+            *x = exp(*x - m);
+            *lane += *x;
         }
     }
     let mut sum = lanes.iter().sum::<f32>();

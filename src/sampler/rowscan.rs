@@ -132,7 +132,7 @@ pub fn first_non_finite(xs: &[f32]) -> Option<usize> {
 #[inline(always)]
 fn first_non_finite_body(xs: &[f32]) -> Option<usize> {
     // Exponent all ones: ±∞ or NaN.
-    let bad = |x: f32| x.to_bits() & 0x7fff_ffff >= 0x7f80_0000;
+    let bad = |x: f32| (x.to_bits() & 0x7fff_ffff) >= 0x7f80_0000;
     let mut base = 0;
     for chunk in xs.chunks(SELECT_CHUNK) {
         let mut any = false;
@@ -229,10 +229,10 @@ fn sums_portable(chunk: &[f32], m: f32) -> (f64, f64) {
     for b in blocks {
         let mut e = [0f32; STATS_BLOCK];
         let mut ed = [0f32; STATS_BLOCK];
-        for j in 0..STATS_BLOCK {
-            let d = clamp_lo(b[j] - m);
-            e[j] = exp(d);
-            ed[j] = e[j] * d;
+        for ((e, ed), &l) in e.iter_mut().zip(&mut ed).zip(b) {
+            let d = clamp_lo(l - m);
+            *e = exp(d);
+            *ed = *e * d;
         }
         for j in 0..8 {
             s[j] += ((e[j] + e[j + 8]) + (e[j + 16] + e[j + 24])) as f64;
