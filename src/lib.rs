@@ -20,3 +20,4 @@ pub mod sampler;
 pub mod session;
 pub mod trace;
 pub mod train;
+pub mod vmath;

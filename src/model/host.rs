@@ -339,9 +339,7 @@ impl HostNet {
             let act_buf = grow(&mut s.act, m * inter);
             for r in 0..m {
                 let (g, u) = gu[r * 2 * inter..(r + 1) * 2 * inter].split_at(inter);
-                for ((o, &g), &u) in act_buf[r * inter..(r + 1) * inter].iter_mut().zip(g).zip(u) {
-                    *o = g / (1.0 + (-g).exp()) * u;
-                }
+                crate::vmath::silu_mul(g, u, &mut act_buf[r * inter..(r + 1) * inter]);
             }
             let proj = &mut s.proj[..m * h];
             matmul_rows(&self.team, act_buf, m, inter, &layer.down, h, proj);
@@ -505,12 +503,8 @@ fn attention(
             }
             let (seen, unseen) = row.split_at_mut(limit);
             unseen.fill(0.0);
-            let max = seen.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
-            let mut sum = 0f32;
-            for s in seen.iter_mut() {
-                *s = (*s - max).exp();
-                sum += *s;
-            }
+            let max = crate::vmath::max(seen);
+            let sum = crate::vmath::exp_sub_sum(seen, max);
             seen.iter_mut().for_each(|s| *s /= sum);
         }
         unsafe {

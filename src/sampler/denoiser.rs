@@ -110,38 +110,15 @@ impl BlockLogits {
     }
 }
 
-/// Log-sum-exp and negative entropy of row-major `[rows, vocab]` logits already on the host, rows in parallel:
-/// one pass of exponentials per row, e = exp(l − max), then lse = max + ln Σe and
-/// Σ p log p = Σ e·(l − max) / Σe − ln Σe (sums in f64).
+/// Log-sum-exp and negative entropy of row-major `[rows, vocab]` logits already on the host, rows
+/// in parallel: one pass of exponentials per row ([`super::rowscan::row_stats`]).
 pub fn host_row_stats(data: &[f32], vocab: usize) -> Vec<RowStats> {
     use rayon::prelude::*;
     if vocab == 0 {
         return Vec::new();
     }
     data.par_chunks(vocab)
-        .map(|row| {
-            let max = row.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
-            if !max.is_finite() {
-                return RowStats {
-                    lse: max,
-                    neg_entropy: 0.0,
-                };
-            }
-            let (mut s, mut a) = (0f64, 0f64);
-            for &l in row {
-                let d = l - max;
-                let e = d.exp() as f64;
-                s += e;
-                if e > 0.0 {
-                    a += e * d as f64;
-                }
-            }
-            let ln_s = s.ln();
-            RowStats {
-                lse: (max as f64 + ln_s) as f32,
-                neg_entropy: (a / s - ln_s) as f32,
-            }
-        })
+        .map(super::rowscan::row_stats)
         .collect()
 }
 

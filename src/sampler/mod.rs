@@ -8,6 +8,7 @@ pub mod noise;
 pub mod params;
 pub mod propose;
 pub mod repeat;
+pub mod rowscan;
 pub mod schedule;
 
 use std::collections::HashMap;
@@ -281,14 +282,12 @@ fn check_finite(logits: &denoiser::BlockLogits, start: usize, step: usize) -> Re
     let Some(row) = logits
         .data
         .par_chunks(chunk)
-        .position_first(|r| r.iter().any(|x| !x.is_finite()))
+        .position_first(|r| rowscan::first_non_finite(r).is_some())
     else {
         return Ok(());
     };
     let i = row * chunk
-        + logits.data[row * chunk..]
-            .iter()
-            .position(|x| !x.is_finite())
+        + rowscan::first_non_finite(&logits.data[row * chunk..])
             .expect("the row holds a non-finite value");
     let vocab = logits.vocab.max(1);
     // Data rows are the block offsets in `rows` when the model computed only some of them.

@@ -9,6 +9,8 @@
 use rand::Rng;
 
 use super::params::{Filters, SamplerParams, UnmaskRule};
+pub use super::rowscan::top_n;
+use super::rowscan::{self, argmax_except};
 
 /// A proposal for one masked position.
 #[derive(Clone, Debug)]
@@ -61,7 +63,7 @@ pub fn filtered_probs_with(
     } else {
         1.0
     };
-    let max = logits.iter().cloned().fold(f32::NEG_INFINITY, f32::max) as f64;
+    let max = crate::vmath::max(logits) as f64;
     let mut p: Vec<f64> = logits
         .iter()
         .map(|&l| {
@@ -124,28 +126,10 @@ pub fn filtered_probs_with(
     p.into_iter().map(|x| x as f32).collect()
 }
 
-/// Index and value of the largest entry; the lowest index wins ties.
+/// Index and value of the largest entry; the lowest index wins ties (index 0 where nothing
+/// exceeds −∞).
 pub fn argmax(xs: &[f32]) -> (usize, f32) {
-    let mut best = (0, f32::NEG_INFINITY);
-    for (i, &x) in xs.iter().enumerate() {
-        if x > best.1 {
-            best = (i, x);
-        }
-    }
-    best
-}
-
-/// The `n` largest entries, by value descending then index ascending.
-pub fn top_n(xs: &[f32], n: usize) -> Vec<(u32, f32)> {
-    let mut top: Vec<(u32, f32)> = Vec::with_capacity(n + 1);
-    for (i, &x) in xs.iter().enumerate() {
-        if top.len() < n || x > top[top.len() - 1].1 {
-            let at = top.partition_point(|&(_, v)| v >= x);
-            top.insert(at, (i as u32, x));
-            top.truncate(n);
-        }
-    }
-    top
+    argmax_except(xs, usize::MAX)
 }
 
 /// Proposes a token for one position. Draws from `rng` only when temperature > 0. The mask id
@@ -235,7 +219,7 @@ pub fn propose_drawn(
     } else {
         params.temperature as f64
     };
-    let max = logits.iter().cloned().fold(f32::NEG_INFINITY, f32::max) as f64;
+    let max = crate::vmath::max(logits) as f64;
     // The normaliser over the whole vocabulary, needed only where top-p looks at the whole
     // distribution (Dream's order): one pass of f32 exponentials summed in f64. The device's
     // f32 log-sum-exp is not used: its rounding moves cuts that fall exactly on top_p.
@@ -701,12 +685,11 @@ fn reference_drawn(logits: &[f32], params: &SamplerParams, mask: u32, uniform: f
 /// The greedy proposal with the softmax's normaliser and entropy precomputed: only comparisons
 /// over the vocabulary, and a handful of exponentials. Same values as the full path.
 fn greedy_from_stats(logits: &[f32], mask: u32, st: super::denoiser::RowStats) -> Proposal {
-    let token = argmax_except(logits, mask as usize).0;
+    // One pass for the argmax without the mask id and the five largest logits.
+    let sel = rowscan::select(logits, mask as usize);
+    let token = sel.best.0;
     let p = |l: f32| ((l as f64) - (st.lse as f64)).exp() as f32;
-    let top: Vec<(u32, f32)> = top_n(logits, 5)
-        .into_iter()
-        .map(|(t, l)| (t, p(l)))
-        .collect();
+    let top: Vec<(u32, f32)> = sel.top.into_iter().map(|(t, l)| (t, p(l))).collect();
     let p1 = top.first().map(|t| t.1).unwrap_or(0.0);
     let p2 = top.get(1).map(|t| t.1).unwrap_or(0.0);
     Proposal {
@@ -716,19 +699,6 @@ fn greedy_from_stats(logits: &[f32], mask: u32, st: super::denoiser::RowStats) -
         neg_entropy: st.neg_entropy,
         top,
     }
-}
-
-fn argmax_except(xs: &[f32], skip: usize) -> (usize, f32) {
-    let mut best = (
-        if skip == 0 && xs.len() > 1 { 1 } else { 0 },
-        f32::NEG_INFINITY,
-    );
-    for (i, &x) in xs.iter().enumerate() {
-        if i != skip && x > best.1 {
-            best = (i, x);
-        }
-    }
-    best
 }
 
 /// The score a rule ranks a proposal at `pos` on (higher commits first).
@@ -760,7 +730,7 @@ pub fn prob_with(logits: &[f32], token: u32, stats: Option<super::denoiser::RowS
 
 /// Probability of an existing token under the plain (unfiltered, temperature-1) softmax.
 pub fn prob_of(logits: &[f32], token: u32) -> f32 {
-    let max = logits.iter().cloned().fold(f32::NEG_INFINITY, f32::max) as f64;
+    let max = crate::vmath::max(logits) as f64;
     let sum: f64 = logits.iter().map(|&l| (l as f64 - max).exp()).sum();
     ((logits[token as usize] as f64 - max).exp() / sum) as f32
 }
