@@ -27,6 +27,14 @@ pub enum Command {
         chat: bool,
         params: SamplerParams,
     },
+    /// Decode one block of `params` and drop the result: the first forwards of a session pay for
+    /// first-touch allocations and cold caches, which a timed run (the race's lanes) should not.
+    /// `unmask bench` does the same before its rows.
+    WarmUp {
+        task: TextTask,
+        chat: bool,
+        params: SamplerParams,
+    },
     /// Decode a prepared header as it is (a fork: another run's canvas edited by hand).
     Resume {
         run: u64,
@@ -131,6 +139,19 @@ fn worker(rx: Receiver<Command>, tx: Sender<Event>, cancel: CancelFlags, wake: i
             } => with_run(model.as_ref(), &cancel, run, &emit, |m, device, flag| {
                 generate(m, device, run, &task, chat, &params, flag, &emit)
             }),
+            Command::WarmUp { task, chat, params } => {
+                if let Some((m, device)) = &model {
+                    let one_block = SamplerParams {
+                        gen_length: params.block_size.max(1),
+                        ..params
+                    };
+                    let never = AtomicBool::new(false);
+                    // Nothing to report: a failure here shows again in the timed run.
+                    if let Ok(h) = session::prepare_text(m, &task, chat, &one_block, device) {
+                        let _ = session::run(m, h, device, &never, &mut |_| {});
+                    }
+                }
+            }
             Command::Resume { run, header } => {
                 with_run(model.as_ref(), &cancel, run, &emit, |m, device, flag| {
                     decode(m, device, run, *header, flag, &emit)

@@ -732,6 +732,14 @@ impl PlaygroundApp {
         }
         let diffusion = self.settings.params.clone();
         let ar = diffusion.autoregressive();
+        // The lanes are timed; as in `unmask bench`, the model is warmed up first.
+        if let Some(engine) = &self.engine {
+            engine.send(Command::WarmUp {
+                task: self.settings.task(),
+                chat: self.settings.chat,
+                params: diffusion.clone(),
+            });
+        }
         self.send_generate(Lane::RaceAr, ar);
         self.send_generate(Lane::RaceDiffusion, diffusion);
         self.settings.view = View::Race;
