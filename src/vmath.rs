@@ -86,14 +86,8 @@ fn exp_sub_sum_portable(xs: &mut [f32], m: f32) -> f32 {
 /// version of the AVX2 kernel's lanes (used for slices' tails and on other CPUs).
 #[inline(always)]
 pub fn exp(x: f32) -> f32 {
-    // Comparisons are false for NaN, which passes through to the result.
-    let x = if x < EXP_LO {
-        EXP_LO
-    } else if x > EXP_HI {
-        EXP_HI
-    } else {
-        x
-    };
+    // clamp keeps a NaN, which passes through to the result.
+    let x = x.clamp(EXP_LO, EXP_HI);
     // n = round(x / ln 2) by the add-1.5·2²³ trick: t's low mantissa bits hold n.
     let t = x * LOG2E + ROUND;
     let n = t - ROUND;
@@ -130,7 +124,8 @@ const P1: f32 = 1.398_199_9e-3;
 const P2: f32 = 8.333_452e-3;
 const P3: f32 = 4.166_579_6e-2;
 const P4: f32 = 1.666_666_5e-1;
-const P5: f32 = 5.000_000_1e-1;
+// Cephes writes 5.0000001e-1, which is 0.5 in f32.
+const P5: f32 = 0.5;
 
 #[cfg(target_arch = "x86_64")]
 pub(crate) fn avx2_fma() -> bool {

@@ -278,7 +278,7 @@ mod avx {
     #[target_feature(enable = "avx2,fma")]
     pub unsafe fn row_stats(row: &[f32]) -> RowStats {
         // SAFETY: this function's features are those `sums` needs.
-        stats_with(row, |c| max_body(c), |c, m| unsafe { sums(c, m) })
+        stats_with(row, max_body, |c, m| unsafe { sums(c, m) })
     }
 
     /// [`sums_portable`] in AVX2: four vectors of terms per step, added in f32, then into four
