@@ -239,7 +239,12 @@ fn sums_portable(chunk: &[f32], m: f32) -> (f64, f64) {
             a[j] += ((ed[j] + ed[j + 8]) + (ed[j + 16] + ed[j + 24])) as f64;
         }
     }
-    let (mut s, mut a) = (s.iter().sum::<f64>(), a.iter().sum::<f64>());
+    add_tail(tail, m, (s.iter().sum(), a.iter().sum()))
+}
+
+/// The sums with the terms of a chunk's last logits (fewer than a block) added one by one.
+#[inline(always)]
+fn add_tail(tail: &[f32], m: f32, (mut s, mut a): (f64, f64)) -> (f64, f64) {
     for &l in tail {
         let d = clamp_lo(l - m);
         let e = exp(d);
@@ -315,14 +320,7 @@ mod avx {
             unsafe { _mm256_storeu_pd(out.as_mut_ptr(), v) };
             (out[0] + out[1]) + (out[2] + out[3])
         };
-        let (mut s, mut a) = (hsum(s0) + hsum(s1), hsum(a0) + hsum(a1));
-        for &l in tail {
-            let d = clamp_lo(l - m);
-            let e = exp(d);
-            s += e as f64;
-            a += e as f64 * d as f64;
-        }
-        (s, a)
+        add_tail(tail, m, (hsum(s0) + hsum(s1), hsum(a0) + hsum(a1)))
     }
 }
 
