@@ -118,6 +118,8 @@ pub struct PlaygroundApp {
     background_by_clear: bool,
     /// Animations are off (`still_while`).
     still: bool,
+    /// CPUs this process may use (read once: on Linux each query reads cgroup files).
+    cores: usize,
 }
 
 impl PlaygroundApp {
@@ -151,6 +153,7 @@ impl PlaygroundApp {
             pacer: Pacer::default(),
             background_by_clear: false,
             still: false,
+            cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
         }
     }
 
@@ -805,10 +808,9 @@ impl PlaygroundApp {
         let interval = if racing {
             QUIET_INTERVAL_MS
         } else {
-            let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
             let cpu_decoding = self.running() && self.decodes_on_cpu();
             self.still_while(cpu_decoding, ctx);
-            self.pacer.interval(cpu_decoding, cores).as_millis() as u64
+            self.pacer.interval(cpu_decoding, self.cores).as_millis() as u64
         };
         self.repaint_ms.store(interval, Ordering::Relaxed);
         if let Some(engine) = &self.engine {
@@ -1125,7 +1127,6 @@ impl PlaygroundApp {
         });
     }
 
-    /// Draws the whole window.
     /// Frames for the side and central panels. In a real window they draw no fill: the clear
     /// colour is the panel colour ([`eframe::App::clear_color`]), and a clear costs a software
     /// rasterizer a memset where a window-sized fill costs it every pixel's shader (measured:
@@ -1141,6 +1142,7 @@ impl PlaygroundApp {
         }
     }
 
+    /// Draws the whole window.
     pub fn draw(&mut self, ui: &mut egui::Ui) {
         let (side, central) = self.panel_frames(ui.style());
         egui::Panel::top("menu")
