@@ -108,6 +108,7 @@ row sampling-torch-f32    sampling f32  PyTorch                 T "$T_SAMP"
 row sampling-unmask-f32   sampling f32  unmask                  U "$U_SAMP"
 if ((TIMING)) && [[ ${#ROWS[@]} -eq 0 ]]; then
     echo "bench-peers: --rows '$ONLY' matches no row (names: headline-{llama,torch,unmask}-f32, headline-unmask-bf16, blocks-…, sampling-…; see rows.tsv of a full run)" >&2
+    rm -rf "$OUT"   # nothing ran: leave no empty results folder behind
     exit 2
 fi
 
